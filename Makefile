@@ -1,0 +1,34 @@
+# poai developer commands.  `make install` then `make test` on a fresh machine.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install build test test-fast bench lint selftest model clean
+
+# Editable install with the test extras; builds the C extension in place.
+install:
+	$(PIP) install -e ".[test]"
+	$(PYTHON) -m poai.cli models pull smollm2
+
+# Rebuild only the extension (after editing ext/).
+build:
+	$(PYTHON) setup.py build_ext --inplace
+
+test:
+	$(PYTHON) -m pytest -q -rs
+
+# Everything but the whole-model / llama.cpp runs.
+test-fast:
+	$(PYTHON) -m pytest -q -rs -m "not slow"
+
+selftest:
+	$(PYTHON) -m poai.cli selftest
+
+bench:
+	$(PYTHON) -m poai.cli bench
+
+lint:
+	$(PYTHON) -m ruff check poai tests
+	$(PYTHON) -m cython -X language_level=3 --warning-errors -o /dev/null ext/_native.pyx
+
+clean:
+	rm -rf build dist *.egg-info poai/*.so ext/_native.c .pytest_cache
