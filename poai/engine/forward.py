@@ -1,0 +1,127 @@
+"""The forward pass, top to bottom in data-flow order, over a kernel backend.
+
+``ops`` is a kernel backend (ops_reference, or the native C one) exposing the
+same functions; the data flow is written once here so every backend computes
+the same graph.  Shapes (T tokens, d = d_model, H heads, Hkv kv heads,
+hd = head dim, F = ffn width, V = vocabulary), all int64 Q16 unless noted:
+
+    x        [T, d]       residual stream
+    h        [T, d]       normalized input of a sub-layer
+    q        [T, H, hd]   queries (after RoPE for llama)
+    k, v     [T, Hkv, hd] keys (after RoPE), values
+    a        [T, d]       attention output (heads concatenated)
+    g, u     [T, F]       gate and up projections (llama); u only for gpt2
+    logits   [T, V]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poai.engine import tables
+from poai.engine.model import CanonicalModel
+from poai.errors import EngineRangeError
+
+
+@dataclass
+class ForwardResult:
+    hidden: np.ndarray              # [T, d] final normalized hidden states, Q16
+    logits: np.ndarray | None       # [len(logit_rows), V] Q16, or None
+    attn_probs: dict                # {(layer, head): [T, T] Q16 probabilities}
+
+
+def rope_for(model: CanonicalModel, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin tables covering positions [0, n_pos) (power-of-two sized, so
+    the cached table is shared between nearby lengths)."""
+    cfg = model.config
+    size = 64
+    while size < n_pos:
+        size *= 2
+    mant, exp = cfg.rope_base_dyadic()
+    cos, sin = tables.rope_tables(mant, exp, cfg.n_rot, size)
+    return cos[:n_pos], sin[:n_pos]
+
+
+def run_forward(
+    model: CanonicalModel,
+    tokens: np.ndarray,
+    ops,
+    *,
+    logit_rows: np.ndarray | None = None,
+    attn_heads: dict | None = None,
+) -> ForwardResult:
+    """Run the model on one token sequence (positions 0..T-1).
+
+    logit_rows: the positions whose logits to compute (None: all, empty: none).
+    attn_heads: {layer: [query heads]} whose attention probability rows to
+    return (used by the proof-of-work fingerprint).
+    """
+    cfg = model.config
+    tokens = np.asarray(tokens, dtype=np.int64)
+    t = int(tokens.shape[0])
+    if t == 0:
+        raise EngineRangeError("empty token sequence")
+    if t > cfg.n_ctx:
+        raise EngineRangeError(f"{t} tokens exceed the model's context of {cfg.n_ctx}")
+    attn_heads = attn_heads or {}
+    probs: dict = {}
+
+    x = ops.embed(model.tok_embd, tokens)
+    if cfg.arch == "gpt2":
+        x = x + model.pos_embd[:t]
+        cos = sin = None
+    else:
+        cos, sin = rope_for(model, t)
+
+    hd, n_head, n_kv = cfg.head_dim, cfg.n_head, cfg.n_head_kv
+    for li, layer in enumerate(model.layers):
+        # --- attention block
+        if cfg.arch == "gpt2":
+            h = ops.layernorm(x, layer.attn_norm, layer.attn_norm_b, cfg.eps_q32)
+            qkv = ops.add_bias(ops.matmul(h, layer.wqkv), layer.wqkv_b)
+            d = cfg.d_model
+            q = qkv[:, :d].reshape(t, n_head, hd)
+            k = qkv[:, d: 2 * d].reshape(t, n_kv, hd)
+            v = qkv[:, 2 * d:].reshape(t, n_kv, hd)
+        else:
+            h = ops.rmsnorm(x, layer.attn_norm, cfg.eps_q32)
+            q = ops.matmul(h, layer.wq).reshape(t, n_head, hd)
+            k = ops.matmul(h, layer.wk).reshape(t, n_kv, hd)
+            v = ops.matmul(h, layer.wv).reshape(t, n_kv, hd)
+            q = ops.rope(q, cos, sin, cfg.n_rot)
+            k = ops.rope(k, cos, sin, cfg.n_rot)
+        heads = attn_heads.get(li)
+        a, p = ops.attention(q, k, v, heads)
+        if heads:
+            for i, head in enumerate(heads):
+                probs[(li, head)] = p[i]
+        o = ops.matmul(a.reshape(t, cfg.d_model), layer.wo)
+        if layer.wo_b is not None:
+            o = ops.add_bias(o, layer.wo_b)
+        x = x + o
+
+        # --- feed-forward block
+        if cfg.arch == "gpt2":
+            h = ops.layernorm(x, layer.ffn_norm, layer.ffn_norm_b, cfg.eps_q32)
+            u = ops.add_bias(ops.matmul(h, layer.w_up), layer.w_up_b)
+            f = ops.add_bias(ops.matmul(ops.gelu(u), layer.w_down), layer.w_down_b)
+        else:
+            h = ops.rmsnorm(x, layer.ffn_norm, cfg.eps_q32)
+            g = ops.matmul(h, layer.w_gate)
+            u = ops.matmul(h, layer.w_up)
+            f = ops.matmul(ops.silu_mul(g, u), layer.w_down)
+        x = x + f
+
+    if cfg.arch == "gpt2":
+        hidden = ops.layernorm(x, model.out_norm, model.out_norm_b, cfg.eps_q32)
+    else:
+        hidden = ops.rmsnorm(x, model.out_norm, cfg.eps_q32)
+    if logit_rows is None:
+        logits = ops.matmul(hidden, model.output)
+    elif len(logit_rows):
+        logits = ops.matmul(np.ascontiguousarray(hidden[np.asarray(logit_rows)]), model.output)
+    else:
+        logits = None
+    return ForwardResult(hidden=hidden, logits=logits, attn_probs=probs)

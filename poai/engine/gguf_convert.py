@@ -1,0 +1,299 @@
+"""GGUF tensors to poai's canonical fixed point, exactly and without floats.
+
+Block-quantized weights stay factored: the raw quants become one int8 operand
+matrix ``q`` and the block scales / offsets become integers in units of
+2**-24 (``SCALE_FRAC_BITS``).  Every f16 is an 11-bit integer mantissa times a
+power of two no smaller than 2**-24, so that conversion is exact.  Decoding
+reads the f16/f32 *bit patterns* with integer operations; no float is
+created.  The dequantized weight of row j, column i is, exactly,
+
+    W[j, i] * 2**-24   with   W[j, i] = scale[j, b] * q[j, i] + minv[j, b],
+
+b = i // block.  1-D tensors (norm gains, biases) and the GPT-2 position
+table are rounded once to fixed point (Q24 resp. Q16) with the engine rule.
+
+Layouts follow ggml's block structs (ggml-common.h): block_q8_0, block_q4_0,
+block_q4_1, block_q4_K, block_q6_K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poai.engine.fixedpoint import SCALE_FRAC_BITS
+from poai.errors import EngineRangeError, UnsupportedModelError
+
+QK = 32          # elements per block of the legacy formats
+QK_K = 256       # elements per super-block of the K-quants
+
+# Each weight scale / offset must fit a signed 32-bit lane (|.| < 2**31 in
+# units of 2**-24, i.e. a real value below 128): the kernels multiply it by an
+# int32 block sum into int64 (see the bound in ops_reference.matmul).
+SCALE_LIMIT_BITS = 31
+
+
+@dataclass(frozen=True)
+class QuantMatrix:
+    """A weight matrix W[rows, cols] kept factored.
+
+    q:     int8  [rows, cols]            raw quants (u4 values 0..15 for Q4_1/Q4_K)
+    scale: int32 [rows, cols // block]   units of 2**-24
+    minv:  int32 [rows, cols // block] or None (symmetric formats)
+    block: 16 or 32 (elements sharing one scale)
+    l1max: max over rows of sum_i |W[j, i]| in units of 2**-24 (exact int);
+           bounds every matmul accumulator (see ops_reference.matmul).
+    """
+
+    name: str
+    fmt: str
+    q: np.ndarray
+    scale: np.ndarray
+    minv: np.ndarray | None
+    block: int
+    l1max: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def cols(self) -> int:
+        return int(self.q.shape[1])
+
+    def dequant_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Exact W[rows, :] as int64 in units of 2**-24."""
+        q = self.q[rows].astype(np.int64)
+        reps = np.repeat(self.scale[rows].astype(np.int64), self.block, axis=-1)
+        out = q * reps
+        if self.minv is not None:
+            out += np.repeat(self.minv[rows].astype(np.int64), self.block, axis=-1)
+        return out
+
+
+# --- exact decoding of IEEE half / single bit patterns ------------------------
+
+
+def f16_to_scaled(bits: np.ndarray) -> np.ndarray:
+    """f16 bit patterns -> exact int64 multiples of 2**-24.
+
+    normal:    (1024 + frac) * 2**(exp - 25)  ->  (1024 + frac) << (exp - 1)
+    subnormal:  frac * 2**-24                 ->  frac
+    |result| <= 65504 * 2**24 < 2**40.  inf/NaN are rejected by the caller.
+    """
+    b = bits.astype(np.int64)
+    sign = (b >> 15) & 1
+    exp = (b >> 10) & 0x1F
+    frac = b & 0x3FF
+    mag = np.where(exp == 0, frac, (1024 + frac) << np.maximum(exp - 1, 0))
+    return np.where(sign == 1, -mag, mag)
+
+
+def f16_is_finite(bits: np.ndarray) -> np.ndarray:
+    return ((bits.astype(np.int64) >> 10) & 0x1F) != 0x1F
+
+
+def f32_to_fixed(bits: np.ndarray, frac_bits: int, what: str) -> np.ndarray:
+    """f32 bit patterns -> int64 round(value * 2**frac_bits), ties toward +inf.
+
+    value = +-(2**23 + frac) * 2**(exp - 150)  (normal)
+          = +-frac * 2**-149                   (subnormal)
+    """
+    b = bits.astype(np.int64)
+    exp = (b >> 23) & 0xFF
+    if np.any(exp == 0xFF):
+        raise UnsupportedModelError(f"tensor {what}: contains inf or NaN")
+    frac = b & 0x7FFFFF
+    mant = np.where(exp == 0, frac, frac + (1 << 23))
+    mant = np.where(((b >> 31) & 1) == 1, -mant, mant)
+    shift = np.where(exp == 0, -149, exp - 150) + frac_bits
+    if np.any((shift > 0) & (mant != 0)) and int(shift[mant != 0].max(initial=0)) > 62 - 24:
+        raise EngineRangeError(f"tensor {what}: value too large for Q{frac_bits}")
+    left = np.maximum(shift, 0)
+    right = np.minimum(-shift, 62)  # |mant| < 2**24: a shift of 62 already rounds to 0
+    right = np.maximum(right, 0)
+    up = mant << left
+    # rshift_round with per-element shift; right == 0 leaves the value alone.
+    down = (mant + ((np.int64(1) << right) >> 1)) >> right
+    return np.where(shift >= 0, up, down)
+
+
+def f16_to_fixed(bits: np.ndarray, frac_bits: int, what: str) -> np.ndarray:
+    """f16 bit patterns -> int64 round(value * 2**frac_bits), ties toward +inf."""
+    if not np.all(f16_is_finite(bits)):
+        raise UnsupportedModelError(f"tensor {what}: contains inf or NaN")
+    v = f16_to_scaled(bits)
+    if frac_bits >= SCALE_FRAC_BITS:
+        return v << (frac_bits - SCALE_FRAC_BITS)
+    s = SCALE_FRAC_BITS - frac_bits
+    return (v + (1 << (s - 1))) >> s
+
+
+# --- block formats -----------------------------------------------------------
+
+
+def _f16_field(raw: np.ndarray, offset: int) -> np.ndarray:
+    lo = raw[..., offset].astype(np.int64)
+    hi = raw[..., offset + 1].astype(np.int64)
+    return lo | (hi << 8)
+
+
+def _split_blocks(raw: np.ndarray, block_bytes: int, name: str) -> np.ndarray:
+    rows, nbytes = raw.shape
+    if nbytes % block_bytes:
+        raise UnsupportedModelError(
+            f"tensor {name}: row of {nbytes} bytes is not a whole number of "
+            f"{block_bytes}-byte blocks"
+        )
+    return raw.reshape(rows, nbytes // block_bytes, block_bytes)
+
+
+def _checked_scales(values: np.ndarray, name: str, what: str) -> np.ndarray:
+    lim = 1 << SCALE_LIMIT_BITS
+    if values.size and (values.max() >= lim or values.min() <= -lim):
+        raise EngineRangeError(
+            f"tensor {name}: a block {what} is outside the engine's range "
+            f"(|value| must be < 128)"
+        )
+    return values.astype(np.int32)
+
+
+def _check_f16_finite(bits: np.ndarray, name: str) -> None:
+    if not np.all(f16_is_finite(bits)):
+        raise UnsupportedModelError(f"tensor {name}: a block scale is inf or NaN")
+
+
+def _nibbles_q4(qs: np.ndarray) -> np.ndarray:
+    """[.., 16] bytes -> [.., 32] values: low nibbles first, then high nibbles."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+
+
+def decode_q8_0(raw: np.ndarray, name: str):
+    blk = _split_blocks(raw, 2 + QK, name)
+    d_bits = _f16_field(blk, 0)
+    _check_f16_finite(d_bits, name)
+    q = blk[..., 2:].view(np.int8).reshape(raw.shape[0], -1)
+    return q, f16_to_scaled(d_bits), None, QK
+
+
+def decode_q4_0(raw: np.ndarray, name: str):
+    blk = _split_blocks(raw, 2 + QK // 2, name)
+    d_bits = _f16_field(blk, 0)
+    _check_f16_finite(d_bits, name)
+    q = (_nibbles_q4(blk[..., 2:]).astype(np.int16) - 8).astype(np.int8)
+    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), None, QK
+
+
+def decode_q4_1(raw: np.ndarray, name: str):
+    blk = _split_blocks(raw, 4 + QK // 2, name)
+    d_bits = _f16_field(blk, 0)
+    m_bits = _f16_field(blk, 2)
+    _check_f16_finite(d_bits, name)
+    _check_f16_finite(m_bits, name)
+    q = _nibbles_q4(blk[..., 4:]).astype(np.int8)
+    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), f16_to_scaled(m_bits), QK
+
+
+def _k4_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ggml's get_scale_min_k4 for j = 0..7 over [.., 12] packed bytes."""
+    s = scales.astype(np.int64)
+    sc = np.empty(s.shape[:-1] + (8,), dtype=np.int64)
+    mn = np.empty_like(sc)
+    for j in range(4):
+        sc[..., j] = s[..., j] & 63
+        mn[..., j] = s[..., j + 4] & 63
+    for j in range(4, 8):
+        sc[..., j] = (s[..., j + 4] & 0x0F) | ((s[..., j - 4] >> 6) << 4)
+        mn[..., j] = (s[..., j + 4] >> 4) | ((s[..., j] >> 6) << 4)
+    return sc, mn
+
+
+def decode_q4_k(raw: np.ndarray, name: str):
+    # block_q4_K: d f16, dmin f16, scales[12], qs[128]; 8 sub-blocks of 32.
+    blk = _split_blocks(raw, 4 + 12 + QK_K // 2, name)
+    d_bits = _f16_field(blk, 0)
+    dmin_bits = _f16_field(blk, 2)
+    _check_f16_finite(d_bits, name)
+    _check_f16_finite(dmin_bits, name)
+    d = f16_to_scaled(d_bits)[..., None]
+    dmin = f16_to_scaled(dmin_bits)[..., None]
+    sc, mn = _k4_scale_min(blk[..., 4:16])
+    qs = blk[..., 16:].reshape(blk.shape[0], blk.shape[1], 4, 32)
+    # Chunk c of 32 bytes holds sub-block 2c in its low nibbles and 2c+1 in
+    # its high nibbles.
+    q = np.stack([qs & 0x0F, qs >> 4], axis=3).reshape(raw.shape[0], -1).astype(np.int8)
+    scale = (d * sc).reshape(raw.shape[0], -1)
+    minv = (-(dmin * mn)).reshape(raw.shape[0], -1)
+    return q, scale, minv, 32
+
+
+def decode_q6_k(raw: np.ndarray, name: str):
+    # block_q6_K: ql[128], qh[64], scales int8[16], d f16; 16 sub-blocks of 16.
+    blk = _split_blocks(raw, QK_K // 2 + QK_K // 4 + QK_K // 16 + 2, name)
+    rows, nb = blk.shape[0], blk.shape[1]
+    ql = blk[..., 0:128].astype(np.int16)
+    qh = blk[..., 128:192].astype(np.int16)
+    sc = blk[..., 192:208].view(np.int8).astype(np.int64)
+    d_bits = _f16_field(blk, 208)
+    _check_f16_finite(d_bits, name)
+    d = f16_to_scaled(d_bits)[..., None]
+    q = np.empty((rows, nb, QK_K), dtype=np.int16)
+    for half in range(2):
+        l_lo = ql[..., 64 * half: 64 * half + 32]
+        l_hi = ql[..., 64 * half + 32: 64 * half + 64]
+        h = qh[..., 32 * half: 32 * half + 32]
+        base = 128 * half
+        q[..., base + 0: base + 32] = (l_lo & 0xF) | (((h >> 0) & 3) << 4)
+        q[..., base + 32: base + 64] = (l_hi & 0xF) | (((h >> 2) & 3) << 4)
+        q[..., base + 64: base + 96] = (l_lo >> 4) | (((h >> 4) & 3) << 4)
+        q[..., base + 96: base + 128] = (l_hi >> 4) | (((h >> 6) & 3) << 4)
+    q = (q - 32).astype(np.int8).reshape(rows, -1)
+    scale = (d * sc).reshape(rows, -1)
+    return q, scale, None, 16
+
+
+DECODERS = {
+    "Q8_0": decode_q8_0,
+    "Q4_0": decode_q4_0,
+    "Q4_1": decode_q4_1,
+    "Q4_K": decode_q4_k,
+    "Q6_K": decode_q6_k,
+}
+
+
+def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix:
+    """Build a :class:`QuantMatrix` from a GGUF tensor's raw bytes [rows, bytes]."""
+    if fmt not in DECODERS:
+        raise UnsupportedModelError(
+            f"tensor {name}: type {fmt} is not supported as a weight matrix "
+            f"(supported: {', '.join(sorted(DECODERS))})"
+        )
+    q, scale, minv, block = DECODERS[fmt](np.ascontiguousarray(raw), name)
+    if q.shape[1] != cols:
+        raise UnsupportedModelError(
+            f"tensor {name}: decoded {q.shape[1]} columns, header says {cols}"
+        )
+    scale32 = _checked_scales(scale, name, "scale")
+    min32 = None if minv is None else _checked_scales(minv, name, "offset")
+    # l1max: exact row L1 norm of the dequantized weights (units 2**-24),
+    # computed in row chunks to bound memory.
+    rows = q.shape[0]
+    nblk = cols // block
+    l1max = 0
+    for start in range(0, rows, 4096):
+        stop = min(rows, start + 4096)
+        qb = q[start:stop].reshape(stop - start, nblk, block).astype(np.int64)
+        w = qb * scale32[start:stop].astype(np.int64)[..., None]
+        if min32 is not None:
+            w += min32[start:stop].astype(np.int64)[..., None]
+        l1max = max(l1max, int(np.abs(w).sum(axis=(1, 2)).max()))
+    return QuantMatrix(
+        name=name,
+        fmt=fmt,
+        q=np.ascontiguousarray(q, dtype=np.int8),
+        scale=np.ascontiguousarray(scale32),
+        minv=None if min32 is None else np.ascontiguousarray(min32),
+        block=block,
+        l1max=l1max,
+    )

@@ -1,0 +1,390 @@
+"""A GGUF file converted to poai's canonical fixed-point model.
+
+``read_model`` validates the file (through gguf's reader, which checks magic,
+version, sizes and offsets), reads the hyper-parameters from their raw bit
+patterns, converts every tensor exactly (see gguf_convert) and computes the
+canonical content hash: a SHA-256 over the conversion-rule version, the
+hyper-parameters and every canonical tensor.  A different conversion rule
+changes that hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from poai.engine.fixedpoint import ACT_FRAC_BITS, VEC_FRAC_BITS
+from poai.engine.gguf_convert import QuantMatrix, f16_to_fixed, f32_to_fixed, quant_matrix
+from poai.errors import GGUFFormatError, UnsupportedModelError
+
+# Bumped whenever the canonical form of a converted model changes.
+CONVERSION_VERSION = 1
+
+SUPPORTED_ARCHS = ("llama", "gpt2")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyper-parameters, all integers (the f32 ones as exact fixed point)."""
+
+    arch: str
+    n_layer: int
+    d_model: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_rot: int
+    n_vocab: int
+    n_ctx: int
+    eps_q32: int             # norm epsilon, round(eps * 2**32)
+    rope_base_bits: int      # f32 bit pattern of rope.freq_base (llama)
+
+    def rope_base_dyadic(self) -> tuple[int, int]:
+        """rope.freq_base exactly as mantissa * 2**exponent."""
+        b = self.rope_base_bits
+        exp = (b >> 23) & 0xFF
+        frac = b & 0x7FFFFF
+        if exp == 0:
+            return frac, -149
+        return frac | (1 << 23), exp - 150
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray
+    attn_norm_b: np.ndarray | None
+    wq: QuantMatrix | None
+    wk: QuantMatrix | None
+    wv: QuantMatrix | None
+    wqkv: QuantMatrix | None
+    wqkv_b: np.ndarray | None
+    wo: QuantMatrix
+    wo_b: np.ndarray | None
+    ffn_norm: np.ndarray
+    ffn_norm_b: np.ndarray | None
+    w_gate: QuantMatrix | None
+    w_up: QuantMatrix
+    w_up_b: np.ndarray | None
+    w_down: QuantMatrix
+    w_down_b: np.ndarray | None
+
+
+@dataclass
+class CanonicalModel:
+    config: Config
+    tok_embd: QuantMatrix
+    pos_embd: np.ndarray | None        # gpt2: [n_ctx, d] Q16
+    layers: list[Layer]
+    out_norm: np.ndarray
+    out_norm_b: np.ndarray | None
+    output: QuantMatrix                # tied to tok_embd when the file has none
+    canonical_sha256: str = ""
+    gguf_fields: dict = field(default_factory=dict, repr=False)
+
+
+# --- reading hyper-parameters from raw bits -----------------------------------
+
+
+class _Fields:
+    def __init__(self, reader) -> None:
+        self.reader = reader
+        self.fields = reader.fields
+
+    def has(self, key: str) -> bool:
+        return key in self.fields
+
+    def int(self, key: str, default: int | None = None) -> int:
+        f = self.fields.get(key)
+        if f is None:
+            if default is None:
+                raise UnsupportedModelError(f"GGUF key {key} is missing")
+            return default
+        arr = f.parts[f.data[0]]
+        if arr.dtype.kind not in "iu":
+            raise GGUFFormatError(f"GGUF key {key}: expected an integer, found {arr.dtype}")
+        return int(arr[0])
+
+    def f32_bits(self, key: str, default_bits: int | None = None) -> int:
+        f = self.fields.get(key)
+        if f is None:
+            if default_bits is None:
+                raise UnsupportedModelError(f"GGUF key {key} is missing")
+            return default_bits
+        arr = f.parts[f.data[0]]
+        if arr.dtype != np.float32:
+            raise GGUFFormatError(f"GGUF key {key}: expected f32, found {arr.dtype}")
+        return int(arr.view(np.uint32)[0])
+
+    def str(self, key: str, default: str | None = None) -> str:
+        f = self.fields.get(key)
+        if f is None:
+            if default is None:
+                raise UnsupportedModelError(f"GGUF key {key} is missing")
+            return default
+        return bytes(f.parts[f.data[0]]).decode("utf-8")
+
+    def array_len(self, key: str) -> int:
+        f = self.fields.get(key)
+        return 0 if f is None else len(f.data)
+
+
+def _eps_q32(bits: int) -> int:
+    return int(f32_to_fixed(np.array([bits], dtype=np.int64), 32, "norm epsilon")[0])
+
+
+def read_config(reader) -> Config:
+    kv = _Fields(reader)
+    arch = kv.str("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise UnsupportedModelError(
+            f"architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})"
+        )
+    if kv.int(f"{arch}.expert_count", 0):
+        raise UnsupportedModelError("mixture-of-experts models are not supported")
+    rope_scaling = kv.str(f"{arch}.rope.scaling.type", "none")
+    if rope_scaling not in ("none", ""):
+        raise UnsupportedModelError(f"rope scaling {rope_scaling!r} is not supported")
+    d = kv.int(f"{arch}.embedding_length")
+    n_head = kv.int(f"{arch}.attention.head_count")
+    n_head_kv = kv.int(f"{arch}.attention.head_count_kv", n_head)
+    if d % n_head or n_head % n_head_kv:
+        raise UnsupportedModelError(f"heads {n_head}/{n_head_kv} do not divide d_model {d}")
+    head_dim = d // n_head
+    for key in (f"{arch}.attention.key_length", f"{arch}.attention.value_length"):
+        if kv.has(key) and kv.int(key) != head_dim:
+            raise UnsupportedModelError(f"{key} = {kv.int(key)} differs from d_model / heads")
+    if arch == "llama":
+        eps_bits = kv.f32_bits("llama.attention.layer_norm_rms_epsilon")
+        rope_bits = kv.f32_bits("llama.rope.freq_base", 0x461C4000)  # 10000.0
+        n_rot = kv.int("llama.rope.dimension_count", head_dim)
+    else:
+        eps_bits = kv.f32_bits("gpt2.attention.layer_norm_epsilon")
+        rope_bits = 0
+        n_rot = 0
+    if n_rot % 2 or n_rot > head_dim:
+        raise UnsupportedModelError(f"rope dimension {n_rot} is not supported")
+    n_vocab = kv.array_len("tokenizer.ggml.tokens") or kv.int(f"{arch}.vocab_size")
+    eps_q32 = _eps_q32(eps_bits)
+    if not 0 <= eps_q32 < 1 << 61:
+        raise UnsupportedModelError("norm epsilon out of range")
+    cfg = Config(
+        arch=arch,
+        n_layer=kv.int(f"{arch}.block_count"),
+        d_model=d,
+        n_ff=kv.int(f"{arch}.feed_forward_length"),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_rot=n_rot,
+        n_vocab=n_vocab,
+        n_ctx=kv.int(f"{arch}.context_length"),
+        eps_q32=eps_q32,
+        rope_base_bits=rope_bits,
+    )
+    if d % 32 or cfg.n_ff % 32 or d >= 1 << 14 or cfg.n_ff >= 1 << 14:
+        raise UnsupportedModelError("d_model and feed_forward_length must be multiples of 32 and below 16384")
+    return cfg
+
+
+# --- tensors --------------------------------------------------------------------
+
+
+class _Tensors:
+    def __init__(self, reader) -> None:
+        self.by_name = {t.name: t for t in reader.tensors}
+
+    def matrix(self, name: str, rows: int, cols: int, optional: bool = False) -> QuantMatrix | None:
+        t = self.by_name.get(name)
+        if t is None:
+            if optional:
+                return None
+            raise UnsupportedModelError(f"tensor {name} is missing")
+        shape = [int(x) for x in t.shape]
+        if shape != [cols, rows]:
+            raise UnsupportedModelError(f"tensor {name}: shape {shape}, expected {[cols, rows]}")
+        return quant_matrix(name, t.tensor_type.name, t.data, cols)
+
+    def vector(self, name: str, n: int, frac_bits: int = VEC_FRAC_BITS, optional: bool = False):
+        t = self.by_name.get(name)
+        if t is None:
+            if optional:
+                return None
+            raise UnsupportedModelError(f"tensor {name} is missing")
+        return self._fixed(t, [n], frac_bits)
+
+    def table(self, name: str, rows: int, cols: int, frac_bits: int) -> np.ndarray:
+        t = self.by_name.get(name)
+        if t is None:
+            raise UnsupportedModelError(f"tensor {name} is missing")
+        return self._fixed(t, [cols, rows], frac_bits).reshape(rows, cols)
+
+    @staticmethod
+    def _fixed(t, shape: list[int], frac_bits: int) -> np.ndarray:
+        got = [int(x) for x in t.shape]
+        if got != shape:
+            raise UnsupportedModelError(f"tensor {t.name}: shape {got}, expected {shape}")
+        kind = t.tensor_type.name
+        raw = np.ascontiguousarray(t.data)
+        if kind == "F32":
+            out = f32_to_fixed(raw.view(np.uint32).reshape(-1), frac_bits, t.name)
+        elif kind == "F16":
+            out = f16_to_fixed(raw.view(np.uint16).reshape(-1), frac_bits, t.name)
+        else:
+            raise UnsupportedModelError(
+                f"tensor {t.name}: type {kind} is not supported for a vector (F32 or F16)"
+            )
+        if np.abs(out).max(initial=0) >= 1 << 31:
+            raise UnsupportedModelError(f"tensor {t.name}: a value is too large for the engine")
+        return out
+
+
+def _load_layers_llama(cfg: Config, tens: _Tensors) -> list[Layer]:
+    d, ff, kvd = cfg.d_model, cfg.n_ff, cfg.n_head_kv * cfg.head_dim
+    layers = []
+    for i in range(cfg.n_layer):
+        p = f"blk.{i}."
+        layers.append(
+            Layer(
+                attn_norm=tens.vector(p + "attn_norm.weight", d),
+                attn_norm_b=None,
+                wq=tens.matrix(p + "attn_q.weight", d, d),
+                wk=tens.matrix(p + "attn_k.weight", kvd, d),
+                wv=tens.matrix(p + "attn_v.weight", kvd, d),
+                wqkv=None,
+                wqkv_b=None,
+                wo=tens.matrix(p + "attn_output.weight", d, d),
+                wo_b=None,
+                ffn_norm=tens.vector(p + "ffn_norm.weight", d),
+                ffn_norm_b=None,
+                w_gate=tens.matrix(p + "ffn_gate.weight", ff, d),
+                w_up=tens.matrix(p + "ffn_up.weight", ff, d),
+                w_up_b=None,
+                w_down=tens.matrix(p + "ffn_down.weight", d, ff),
+                w_down_b=None,
+            )
+        )
+    return layers
+
+
+def _load_layers_gpt2(cfg: Config, tens: _Tensors) -> list[Layer]:
+    d, ff = cfg.d_model, cfg.n_ff
+    layers = []
+    for i in range(cfg.n_layer):
+        p = f"blk.{i}."
+        layers.append(
+            Layer(
+                attn_norm=tens.vector(p + "attn_norm.weight", d),
+                attn_norm_b=tens.vector(p + "attn_norm.bias", d),
+                wq=None,
+                wk=None,
+                wv=None,
+                wqkv=tens.matrix(p + "attn_qkv.weight", 3 * d, d),
+                wqkv_b=tens.vector(p + "attn_qkv.bias", 3 * d),
+                wo=tens.matrix(p + "attn_output.weight", d, d),
+                wo_b=tens.vector(p + "attn_output.bias", d),
+                ffn_norm=tens.vector(p + "ffn_norm.weight", d),
+                ffn_norm_b=tens.vector(p + "ffn_norm.bias", d),
+                w_gate=None,
+                w_up=tens.matrix(p + "ffn_up.weight", ff, d),
+                w_up_b=tens.vector(p + "ffn_up.bias", ff),
+                w_down=tens.matrix(p + "ffn_down.weight", d, ff),
+                w_down_b=tens.vector(p + "ffn_down.bias", d),
+            )
+        )
+    return layers
+
+
+def open_reader(path: str | os.PathLike):
+    """gguf's reader, with its validation failures turned into GGUFFormatError."""
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(os.fspath(path), "r")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # gguf raises ValueError/IndexError/... on bad files
+        raise GGUFFormatError(f"{os.fspath(path)}: not a valid GGUF file ({exc})") from exc
+
+
+def read_model(path: str | os.PathLike, reader=None) -> CanonicalModel:
+    reader = reader if reader is not None else open_reader(path)
+    cfg = read_config(reader)
+    tens = _Tensors(reader)
+    d = cfg.d_model
+    tok = tens.matrix("token_embd.weight", cfg.n_vocab, d)
+    if cfg.arch == "llama":
+        layers = _load_layers_llama(cfg, tens)
+        pos = None
+        out_norm_b = None
+    else:
+        layers = _load_layers_gpt2(cfg, tens)
+        pos = tens.table("position_embd.weight", cfg.n_ctx, d, ACT_FRAC_BITS)
+        out_norm_b = tens.vector("output_norm.bias", d)
+    out_norm = tens.vector("output_norm.weight", d)
+    output = tens.matrix("output.weight", cfg.n_vocab, d, optional=True) or tok
+    model = CanonicalModel(
+        config=cfg,
+        tok_embd=tok,
+        pos_embd=pos,
+        layers=layers,
+        out_norm=out_norm,
+        out_norm_b=out_norm_b,
+        output=output,
+    )
+    model.canonical_sha256 = canonical_hash(model)
+    return model
+
+
+def canonical_hash(model: CanonicalModel) -> str:
+    """SHA-256 of the canonical model: rule version, config, every tensor.
+
+    Layout: b"poai-canonical-model", CONVERSION_VERSION (u32 LE), the config
+    fields as UTF-8 "name=value;" in declaration order, then for each tensor
+    in forward order its name, format, block, shape and little-endian bytes
+    (q int8, scale int32, minv int32; vectors int64).
+    """
+    h = hashlib.sha256()
+    h.update(b"poai-canonical-model")
+    h.update(CONVERSION_VERSION.to_bytes(4, "little"))
+    cfg = model.config
+    for name in Config.__dataclass_fields__:
+        h.update(f"{name}={getattr(cfg, name)};".encode())
+
+    def put_matrix(m: QuantMatrix | None) -> None:
+        if m is None:
+            h.update(b"-")
+            return
+        h.update(f"{m.name}:{m.fmt}:{m.block}:{m.rows}x{m.cols};".encode())
+        h.update(m.q.tobytes())
+        h.update(m.scale.astype("<i4").tobytes())
+        if m.minv is not None:
+            h.update(m.minv.astype("<i4").tobytes())
+
+    def put_vec(v: np.ndarray | None) -> None:
+        h.update(b"-" if v is None else v.astype("<i8").tobytes())
+
+    put_matrix(model.tok_embd)
+    put_vec(model.pos_embd)
+    for layer in model.layers:
+        put_vec(layer.attn_norm)
+        put_vec(layer.attn_norm_b)
+        for m in (layer.wq, layer.wk, layer.wv, layer.wqkv):
+            put_matrix(m)
+        put_vec(layer.wqkv_b)
+        put_matrix(layer.wo)
+        put_vec(layer.wo_b)
+        put_vec(layer.ffn_norm)
+        put_vec(layer.ffn_norm_b)
+        put_matrix(layer.w_gate)
+        put_matrix(layer.w_up)
+        put_vec(layer.w_up_b)
+        put_matrix(layer.w_down)
+        put_vec(layer.w_down_b)
+    put_vec(model.out_norm)
+    put_vec(model.out_norm_b)
+    put_matrix(model.output)
+    return h.hexdigest()

@@ -1,0 +1,92 @@
+"""The C kernel backend (``POAI_KERNEL=scalar``): same functions, same bits.
+
+Range checks are the reference's own (same function, same messages), done
+here before each call, so a would-be overflow raises the identical
+:class:`EngineRangeError` under every kernel.  Embedding lookup and bias
+addition are data movement shared with the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poai.engine import ops_reference as ref
+from poai.engine import tables
+from poai.engine.fixedpoint import check_range
+from poai.engine.gguf_convert import QuantMatrix
+from poai.engine.kernels import native_module
+from poai.errors import EngineRangeError
+
+NAME = "scalar"
+_native = native_module()
+
+embed = ref.embed
+add_bias = ref.add_bias
+
+
+def _exp_consts():
+    return tables.exp2_table(), tables.log2e_q30()
+
+
+def quantize_act(x: np.ndarray):
+    check_range(x, 31, "matmul input")
+    return _native.quantize_act(x)
+
+
+def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
+    t, k = x.shape
+    if k != w.cols:
+        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
+    if w.l1max >= 1 << ref.L1MAX_LIMIT_BITS:
+        raise EngineRangeError(f"matmul {w.name}: row L1 norm exceeds the engine's bound")
+    check_range(x, 31, "matmul input")
+    return _native.matmul(x, w.q, w.scale, w.minv, w.block)
+
+
+def rmsnorm(x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
+    check_range(x, 31, "norm input")
+    return _native.rmsnorm(x, g, eps_q32)
+
+
+def layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps_q32: int) -> np.ndarray:
+    check_range(x, 30, "layernorm input")
+    return _native.layernorm(x, g, b, eps_q32)
+
+
+def exp_q30(z: np.ndarray) -> np.ndarray:
+    table, log2e = _exp_consts()
+    return _native.exp_q30(z, table, log2e)
+
+
+def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    check_range(gate, 31, "ffn gate")
+    check_range(up, 31, "ffn up")
+    table, log2e = _exp_consts()
+    return _native.silu_mul(gate, up, table, log2e)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    check_range(x, 31, "gelu input")
+    table, log2e = _exp_consts()
+    return _native.gelu(x, table, log2e, ref.GELU_CUBIC_Q30, ref.GELU_SCALE_Q30)
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> np.ndarray:
+    check_range(x, 31, "rope input")
+    return _native.rope(x, cos, sin, n_rot)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None):
+    check_range(q, 24, "attention query")
+    check_range(k, 24, "attention key")
+    check_range(v, 31, "attention value")
+    table, log2e = _exp_consts()
+    sel = None if heads is None else np.asarray(list(heads), dtype=np.int64)
+    out, probs, status = _native.attention(
+        q, k, v, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e
+    )
+    if status:
+        # A score left its proven range: let the reference raise the
+        # identical error (same message, same reason).
+        return ref.attention(q, k, v, heads)
+    return out, probs

@@ -1,0 +1,356 @@
+"""The reference kernels: the living definition of poai's integer arithmetic.
+
+Readable NumPy; every other kernel (C scalar, SIMD) must equal these bit for
+bit.  Activations are int64 Q16; see docs/ENGINE.md for each rule.  Each
+accumulator states its overflow bound; inputs outside the proven range raise
+:class:`EngineRangeError` (deterministic) instead of wrapping.
+
+NumPy has no fast integer matmul, so the int8 block dot products go through
+float64 BLAS where the bound below proves every partial sum is an integer of
+magnitude < 2**53: that is still exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poai.engine import tables
+from poai.engine.fixedpoint import (
+    ACT_FRAC_BITS,
+    QBLOCK,
+    QMAX,
+    SCALE_FRAC_BITS,
+    UNIT_FRAC_BITS,
+    bit_length_array,
+    check_range,
+    div_round,
+    isqrt_array,
+    rshift_round,
+    rshift_round_var,
+)
+from poai.engine.gguf_convert import QuantMatrix
+from poai.errors import EngineRangeError
+
+NAME = "reference"
+
+ONE_Q30 = 1 << UNIT_FRAC_BITS
+EXP_CLAMP_Q16 = -(64 << ACT_FRAC_BITS)   # exp(-64) * 2**30 < 2**-61: rounds to 0
+
+
+# --- activation quantization ------------------------------------------------
+
+ACT_SCALE_BITS = 16    # mantissa bits of an activation block scale
+
+
+def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per token, per block of 32: x ~= q * d, q int8 in [-127, 127].
+
+    The block scale is amax / 127 (amax = the block's largest |x|, as in
+    llama.cpp's Q8 activations) carried as a 16-bit dyadic d = m * 2**(sh-24)
+    (Q16 units):
+        r  = div_round(amax << 24, 127)        2**17 < r < 2**55
+        sh = bitlen(r) - 16;  m = rshift_round(r, sh)   (m == 2**16: m = 2**15, sh += 1)
+        q  = div_round(x << 24, m << sh)       |2(x<<24)| + (m<<sh) < 2**57
+    |q| <= 127 because d differs from amax/127 by less than 2**-15 relative.
+    A zero block has q = 0, m = 0, sh = 1.  Requires |x| < 2**31.
+    Returns q int8 [T, K], m int64 [T, K/32], sh int64 [T, K/32].
+    """
+    t, k = x.shape
+    check_range(x, 31, "matmul input")
+    xb = x.reshape(t, k // QBLOCK, QBLOCK)
+    amax = np.abs(xb).max(axis=-1)
+    r = div_round(amax << 24, QMAX)
+    sh = np.maximum(bit_length_array(r) - ACT_SCALE_BITS, 1)
+    m = rshift_round_var(r, sh)
+    carry = m >> ACT_SCALE_BITS
+    m = np.where(carry > 0, m >> 1, m)
+    sh = sh + carry
+    zero = amax == 0
+    m = np.where(zero, 0, m)
+    den = np.where(zero, 1, m << sh)
+    q = div_round(xb << 24, den[..., None])
+    return q.reshape(t, k).astype(np.int8), m, sh
+
+
+# --- matrix product ----------------------------------------------------------
+
+# 127 * l1max < 2**47 keeps every block's inner sum below 2**47 (see matmul).
+L1MAX_LIMIT_BITS = 40
+
+
+def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
+    """y[t, j] = sum_i x[t, i] * W[j, i], Q16 in, Q16 out.
+
+    With q, m, sh = quantize_act(x), for every activation block a of 32 and
+    the weight blocks b (16 or 32 wide) inside it:
+
+        isum[t,j,b]  = sum_{i in b} qw[j,i] * q[t,i]      |.| <= 32*128*127 < 2**20
+        asum[t,b]    = sum_{i in b} q[t,i]                |.| <= 32*127 < 2**12
+        inner[t,j,a] = sum_{b in a} scale[j,b]*isum + minv[j,b]*asum
+                     = sum_{i in a} W[j,i] * q[t,i]       |.| <= 127 * l1max < 2**47
+        acc[t,j]     = sum_a rshift_round(inner * m[t,a], 40 - sh[t,a])
+                                   |inner*m| < 2**63;  shift in [8, 39]
+        y[t,j]       = rshift_round(acc, 8)
+
+    Each acc term is the block's contribution in units of 2**-24 (Q16 with
+    8 guard bits): inner * 2**-24 * d = inner * m * 2**(sh - 48).  |acc| is
+    at most 2**8 * (1.01 * 2 * max|x| * l1max * 2**-24 + K/32) < 2**63.
+    """
+    t, k = x.shape
+    if k != w.cols:
+        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
+    if w.l1max >= 1 << L1MAX_LIMIT_BITS:
+        raise EngineRangeError(f"matmul {w.name}: row L1 norm exceeds the engine's bound")
+    q, m, sh = quantize_act(x)
+    bs = w.block
+    qa = q.astype(np.float64)
+    qw = w.q.astype(np.float64)
+    acc = np.zeros((t, w.rows), dtype=np.int64)
+    for a in range(k // QBLOCK):
+        inner = np.zeros((t, w.rows), dtype=np.int64)
+        for b in range(a * QBLOCK // bs, (a + 1) * QBLOCK // bs):
+            lo, hi = b * bs, (b + 1) * bs
+            # float64 BLAS on integers: every partial sum < 2**20 < 2**53: exact.
+            isum = (qa[:, lo:hi] @ qw[:, lo:hi].T).astype(np.int64)
+            inner += isum * w.scale[:, b].astype(np.int64)[None, :]
+            if w.minv is not None:
+                asum = q[:, lo:hi].astype(np.int64).sum(axis=1)
+                inner += asum[:, None] * w.minv[:, b].astype(np.int64)[None, :]
+        acc += rshift_round_var(inner * m[:, a][:, None], (40 - sh[:, a])[:, None])
+    return rshift_round(acc, 8)
+
+
+def embed(w: QuantMatrix, ids: np.ndarray) -> np.ndarray:
+    """Rows of a quantized table as Q16: rshift_round(W[id, :], 24 - 16)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= w.rows):
+        raise EngineRangeError(f"token id outside the vocabulary of {w.rows}")
+    return rshift_round(w.dequant_rows(ids), SCALE_FRAC_BITS - ACT_FRAC_BITS)
+
+
+# --- normalization ----------------------------------------------------------
+
+
+def _inv_rms_multiplier(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For v >= 0 (Q32 mean square, v < 2**63): M, k with 1/sqrt(v * 2**-32)
+    ~= M * 2**(16 + k/2 - 61).
+
+    k is the even shift that brings u = v * 2**k into [2**60, 2**62)
+    (a right shift, flooring, when k < 0); r = isqrt(u) in [2**30, 2**31);
+    M = div_round(2**61, r) in [2**30, 2**31].  v == 0 gives M = 0.
+    """
+    b = bit_length_array(v)
+    k = 62 - b
+    k = k - (k & 1)
+    u = np.where(k >= 0, v << np.maximum(k, 0), v >> np.maximum(-k, 0))
+    r = isqrt_array(u)
+    m = np.where(v == 0, 0, div_round(np.int64(1) << 61, np.maximum(r, 1)))
+    return m, k
+
+
+def _normalize(x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
+    """x * g / sqrt(mean(x**2) + eps) per row; x Q16, g Q24, result Q16.
+
+    Requires |x| < 2**31, |g| < 2**31, n < 2**14, eps_q32 < 2**61.
+      x' = rshift_round(x, t), t = max(0, bitlen(max|x|) - 24)   |x'| <= 2**24
+      sumsq = sum x'**2                                          < 2**62
+      v = (sumsq // n) << 2t + eps_q32   (Q32)                   < 2**63
+      t1 = rshift_round(x * M, 31)                               |x*M| < 2**62
+      y  = rshift_round(t1 * g, 38 - k/2)                        |t1*g| < 2**62
+    (shift 38 - k/2 lies in [8, 39] because 1 <= v < 2**63 gives k in [-2, 60].)
+    """
+    n = x.shape[-1]
+    check_range(x, 31, "norm input")
+    amax = np.abs(x).max(axis=-1)
+    t = np.maximum(bit_length_array(amax) - 24, 0)
+    xs = rshift_round_var(x, t[:, None])
+    sumsq = (xs * xs).sum(axis=-1)
+    v = ((sumsq // n) << (2 * t)) + eps_q32
+    m, k = _inv_rms_multiplier(v)
+    t1 = rshift_round(x * m[:, None], 31)
+    shift = 38 - k // 2
+    return rshift_round_var(t1 * g[None, :], shift[:, None])
+
+
+def rmsnorm(x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
+    return _normalize(x, g, eps_q32)
+
+
+def layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps_q32: int) -> np.ndarray:
+    """(x - mean) normalized, times g, plus b; mean = div_round(sum x, n).
+
+    Requires |x| < 2**30 so that |x - mean| < 2**31.  b is Q24.
+    """
+    check_range(x, 30, "layernorm input")
+    n = x.shape[-1]
+    mean = div_round(x.sum(axis=-1), n)
+    y = _normalize(x - mean[:, None], g, eps_q32)
+    return y + rshift_round(b, 8)[None, :]
+
+
+def add_bias(y: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y (Q16) + b (Q24) rounded to Q16."""
+    return y + rshift_round(b, 8)[None, :]
+
+
+# --- exp, sigmoid, SiLU, GELU --------------------------------------------------
+
+
+def exp_q30(z: np.ndarray) -> np.ndarray:
+    """exp(z) in Q30 for z <= 0 in Q16; result in [0, 2**30].
+
+    zc = max(z, -64)                      (exp(-64) rounds to 0 in Q30 anyway)
+    w  = rshift_round(zc * log2e_q30, 30)  Q16 of z*log2(e), |zc*L| < 2**53
+    w  = -n*2**16 + f with f in [0, 2**16)   (n = ceil(-w / 2**16))
+    v  = T[f >> 6] + rshift_round((T[(f>>6)+1] - T[f>>6]) * (f & 63), 6)
+                                          2**(f/2**16) in Q30, in [2**30, 2**31)
+    e  = rshift_round(v, n)               (n capped at 62: result 0)
+    """
+    table = tables.exp2_table()
+    zc = np.maximum(z, EXP_CLAMP_Q16)
+    w = rshift_round(zc * tables.log2e_q30(), UNIT_FRAC_BITS)
+    n = (-w + (1 << ACT_FRAC_BITS) - 1) >> ACT_FRAC_BITS
+    f = w + (n << ACT_FRAC_BITS)
+    idx = f >> tables.EXP2_INTERP_BITS
+    frac = f & ((1 << tables.EXP2_INTERP_BITS) - 1)
+    lo = table[idx]
+    v = lo + rshift_round((table[idx + 1] - lo) * frac, tables.EXP2_INTERP_BITS)
+    return rshift_round_var(v, np.minimum(n, 62))
+
+
+def sigmoid_q30(x: np.ndarray) -> np.ndarray:
+    """sigmoid(x) in Q30 for x in Q16 (|x| < 2**62).
+
+    x >= 0: div_round(2**60, 2**30 + exp(-x));  x < 0: div_round(e * 2**30, 2**30 + e)
+    with e = exp_q30(x).  Both numerators < 2**61.
+    """
+    e = exp_q30(-np.abs(x))
+    den = ONE_Q30 + e
+    pos = div_round(np.int64(1) << 60, den)
+    neg = div_round(e << UNIT_FRAC_BITS, den)
+    return np.where(x >= 0, pos, neg)
+
+
+def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """SwiGLU: silu(gate) * up, Q16.
+
+    silu = rshift_round(gate * sigmoid_q30(gate), 30)    |gate| < 2**31: < 2**61
+    out  = rshift_round(silu * up, 16)                  |silu|, |up| < 2**31: < 2**62
+    """
+    check_range(gate, 31, "ffn gate")
+    check_range(up, 31, "ffn up")
+    silu = rshift_round(gate * sigmoid_q30(gate), UNIT_FRAC_BITS)
+    return rshift_round(silu * up, ACT_FRAC_BITS)
+
+
+GELU_CUBIC_Q30 = tables._round_shift_int((44715 << 200) // 10**6, 170)  # 0.044715
+GELU_CLAMP_Q16 = 16 << ACT_FRAC_BITS
+
+
+def _gelu_scale_q30() -> int:
+    """round(2 * sqrt(2 / pi) * 2**30) = round(sqrt(8 / pi) * 2**30)."""
+    import math
+
+    guard = 64
+    pi = tables._pi_work()
+    # sqrt(8/pi) * 2**(30+guard) = isqrt(8 * 2**(2*(30+guard)) / pi)
+    num = (8 << (2 * (30 + guard))) << tables.WORK_BITS
+    return tables._round_shift_int(math.isqrt(num // pi), guard)
+
+
+GELU_SCALE_Q30 = _gelu_scale_q30()
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh form: x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 x**3)).
+
+    The cubic uses xc = clamp(x, -16, 16): beyond it the sigmoid is exactly 0
+    or 2**30 in Q30 for both xc and x, so the clamp changes no result.
+      x2 = rshift_round(xc*xc, 16), x3 = rshift_round(x2*xc, 16)   < 2**29
+      u  = rshift_round((xc + rshift_round(x3*C1, 30)) * C2, 30)   < 2**61
+      y  = rshift_round(x * sigmoid_q30(u), 30)       |x| < 2**31: < 2**61
+    """
+    check_range(x, 31, "gelu input")
+    xc = np.clip(x, -GELU_CLAMP_Q16, GELU_CLAMP_Q16)
+    x2 = rshift_round(xc * xc, ACT_FRAC_BITS)
+    x3 = rshift_round(x2 * xc, ACT_FRAC_BITS)
+    inner = xc + rshift_round(x3 * GELU_CUBIC_Q30, UNIT_FRAC_BITS)
+    u = rshift_round(inner * GELU_SCALE_Q30, UNIT_FRAC_BITS)
+    return rshift_round(x * sigmoid_q30(u), UNIT_FRAC_BITS)
+
+
+# --- rotary position embedding ------------------------------------------------
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> np.ndarray:
+    """Rotate adjacent pairs (2i, 2i+1), i < n_rot/2, of every head.
+
+    x [T, H, hd] Q16 with |x| < 2**31; cos/sin [T, n_rot/2] Q30 rows of the
+    tokens' positions.  (a, b) -> (rshift_round(a*c - b*s, 30),
+    rshift_round(a*s + b*c, 30)); each product < 2**61, each sum < 2**62.
+    """
+    check_range(x, 31, "rope input")
+    out = x.copy()
+    a = x[:, :, 0:n_rot:2]
+    b = x[:, :, 1:n_rot:2]
+    c = cos[:, None, :]
+    s = sin[:, None, :]
+    out[:, :, 0:n_rot:2] = rshift_round(a * c - b * s, UNIT_FRAC_BITS)
+    out[:, :, 1:n_rot:2] = rshift_round(a * s + b * c, UNIT_FRAC_BITS)
+    return out
+
+
+# --- attention ----------------------------------------------------------------
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: np.ndarray | None = None):
+    """Causal grouped-query attention for one sequence.
+
+    q [T, H, hd], k and v [T, Hkv, hd], all Q16; query head h reads kv head
+    h // (H / Hkv).  Requires |q|, |k| < 2**24 and |v| < 2**31, T < 2**15.
+      raw   = sum_d q*k                        (Q32)  < 2**48 * hd <= 2**56
+      s16   = rshift_round(raw, 16)            (Q16)  require |s16| < 2**31
+      score = rshift_round(s16 * C, 30), C = round(2**30 / sqrt(hd))  < 2**61
+      z     = score - max_{j<=i} score <= 0;   e = exp_q30(z)
+      S     = sum_{j<=i} e                     < T * 2**30
+      p     = div_round(e << 16, S)            (Q16 probability)
+      out   = rshift_round(sum_j p*v, 16)      < T * 2**47 < 2**62
+    Returns out [T, H, hd] and, when ``heads`` lists query heads, their
+    probability rows p [len(heads), T, T] (zeros above the diagonal).
+    """
+    t, n_head, hd = q.shape
+    n_kv = k.shape[1]
+    group = n_head // n_kv
+    check_range(q, 24, "attention query")
+    check_range(k, 24, "attention key")
+    check_range(v, 31, "attention value")
+    c = tables.inv_sqrt_q30(hd)
+    causal = np.tril(np.ones((t, t), dtype=bool))
+    out = np.empty_like(q)
+    probs = {}
+    for h in range(n_head):
+        kv = h // group
+        raw = _exact_dot(q[:, h, :], k[:, kv, :])
+        s16 = rshift_round(raw, ACT_FRAC_BITS)
+        check_range(s16, 31, "attention score")
+        score = rshift_round(s16 * c, UNIT_FRAC_BITS)
+        score = np.where(causal, score, np.iinfo(np.int64).min // 4)
+        z = score - score.max(axis=1, keepdims=True)
+        e = np.where(causal, exp_q30(np.maximum(z, EXP_CLAMP_Q16)), 0)
+        ssum = e.sum(axis=1, keepdims=True)
+        p = div_round(e << ACT_FRAC_BITS, ssum)
+        p = np.where(causal, p, 0)
+        out[:, h, :] = rshift_round(_exact_dot(p, v[:, kv, :].T), ACT_FRAC_BITS)
+        if heads is not None and h in heads:
+            probs[h] = p
+    if heads is None:
+        return out, None
+    return out, np.stack([probs[h] for h in heads]) if len(heads) else np.zeros((0, t, t), np.int64)
+
+
+def _exact_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact a @ b.T for int64 a [M, K], b [N, K].
+
+    NumPy's int64 matmul is exact integer arithmetic (slow, but attention is
+    a few percent of the work); callers bound the result below 2**63.
+    """
+    return np.matmul(a, b.T)
