@@ -1,0 +1,328 @@
+/*
+ * poai_kernels.c -- portable scalar C kernels, bit-identical to
+ * poai/engine/ops_reference.py.  See that file and docs/ENGINE.md for the
+ * definitions; each bound is repeated here where the accumulator lives.
+ *
+ * Rounding everywhere: nearest, ties toward +infinity:
+ *   rshift_round(x, s) = (x + 2^(s-1)) >> s       (arithmetic shift)
+ *   div_round(a, b)    = floor((2a + b) / (2b))   (b >= 1)
+ * No floating point is used anywhere in this file.
+ */
+#include "poai_kernels.h"
+
+#include <string.h>
+
+#define ACT_FRAC 16
+#define UNIT_FRAC 30
+#define SCALE_FRAC 24
+#define QMAX 127
+#define ACT_SCALE_BITS 16
+#define EXP2_INTERP_BITS 6
+#define EXP_CLAMP_Q16 (-((int64_t)64 << ACT_FRAC))
+
+int poai_arith_shift_ok(void) {
+    volatile int64_t minus_three = -3;
+    return (minus_three >> 1) == -2;
+}
+
+static inline int64_t rshift_round(int64_t x, int s) {
+    if (s <= 0) return x;
+    return (x + ((int64_t)1 << (s - 1))) >> s;
+}
+
+static inline int64_t floor_div(int64_t a, int64_t b) { /* b > 0 */
+    int64_t q = a / b;
+    if ((a % b != 0) && (a < 0)) q--;
+    return q;
+}
+
+static inline int64_t div_round(int64_t a, int64_t b) {
+    return floor_div(2 * a + b, 2 * b);
+}
+
+static inline int bit_length(uint64_t x) {
+    return x ? 64 - __builtin_clzll(x) : 0;
+}
+
+static inline int64_t iabs64(int64_t x) { return x < 0 ? -x : x; }
+
+/* floor(sqrt(x)) for 0 <= x < 2^62, digit by digit (as isqrt_array). */
+static int64_t isqrt62(int64_t x) {
+    int64_t res = 0, bit = (int64_t)1 << 60;
+    for (int i = 0; i < 31; i++) {
+        int64_t t = res + bit;
+        if (x >= t) {
+            x -= t;
+            res = (res >> 1) + bit;
+        } else {
+            res >>= 1;
+        }
+        bit >>= 2;
+    }
+    return res;
+}
+
+/* ------------------------------------------------------------------------ */
+/* activation quantization                                                   */
+
+static void quantize_block(const int64_t *x, int8_t *q, int64_t *m_out, int64_t *sh_out) {
+    int64_t amax = 0;
+    for (int i = 0; i < POAI_QBLOCK; i++) {
+        int64_t a = iabs64(x[i]);
+        if (a > amax) amax = a;
+    }
+    /* r = div_round(amax << 24, 127): amax < 2^31, so r < 2^48. */
+    int64_t r = div_round(amax << 24, QMAX);
+    int sh = bit_length((uint64_t)r) - ACT_SCALE_BITS;
+    if (sh < 1) sh = 1;
+    int64_t m = rshift_round(r, sh);
+    if (m >> ACT_SCALE_BITS) { /* rounded up to 2^16 */
+        m >>= 1;
+        sh += 1;
+    }
+    int64_t den = 1;
+    if (amax == 0) {
+        m = 0;
+    } else {
+        den = m << sh; /* < 2^49 */
+    }
+    for (int i = 0; i < POAI_QBLOCK; i++) {
+        /* |2 (x << 24) + den| < 2^57 */
+        q[i] = (int8_t)div_round(x[i] << 24, den);
+    }
+    *m_out = m;
+    *sh_out = sh;
+}
+
+void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
+                       int8_t *q, int64_t *m, int64_t *sh) {
+    int64_t nb = K / POAI_QBLOCK;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t b = 0; b < nb; b++)
+            quantize_block(x + t * K + b * POAI_QBLOCK, q + t * K + b * POAI_QBLOCK,
+                           m + t * nb + b, sh + t * nb + b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* matrix product                                                            */
+
+static inline int32_t dot_i8_32(const int8_t *a, const int8_t *b) {
+    int32_t s = 0; /* |sum| <= 32 * 128 * 127 < 2^20 */
+    for (int i = 0; i < 32; i++) s += (int32_t)a[i] * (int32_t)b[i];
+    return s;
+}
+
+static inline int32_t dot_i8_16(const int8_t *a, const int8_t *b) {
+    int32_t s = 0; /* |sum| <= 16 * 128 * 127 < 2^19 */
+    for (int i = 0; i < 16; i++) s += (int32_t)a[i] * (int32_t)b[i];
+    return s;
+}
+
+static inline int32_t sum_i8(const int8_t *a, int n) {
+    int32_t s = 0; /* |sum| <= 32 * 127 < 2^12 */
+    for (int i = 0; i < n; i++) s += a[i];
+    return s;
+}
+
+void poai_matmul(const int64_t *x, int64_t T, int64_t K,
+                 const int8_t *wq, const int32_t *scale, const int32_t *minv,
+                 int64_t rows, int64_t bs, int64_t *y,
+                 int8_t *q, int64_t *m, int64_t *sh) {
+    int64_t na = K / POAI_QBLOCK;     /* activation blocks per row */
+    int64_t nw = K / bs;              /* weight blocks per row */
+    int64_t per = POAI_QBLOCK / bs;   /* weight blocks per activation block */
+    poai_quantize_act(x, T, K, q, m, sh);
+    /* Token-outer order: one token's quants and asum[b] (the sum of the
+     * quants of weight block b, |.| < 2^12) are computed once and serve
+     * every row. */
+    for (int64_t t = 0; t < T; t++) {
+        const int8_t *qrow = q + t * K;
+        const int64_t *mrow_t = m + t * na;
+        const int64_t *shrow_t = sh + t * na;
+        int32_t asum[1024]; /* nw <= K / 16 and K < 2^14 */
+        for (int64_t b = 0; b < nw; b++) asum[b] = sum_i8(qrow + b * bs, (int)bs);
+        for (int64_t j = 0; j < rows; j++) {
+            const int8_t *wrow = wq + j * K;
+            const int32_t *srow = scale + j * nw;
+            const int32_t *mnrow = minv ? minv + j * nw : NULL;
+            int64_t acc = 0;
+            for (int64_t a = 0; a < na; a++) {
+                /* inner = sum_{i in a} W[j,i] q[t,i]; |inner| <= 127 l1max < 2^47 */
+                int64_t inner = 0;
+                for (int64_t u = 0; u < per; u++) {
+                    int64_t b = a * per + u;
+                    int64_t off = b * bs;
+                    int32_t isum = bs == 32 ? dot_i8_32(wrow + off, qrow + off)
+                                            : dot_i8_16(wrow + off, qrow + off);
+                    inner += (int64_t)srow[b] * isum;
+                    if (mnrow) inner += (int64_t)mnrow[b] * asum[b];
+                }
+                /* |inner * m| < 2^47 * 2^16 = 2^63; shift 40 - sh in [7, 39] */
+                acc += rshift_round(inner * mrow_t[a], (int)(40 - shrow_t[a]));
+            }
+            y[t * rows + j] = rshift_round(acc, 8);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* normalization                                                             */
+
+static void normalize_row(const int64_t *x, int64_t n, const int64_t *g, int64_t eps_q32,
+                          int64_t *y) {
+    int64_t amax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = iabs64(x[i]);
+        if (a > amax) amax = a;
+    }
+    int t = bit_length((uint64_t)amax) - 24;
+    if (t < 0) t = 0;
+    int64_t sumsq = 0; /* |x'| <= 2^24, n < 2^14: < 2^62 */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t xs = rshift_round(x[i], t);
+        sumsq += xs * xs;
+    }
+    int64_t v = ((sumsq / n) << (2 * t)) + eps_q32; /* < 2^63 */
+    int k = 62 - bit_length((uint64_t)v);
+    k -= k & 1;
+    int64_t u = k >= 0 ? (v << k) : (v >> -k);
+    int64_t r = isqrt62(u);
+    int64_t mult = v == 0 ? 0 : div_round((int64_t)1 << 61, r > 1 ? r : 1);
+    int shift = 38 - k / 2;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t t1 = rshift_round(x[i] * mult, 31); /* |x * M| < 2^62 */
+        y[i] = rshift_round(t1 * g[i], shift);      /* |t1 * g| < 2^62 */
+    }
+}
+
+void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                  int64_t eps_q32, int64_t *y) {
+    for (int64_t t = 0; t < T; t++) normalize_row(x + t * n, n, g, eps_q32, y + t * n);
+}
+
+void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                    const int64_t *b, int64_t eps_q32, int64_t *y) {
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t *row = x + t * n;
+        int64_t *out = y + t * n;
+        int64_t sum = 0; /* |x| < 2^30, n < 2^14 */
+        for (int64_t i = 0; i < n; i++) sum += row[i];
+        int64_t mean = div_round(sum, n);
+        for (int64_t i = 0; i < n; i++) out[i] = row[i] - mean;
+        normalize_row(out, n, g, eps_q32, out);
+        for (int64_t i = 0; i < n; i++) out[i] += rshift_round(b[i], 8);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* exp, sigmoid, SiLU, GELU                                                  */
+
+int64_t poai_exp_q30(int64_t z, const int64_t *table, int64_t log2e_q30) {
+    int64_t zc = z < EXP_CLAMP_Q16 ? EXP_CLAMP_Q16 : z;
+    int64_t w = rshift_round(zc * log2e_q30, UNIT_FRAC); /* |zc * L| < 2^53 */
+    int64_t n = (-w + ((int64_t)1 << ACT_FRAC) - 1) >> ACT_FRAC;
+    int64_t f = w + (n << ACT_FRAC); /* in [0, 2^16) */
+    int64_t idx = f >> EXP2_INTERP_BITS;
+    int64_t frac = f & ((1 << EXP2_INTERP_BITS) - 1);
+    int64_t lo = table[idx];
+    int64_t v = lo + rshift_round((table[idx + 1] - lo) * frac, EXP2_INTERP_BITS);
+    return rshift_round(v, (int)(n < 62 ? n : 62));
+}
+
+static inline int64_t sigmoid_q30(int64_t x, const int64_t *table, int64_t log2e_q30) {
+    int64_t e = poai_exp_q30(-iabs64(x), table, log2e_q30);
+    int64_t den = ((int64_t)1 << UNIT_FRAC) + e;
+    if (x >= 0) return div_round((int64_t)1 << 60, den);
+    return div_round(e << UNIT_FRAC, den);
+}
+
+void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
+                   const int64_t *table, int64_t log2e_q30, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t g = gate[i];
+        int64_t silu = rshift_round(g * sigmoid_q30(g, table, log2e_q30), UNIT_FRAC);
+        out[i] = rshift_round(silu * up[i], ACT_FRAC); /* |silu|, |up| < 2^31 */
+    }
+}
+
+void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_q30,
+               int64_t cubic_q30, int64_t scale_q30, int64_t *out) {
+    const int64_t clamp = (int64_t)16 << ACT_FRAC;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t xv = x[i];
+        int64_t xc = xv > clamp ? clamp : (xv < -clamp ? -clamp : xv);
+        int64_t x2 = rshift_round(xc * xc, ACT_FRAC);
+        int64_t x3 = rshift_round(x2 * xc, ACT_FRAC);
+        int64_t inner = xc + rshift_round(x3 * cubic_q30, UNIT_FRAC);
+        int64_t u = rshift_round(inner * scale_q30, UNIT_FRAC);
+        out[i] = rshift_round(xv * sigmoid_q30(u, table, log2e_q30), UNIT_FRAC);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* rotary position embedding                                                 */
+
+void poai_rope(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
+               const int64_t *cos_t, const int64_t *sin_t) {
+    int64_t half = n_rot / 2;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t *v = x + (t * H + h) * hd;
+            for (int64_t i = 0; i < half; i++) {
+                int64_t a = v[2 * i], b = v[2 * i + 1];
+                int64_t c = cos_t[t * half + i], s = sin_t[t * half + i];
+                /* each product < 2^61, each sum < 2^62 */
+                v[2 * i] = rshift_round(a * c - b * s, UNIT_FRAC);
+                v[2 * i + 1] = rshift_round(a * s + b * c, UNIT_FRAC);
+            }
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* attention                                                                 */
+
+int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
+                   int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                   int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                   int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                   int64_t *scratch) {
+    int64_t group = H / Hkv;
+    int64_t *score = scratch;      /* [T] */
+    int64_t *p = scratch + T;      /* [T] */
+    if (probs) memset(probs, 0, (size_t)(n_sel * T * T) * sizeof(int64_t));
+    for (int64_t h = 0; h < H; h++) {
+        int64_t kv = h / group;
+        int64_t slot = -1;
+        for (int64_t s = 0; s < n_sel; s++)
+            if (sel[s] == h) slot = s;
+        for (int64_t i = 0; i < T; i++) {
+            const int64_t *qi = q + (i * H + h) * hd;
+            int64_t mx = INT64_MIN;
+            for (int64_t j = 0; j <= i; j++) {
+                const int64_t *kj = k + (j * Hkv + kv) * hd;
+                int64_t raw = 0; /* |q|, |k| < 2^24: < 2^48 * hd */
+                for (int64_t d = 0; d < hd; d++) raw += qi[d] * kj[d];
+                int64_t s16 = rshift_round(raw, ACT_FRAC);
+                if (s16 >= ((int64_t)1 << 31) || s16 <= -((int64_t)1 << 31)) return 1;
+                int64_t sc = rshift_round(s16 * inv_sqrt_hd_q30, UNIT_FRAC);
+                score[j] = sc;
+                if (sc > mx) mx = sc;
+            }
+            int64_t total = 0; /* < T * 2^30 */
+            for (int64_t j = 0; j <= i; j++) {
+                p[j] = poai_exp_q30(score[j] - mx, table, log2e_q30);
+                total += p[j];
+            }
+            for (int64_t j = 0; j <= i; j++) p[j] = div_round(p[j] << ACT_FRAC, total);
+            int64_t *oi = out + (i * H + h) * hd;
+            for (int64_t d = 0; d < hd; d++) {
+                int64_t acc = 0; /* p <= 2^16, |v| < 2^31: < T * 2^47 */
+                for (int64_t j = 0; j <= i; j++) acc += p[j] * v[(j * Hkv + kv) * hd + d];
+                oi[d] = rshift_round(acc, ACT_FRAC);
+            }
+            if (slot >= 0)
+                for (int64_t j = 0; j <= i; j++) probs[(slot * T + i) * T + j] = p[j];
+        }
+    }
+    return 0;
+}

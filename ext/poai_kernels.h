@@ -1,0 +1,67 @@
+/*
+ * poai_kernels.h -- portable scalar C kernels of poai's integer engine.
+ *
+ * Each function equals its NumPy definition in poai/engine/ops_reference.py
+ * bit for bit; the rounding rules and overflow bounds are the ones written
+ * there and in docs/ENGINE.md.  Callers (poai/engine/ops_native.py) check the
+ * input ranges before calling, so these functions never see a value outside
+ * the proven bounds.  Activations are int64 Q16; all arrays are C-contiguous.
+ */
+#ifndef POAI_KERNELS_H
+#define POAI_KERNELS_H
+
+#include <stdint.h>
+
+#define POAI_QBLOCK 32
+
+/* 1 if this compiler's >> on negative int64 is arithmetic (required). */
+int poai_arith_shift_ok(void);
+
+/* Activation quantization, per row of K (K % 32 == 0):
+ * q [T*K] int8, m and sh [T*K/32] int64. */
+void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
+                       int8_t *q, int64_t *m, int64_t *sh);
+
+/* y[T, rows] = x[T, K] . W[rows, K]^T with W kept factored:
+ * wq int8 [rows*K], scale and minv int32 [rows*K/bs] (minv may be NULL),
+ * bs = 16 or 32.  Needs scratch q [T*K], m, sh [T*K/32]. */
+void poai_matmul(const int64_t *x, int64_t T, int64_t K,
+                 const int8_t *wq, const int32_t *scale, const int32_t *minv,
+                 int64_t rows, int64_t bs, int64_t *y,
+                 int8_t *q, int64_t *m, int64_t *sh);
+
+/* RMSNorm of rows [T, n]: y = x * g / sqrt(mean(x^2) + eps); g Q24. */
+void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                  int64_t eps_q32, int64_t *y);
+
+/* LayerNorm: (x - mean) normalized, * g (Q24) + b (Q24). */
+void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                    const int64_t *b, int64_t eps_q32, int64_t *y);
+
+/* exp(z) in Q30 for z <= 0 (Q16); table = 1025 entries of 2^(i/1024) Q30. */
+int64_t poai_exp_q30(int64_t z, const int64_t *table, int64_t log2e_q30);
+
+/* out = silu(gate) * up, elementwise over n values. */
+void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
+                   const int64_t *table, int64_t log2e_q30, int64_t *out);
+
+/* GELU (tanh form), elementwise. */
+void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_q30,
+               int64_t cubic_q30, int64_t scale_q30, int64_t *out);
+
+/* Rotate adjacent pairs of x [T, H, hd] in place; cos/sin [T, n_rot/2] Q30. */
+void poai_rope(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
+               const int64_t *cos_t, const int64_t *sin_t);
+
+/* Causal grouped-query attention of one sequence.
+ * q [T, H, hd], k and v [T, Hkv, hd]; out [T, H, hd].
+ * probs: NULL or [n_sel, T, T] filled (zeros above the diagonal) for the
+ * query heads listed in sel[n_sel].  scratch: 2*T int64.
+ * Returns 1 (and stops) if a scaled score leaves |s16| < 2^31, else 0. */
+int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
+                    int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                    int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                    int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                    int64_t *scratch);
+
+#endif
