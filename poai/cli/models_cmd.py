@@ -1,0 +1,90 @@
+"""``poai models``: list, pull, locate and verify the vetted models.
+
+Failures are raised as :mod:`poai.errors` exceptions; the root command prints
+them without a traceback and exits 2.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from poai.models.registry import ModelEntry, cache_dir, cached_path, load_registry
+
+app = typer.Typer(
+    help="Vetted models (models.lock): list, pull, path, verify.",
+    no_args_is_help=True,
+)
+console = Console()
+
+NAME_HELP = "model name or alias (default: the network's default model)"
+
+
+def _entry(name: str | None) -> ModelEntry:
+    registry = load_registry()
+    return registry.get(name) if name else registry.default()
+
+
+def _cache_state(entry: ModelEntry) -> str:
+    # Size only: hashing every cached file would make `list` slow; `verify`
+    # is the full check.
+    path = cached_path(entry)
+    if not path.is_file():
+        return "no"
+    return "yes" if path.stat().st_size == entry.size else "[red]wrong size[/]"
+
+
+@app.command("list")
+def list_models() -> None:
+    """Show every vetted model and whether it is cached."""
+    registry = load_registry()
+    table = Table(box=box.SIMPLE_HEAD, title=f"vetted models ({registry.origin})", title_justify="left")
+    for header in ("", "name", "aliases", "arch", "size", "sha256", "cached"):
+        table.add_column(header, no_wrap=True)
+    for entry in registry.entries:
+        table.add_row("*" if entry.default else "", entry.name, ", ".join(entry.aliases),
+                      entry.architecture, f"{entry.size / 1e6:,.1f} MB", entry.sha256[:10] + "…",
+                      _cache_state(entry))
+    console.print(table)
+    console.print(f"* default model; cache: {cache_dir()}", markup=False, highlight=False)
+
+
+@app.command()
+def pull(
+    name: str = typer.Argument(None, help=NAME_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or messages"),
+) -> None:
+    """Download a vetted model into the cache (checked against its sha256); print its path."""
+    from poai.models.pull import pull as pull_model
+
+    print(pull_model(_entry(name), progress=not quiet))
+
+
+@app.command()
+def path(
+    name: str = typer.Argument(None, help=NAME_HELP),
+    expected: bool = typer.Option(
+        False, "--expected", help="print where the file belongs even if it is not cached"),
+) -> None:
+    """Print the cached file's path (nothing else, for scripts)."""
+    from poai.errors import ModelNotFoundError
+
+    entry = _entry(name)
+    target = cached_path(entry)
+    if not expected and not target.is_file():
+        raise ModelNotFoundError(f"model {entry.name} is not downloaded (expected at {target}); "
+                                 f"run `poai models pull {entry.cli_name}`")
+    print(target)
+
+
+@app.command()
+def verify(name: str = typer.Argument(None, help=NAME_HELP)) -> None:
+    """Re-hash a cached model and compare it with models.lock."""
+    from poai.models.pull import verify as verify_model
+
+    entry = _entry(name)
+    target = verify_model(entry)
+    console.print(f"ok: {entry.name} {entry.size:,} bytes, sha256 {entry.sha256}, {target}",
+                  markup=False, highlight=False)

@@ -1,0 +1,151 @@
+"""Every C kernel equals the NumPy reference bit for bit (no tolerances).
+
+Random inputs, edge values (the int32 range limits, -128/127 quants, zeros,
+ties, tiny and huge blocks) and odd lengths (T = 1, 3, 37; odd row counts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import synth
+from poai.engine import ops_reference as ref
+from poai.engine import tables
+from poai.engine.gguf_convert import quant_matrix
+from poai.errors import EngineRangeError
+
+LIM = 2**31 - 1
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _activations(rng, t, k, scale_bits=20):
+    x = rng.integers(-(2**scale_bits), 2**scale_bits, size=(t, k), dtype=np.int64)
+    return x
+
+
+def _edge_activations(k):
+    rows = [
+        np.zeros(k, np.int64),
+        np.full(k, LIM, np.int64),
+        np.full(k, -LIM, np.int64),
+        np.tile([LIM, -LIM], k // 2).astype(np.int64),
+        np.tile([1, -1, 0, 0], k // 4).astype(np.int64),
+        np.arange(k, dtype=np.int64) - k // 2,
+        (np.arange(k, dtype=np.int64) % 32 == 0) * (127 * 2**20),   # one big value a block
+        np.tile(np.array([127, -127, 254, -255, 381, 64, -64, 1], np.int64) << 9, k // 8),
+    ]
+    return np.stack(rows)
+
+
+def assert_same(a, b):
+    assert a.dtype == b.dtype == np.int64 or a.dtype == b.dtype
+    assert a.shape == b.shape
+    assert np.array_equal(a, b)
+
+
+def test_quantize_act(native_ops):
+    rng = _rng(1)
+    for x in (_activations(rng, 37, 96), _edge_activations(64), _activations(rng, 1, 32, 30)):
+        rq, rm, rs = ref.quantize_act(x)
+        nq, nm, ns = native_ops.quantize_act(x)
+        assert_same(rq, nq)
+        assert_same(rm, nm)
+        assert_same(rs, ns)
+        assert np.abs(rq.astype(np.int64)).max() <= 127
+
+
+@pytest.mark.parametrize("fmt", sorted(synth.FORMATS))
+@pytest.mark.parametrize("rows", [1, 7, 33])
+def test_matmul_each_format(native_ops, fmt, rows):
+    rng = _rng(hash((fmt, rows)) % 2**32)
+    cols = 512
+    raw = synth.random_blocks(rng, fmt, rows, cols)
+    w = quant_matrix(f"test.{fmt}", fmt, raw, cols)
+    for x in (_activations(rng, 3, cols), _edge_activations(cols), _activations(rng, 37, cols, 28)):
+        assert_same(ref.matmul(x, w), native_ops.matmul(x, w))
+
+
+def test_matmul_edge_weights(native_ops):
+    # Q8_0 quants of -128 and 127 against activations of +-127.
+    rows, cols = 4, 64
+    raw = synth.random_blocks(_rng(3), "Q8_0", rows, cols).reshape(rows, 2, 34)
+    raw[0, :, 2:] = np.uint8(0x80)   # -128
+    raw[1, :, 2:] = np.uint8(0x7F)   # 127
+    raw[2, :, 2:] = 0
+    w = quant_matrix("edge", "Q8_0", raw.reshape(rows, -1), cols)
+    x = _edge_activations(cols)
+    assert_same(ref.matmul(x, w), native_ops.matmul(x, w))
+
+
+def test_norms(native_ops):
+    rng = _rng(4)
+    n = 96
+    g = rng.integers(-(2**26), 2**26, size=n, dtype=np.int64)
+    b = rng.integers(-(2**26), 2**26, size=n, dtype=np.int64)
+    xs = [_activations(rng, 5, n), _edge_activations(n), _activations(rng, 3, n, 4)]
+    for x in xs:
+        for eps in (0, 1, 42950, 2**40):
+            assert_same(ref.rmsnorm(x, g, eps), native_ops.rmsnorm(x, g, eps))
+    for x in (_activations(rng, 5, n), _edge_activations(n) >> 2):
+        for eps in (0, 42950):
+            assert_same(ref.layernorm(x, g, b, eps), native_ops.layernorm(x, g, b, eps))
+
+
+def test_exp_sweep(native_ops):
+    z = -np.arange(0, 70 << 16, 997, dtype=np.int64)
+    z = np.concatenate([z, [0, -1, -(64 << 16), -(64 << 16) - 1, -(2**40)]])
+    assert_same(ref.exp_q30(z), native_ops.exp_q30(z))
+    assert int(ref.exp_q30(np.array([0]))[0]) == 2**30
+
+
+def test_elementwise(native_ops):
+    rng = _rng(5)
+    x = np.concatenate([
+        rng.integers(-(2**22), 2**22, size=5000, dtype=np.int64),
+        np.array([0, 1, -1, LIM, -LIM, 16 << 16, -(16 << 16), (16 << 16) + 1], np.int64),
+    ])
+    u = rng.integers(-(2**20), 2**20, size=x.shape, dtype=np.int64)
+    assert_same(ref.silu_mul(x, u), native_ops.silu_mul(x, u))
+    assert_same(ref.gelu(x), native_ops.gelu(x))
+
+
+def test_rope(native_ops):
+    rng = _rng(6)
+    cos, sin = tables.rope_tables(10000, 0, 32, 64)
+    for t, n_rot in ((1, 32), (37, 32), (9, 16)):
+        x = rng.integers(-(2**30), 2**30, size=(t, 3, 32), dtype=np.int64)
+        assert_same(ref.rope(x, cos[:t, : n_rot // 2], sin[:t, : n_rot // 2], n_rot),
+                    native_ops.rope(x, cos[:t, : n_rot // 2], sin[:t, : n_rot // 2], n_rot))
+
+
+@pytest.mark.parametrize("t", [1, 3, 37])
+def test_attention(native_ops, t):
+    rng = _rng(7 + t)
+    q = rng.integers(-(2**19), 2**19, size=(t, 6, 32), dtype=np.int64)
+    k = rng.integers(-(2**19), 2**19, size=(t, 2, 32), dtype=np.int64)
+    v = rng.integers(-(2**30), 2**30, size=(t, 2, 32), dtype=np.int64)
+    ro, rp = ref.attention(q, k, v, [0, 5])
+    no, np_ = native_ops.attention(q, k, v, [0, 5])
+    assert_same(ro, no)
+    assert_same(rp, np_)
+    assert (rp.sum(axis=-1) - 2**16).__abs__().max() <= t  # rows sum to ~1
+
+
+def test_range_errors_are_identical(native_ops):
+    x = np.full((1, 32), 2**31, dtype=np.int64)
+    w = quant_matrix("r", "Q8_0", synth.random_blocks(_rng(8), "Q8_0", 2, 32), 32)
+    for op in (ref, native_ops):
+        with pytest.raises(EngineRangeError, match="matmul input"):
+            op.matmul(x, w)
+    q = np.full((2, 1, 256), 2**23, dtype=np.int64)
+    v = np.zeros((2, 1, 256), dtype=np.int64)
+    messages = []
+    for op in (ref, native_ops):
+        with pytest.raises(EngineRangeError) as exc:
+            op.attention(q, q, v)
+        messages.append(str(exc.value))
+    assert messages[0] == messages[1]
