@@ -27,7 +27,7 @@ bench:
 	$(PYTHON) -m poai.cli bench
 
 lint:
-	$(PYTHON) -m ruff check poai tests
+	$(PYTHON) -m ruff check poai tests tools
 	$(PYTHON) -m cython -X language_level=3 --warning-errors -o /dev/null ext/_native.pyx
 
 clean:

@@ -87,5 +87,15 @@ class KernelUnavailableError(EngineError, ImportError):
     reason = "kernel-unavailable"
 
 
+class ConversionMismatchError(EngineError):
+    """The converted model's content hash differs from the one models.lock pins.
+
+    This engine converts weights by other rules than the network: its results
+    would not be accepted, so it refuses to run the model.
+    """
+
+    reason = "conversion-mismatch"
+
+
 class TokenizerError(EngineError):
     reason = "tokenizer-error"

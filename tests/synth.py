@@ -159,7 +159,7 @@ def spm_pieces_from_bpe(tokens: list[str], types: list[int]) -> list[str]:
     char_to_byte = {c: b for b, c in bytes_to_unicode().items()}
     seen: set[str] = set()
     pieces = []
-    for text, kind in zip(tokens, types):
+    for text, kind in zip(tokens, types, strict=True):
         if kind != 1 or any(c not in char_to_byte for c in text):
             continue
         try:
@@ -168,7 +168,8 @@ def spm_pieces_from_bpe(tokens: list[str], types: list[int]) -> list[str]:
             continue
         piece = piece.replace(" ", "\u2581")
         # (NUL-holding pieces are left out: llama.cpp reads vocabulary texts as C strings)
-        if piece and "\x00" not in piece and piece not in seen and not (piece.startswith("<0x") and piece.endswith(">")):
+        byte_like = piece.startswith("<0x") and piece.endswith(">")
+        if piece and "\x00" not in piece and piece not in seen and not byte_like:
             seen.add(piece)
             pieces.append(piece)
     return pieces

@@ -69,3 +69,16 @@ def test_unvetted_file_is_refused(tmp_path):
     fake.write_bytes(b"GGUF" + b"\0" * 100)
     with pytest.raises(UnvettedModelError, match="unvetted model"):
         engine.load(fake)
+
+
+def test_conversion_mismatch_is_refused(smollm2_path, monkeypatch):
+    import dataclasses
+
+    from poai.errors import ConversionMismatchError
+    from poai.models import registry
+
+    entry = registry.load_registry().get("smollm2")
+    wrong = dataclasses.replace(entry, canonical_sha256="0" * 64)
+    monkeypatch.setattr(registry, "resolve_model_file", lambda target: (smollm2_path, wrong))
+    with pytest.raises(ConversionMismatchError, match="conversion rules differ"):
+        engine.load("smollm2")

@@ -22,6 +22,7 @@ from poai.engine.fixedpoint import ACT_FRAC_BITS
 from poai.engine.forward import ForwardResult, run_forward
 from poai.engine.kernels import get_ops, resolve_name
 from poai.engine.model import CanonicalModel, Config, open_reader, read_model
+from poai.errors import ConversionMismatchError
 
 __all__ = ["Model", "load", "ForwardResult"]
 
@@ -89,5 +90,10 @@ def load(name_or_path: str | os.PathLike | None = None, *, kernel: str | None = 
         path = Path(os.fspath(name_or_path))
     reader = open_reader(path)
     canonical = read_model(path, reader)
+    if entry is not None and entry.canonical_sha256 and canonical.canonical_sha256 != entry.canonical_sha256:
+        raise ConversionMismatchError(
+            f"{entry.name}: this engine converts the file to {canonical.canonical_sha256}, but "
+            f"models.lock pins {entry.canonical_sha256}; the conversion rules differ from the "
+            "network's (reinstall poai, or update models.lock for a deliberate protocol change)")
     tokenizer = Tokenizer.from_gguf(reader)
     return Model(Path(path), canonical, tokenizer, resolve_name(kernel), entry)

@@ -49,7 +49,7 @@ SPM_SPACE = "\u2581"
 def _class_table() -> bytearray:
     table = bytearray(0x110000)
     bounds = [*RANGES, (0x110000, 0)]
-    for (start, cls), (end, _) in zip(bounds, bounds[1:]):
+    for (start, cls), (end, _) in zip(bounds, bounds[1:], strict=False):
         if cls:
             table[start:end] = bytes([cls]) * (end - start)
     return table
