@@ -89,7 +89,9 @@ class CanonicalModel:
 # --- reading hyper-parameters from raw bits -----------------------------------
 
 
-class _Fields:
+class GGUFFields:
+    """Typed access to a GGUF file's key/value fields (engine and tokenizer)."""
+
     def __init__(self, reader) -> None:
         self.reader = reader
         self.fields = reader.fields
@@ -97,39 +99,65 @@ class _Fields:
     def has(self, key: str) -> bool:
         return key in self.fields
 
-    def int(self, key: str, default: int | None = None) -> int:
+    def _scalar(self, key: str, default):
+        """The field's value array, or ``default`` (an error when None) if absent."""
         f = self.fields.get(key)
         if f is None:
             if default is None:
                 raise UnsupportedModelError(f"GGUF key {key} is missing")
+            return None
+        return f.parts[f.data[0]]
+
+    def int(self, key: str, default: int | None = None) -> int:
+        arr = self._scalar(key, default)
+        if arr is None:
             return default
-        arr = f.parts[f.data[0]]
         if arr.dtype.kind not in "iu":
             raise GGUFFormatError(f"GGUF key {key}: expected an integer, found {arr.dtype}")
         return int(arr[0])
 
     def f32_bits(self, key: str, default_bits: int | None = None) -> int:
-        f = self.fields.get(key)
-        if f is None:
-            if default_bits is None:
-                raise UnsupportedModelError(f"GGUF key {key} is missing")
+        arr = self._scalar(key, default_bits)
+        if arr is None:
             return default_bits
-        arr = f.parts[f.data[0]]
         if arr.dtype != np.float32:
             raise GGUFFormatError(f"GGUF key {key}: expected f32, found {arr.dtype}")
         return int(arr.view(np.uint32)[0])
 
     def str(self, key: str, default: str | None = None) -> str:
-        f = self.fields.get(key)
-        if f is None:
-            if default is None:
-                raise UnsupportedModelError(f"GGUF key {key} is missing")
+        arr = self._scalar(key, default)
+        if arr is None:
             return default
-        return bytes(f.parts[f.data[0]]).decode("utf-8")
+        return bytes(arr).decode("utf-8")
+
+    def opt_int(self, key: str) -> int | None:
+        return self.int(key) if self.has(key) else None
+
+    def opt_bool(self, key: str) -> bool | None:
+        f = self.fields.get(key)
+        return None if f is None else bool(f.parts[f.data[0]][0])
 
     def array_len(self, key: str) -> int:
         f = self.fields.get(key)
         return 0 if f is None else len(f.data)
+
+    def strings(self, key: str) -> list[str]:
+        """A string array (UTF-8); a missing key is an error."""
+        f = self.fields.get(key)
+        if f is None:
+            raise UnsupportedModelError(f"GGUF key {key} is missing")
+        try:
+            return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+        except UnicodeDecodeError as exc:
+            raise GGUFFormatError(f"GGUF key {key} holds a string that is not UTF-8: {exc}") from None
+
+    def array_bits(self, key: str) -> list[int] | None:
+        """An integer or f32 array as integers (f32 as bit patterns: a view, no arithmetic)."""
+        f = self.fields.get(key)
+        if f is None:
+            return None
+        values = [np.asarray(f.parts[i]) for i in f.data]
+        return [int(v.view(np.uint32)[0]) if v.dtype == np.float32 else int(v[0]) for v in values]
 
 
 def _eps_q32(bits: int) -> int:
@@ -137,7 +165,7 @@ def _eps_q32(bits: int) -> int:
 
 
 def read_config(reader) -> Config:
-    kv = _Fields(reader)
+    kv = GGUFFields(reader)
     arch = kv.str("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise UnsupportedModelError(

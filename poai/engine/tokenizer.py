@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import heapq
 
-import numpy as np
 
+from poai.engine.model import GGUFFields
 from poai.engine.unicode_classes import RANGES
 from poai.errors import TokenizerError
 
@@ -177,33 +177,6 @@ def _f32_order_key(bits: int) -> int:
     return bits
 
 
-def _gguf_strings(reader, key: str) -> list[str]:
-    field = reader.fields.get(key)
-    if field is None:
-        raise TokenizerError(f"GGUF has no {key}")
-    try:
-        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
-    except UnicodeDecodeError as exc:
-        raise TokenizerError(f"GGUF {key} holds a string that is not UTF-8: {exc}") from None
-
-
-def _gguf_ints(reader, key: str) -> list[int] | None:
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    return [int(field.parts[i][0]) for i in field.data]
-
-
-def _gguf_scalar(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    value = field.parts[field.data[0]]
-    if field.types and field.types[0].name == "STRING":
-        return bytes(value).decode("utf-8")
-    return value[0].item()
-
-
 # --------------------------------------------------------------------------- the tokenizer
 
 class Tokenizer:
@@ -263,27 +236,24 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, reader) -> "Tokenizer":
-        model = _gguf_scalar(reader, "tokenizer.ggml.model")
-        if model is None:
+        kv = GGUFFields(reader)
+        model = kv.str("tokenizer.ggml.model", "")
+        if not model:
             raise TokenizerError("GGUF has no tokenizer (tokenizer.ggml.model missing)")
-        tokens = _gguf_strings(reader, "tokenizer.ggml.tokens")
-        types = _gguf_ints(reader, "tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
-        merges = _gguf_strings(reader, "tokenizer.ggml.merges") if model == "gpt2" else None
-        scores_bits = None
-        if model == "llama":
-            field = reader.fields.get("tokenizer.ggml.scores")
-            if field is None:
-                raise TokenizerError("GGUF has no tokenizer.ggml.scores")
-            # Reinterpret the stored f32 bit patterns as integers (a view, no arithmetic).
-            scores_bits = [int(np.asarray(field.parts[i]).view(np.uint32)[0]) for i in field.data]
-        add_bos = _gguf_scalar(reader, "tokenizer.ggml.add_bos_token")
-        add_prefix = _gguf_scalar(reader, "tokenizer.ggml.add_space_prefix")
-        return cls(model=model, pre=_gguf_scalar(reader, "tokenizer.ggml.pre", "gpt2"), tokens=tokens,
-                   types=types, merges=merges, scores_bits=scores_bits,
-                   bos_id=_gguf_scalar(reader, "tokenizer.ggml.bos_token_id"),
-                   eos_id=_gguf_scalar(reader, "tokenizer.ggml.eos_token_id"),
-                   add_bos=None if add_bos is None else bool(add_bos),
-                   add_space_prefix=None if add_prefix is None else bool(add_prefix))
+        needed = ["tokenizer.ggml.tokens"] + {"gpt2": ["tokenizer.ggml.merges"],
+                                               "llama": ["tokenizer.ggml.scores"]}.get(model, [])
+        for key in needed:
+            if not kv.has(key):
+                raise TokenizerError(f"GGUF has no {key}")
+        tokens = kv.strings("tokenizer.ggml.tokens")
+        types = kv.array_bits("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
+        return cls(model=model, pre=kv.str("tokenizer.ggml.pre", "gpt2"), tokens=tokens, types=types,
+                   merges=kv.strings("tokenizer.ggml.merges") if model == "gpt2" else None,
+                   scores_bits=kv.array_bits("tokenizer.ggml.scores") if model == "llama" else None,
+                   bos_id=kv.opt_int("tokenizer.ggml.bos_token_id"),
+                   eos_id=kv.opt_int("tokenizer.ggml.eos_token_id"),
+                   add_bos=kv.opt_bool("tokenizer.ggml.add_bos_token"),
+                   add_space_prefix=kv.opt_bool("tokenizer.ggml.add_space_prefix"))
 
     @property
     def n_vocab(self) -> int:
@@ -358,47 +328,18 @@ class Tokenizer:
                         out.append(tid)
 
     def _encode_spm(self, text: str, out: list[int]) -> None:
-        syms = list(text)  # symbols are whole code points
-        n = len(syms)
-        if n == 0:
-            return
-        prev = list(range(-1, n - 1))
-        nxt = [*range(1, n), -1]
-        heap: list[tuple[int, int, int, int]] = []
         lookup, scores = self.token_to_id, self.scores
 
-        def push(left: int, right: int) -> None:
-            if left < 0 or right < 0:
-                return
-            merged = syms[left] + syms[right]
-            tid = lookup.get(merged)
-            if tid is not None:
-                # highest score first, then leftmost
-                heapq.heappush(heap, (-scores[tid], left, right, len(merged)))
+        def priority(left: str, right: str) -> int | None:
+            tid = lookup.get(left + right)
+            return None if tid is None else -scores[tid]  # highest score first
 
-        for i in range(1, n):
-            push(i - 1, i)
-        while heap:
-            _, left, right, size = heapq.heappop(heap)
-            if not syms[left] or not syms[right] or len(syms[left]) + len(syms[right]) != size:
-                continue  # a stale pair: one side has changed since it was queued
-            syms[left] += syms[right]
-            syms[right] = ""
-            nxt[left] = nxt[right]
-            if nxt[right] >= 0:
-                prev[nxt[right]] = left
-            push(prev[left], left)
-            push(left, nxt[left])
-        i = 0
-        while i != -1:
-            piece = syms[i]
+        for piece in _merge_pairs(list(text), priority):  # symbols are whole code points
             tid = lookup.get(piece)
             if tid is not None:
                 out.append(tid)
             else:
-                for b in piece.encode("utf-8"):
-                    out.append(self._spm_byte_token(b))
-            i = nxt[i]
+                out.extend(self._spm_byte_token(b) for b in piece.encode("utf-8"))
 
     def _spm_byte_token(self, b: int) -> int:
         tid = self.token_to_id.get(f"<0x{b:02X}>")
@@ -440,7 +381,17 @@ class Tokenizer:
 
 def _bpe_merge(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """Merge the characters of ``word`` by rank: lowest rank first, then leftmost."""
-    syms = list(word)
+    return _merge_pairs(list(word), lambda left, right: ranks.get((left, right)))
+
+
+def _merge_pairs(syms: list[str], priority) -> list[str]:
+    """Merge adjacent symbols while any pair may merge, as llama.cpp's work queue does.
+
+    ``priority(left, right)`` is the pair's key (smaller merges first; ties go
+    to the leftmost pair) or None when the pair may not merge.  A queued pair
+    whose sides have changed since is skipped: symbols only grow rightwards
+    from a fixed start, so a changed side means a changed concatenation.
+    """
     n = len(syms)
     if n < 2:
         return syms
@@ -451,9 +402,9 @@ def _bpe_merge(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     def push(left: int, right: int) -> None:
         if left < 0 or right < 0:
             return
-        rank = ranks.get((syms[left], syms[right]))
-        if rank is not None:
-            heapq.heappush(heap, (rank, left, right, syms[left] + syms[right]))
+        key = priority(syms[left], syms[right])
+        if key is not None:
+            heapq.heappush(heap, (key, left, right, syms[left] + syms[right]))
 
     for i in range(1, n):
         push(i - 1, i)
