@@ -39,7 +39,11 @@ def _module():
 
 @contextlib.contextmanager
 def _no_extra_bufts(llama_cpp):
-    original = llama_cpp.llama_model_default_params
+    # Llama.__init__ calls the factory through the *submodule*
+    # (``import llama_cpp.llama_cpp as llama_cpp`` in llama.py), so that is
+    # the attribute to wrap; wrapping the package's re-export has no effect.
+    bindings = llama_cpp.llama_cpp
+    original = bindings.llama_model_default_params
 
     def patched():
         params = original()
@@ -47,11 +51,11 @@ def _no_extra_bufts(llama_cpp):
         return params
 
     with _PATCH_LOCK:
-        llama_cpp.llama_model_default_params = patched
+        bindings.llama_model_default_params = patched
         try:
             yield
         finally:
-            llama_cpp.llama_model_default_params = original
+            bindings.llama_model_default_params = original
 
 
 def load(
@@ -67,7 +71,7 @@ def load(
     llama_cpp = _module()
     threads = n_threads or max(1, os.cpu_count() or 1)
     with _no_extra_bufts(llama_cpp):
-        return llama_cpp.Llama(
+        llm = llama_cpp.Llama(
             model_path=os.fspath(path),
             n_ctx=n_ctx,
             n_batch=min(n_ctx, 512),
@@ -78,6 +82,12 @@ def load(
             vocab_only=vocab_only,
             verbose=False,
         )
+    if llm.model_params.use_extra_bufts:
+        raise LlamaCppUnavailableError(
+            "could not disable llama.cpp's extra buffer types (AMX); "
+            "refusing to run it on this llama-cpp-python version"
+        )
+    return llm
 
 
 def eval_logits(llm, tokens: list[int]) -> np.ndarray:
