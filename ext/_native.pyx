@@ -8,18 +8,18 @@ reference checks them.
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
 cnp.import_array()
 
 cdef extern from "poai_kernels.h":
     int poai_arith_shift_ok()
     void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
-                           int8_t *q, int64_t *m, int64_t *sh) nogil
+                           int16_t *q, int64_t *m, int64_t *sh) nogil
     void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                      const int8_t *wq, const int32_t *scale, const int32_t *minv,
                      int64_t rows, int64_t bs, int64_t *y,
-                     int8_t *q, int64_t *m, int64_t *sh) nogil
+                     int16_t *q, int64_t *m, int64_t *sh) nogil
     void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
                       int64_t eps_q32, int64_t *y) nogil
     void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
@@ -50,7 +50,7 @@ def quantize_act(x):
     cdef int64_t T = xa.shape[0], K = xa.shape[1]
     if K % 32:
         raise ValueError("K must be a multiple of 32")
-    cdef cnp.ndarray[int8_t, ndim=2] q = np.empty((T, K), dtype=np.int8)
+    cdef cnp.ndarray[int16_t, ndim=2] q = np.empty((T, K), dtype=np.int16)
     cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, K // 32), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] sh = np.empty((T, K // 32), dtype=np.int64)
     with nogil:
@@ -73,7 +73,7 @@ def matmul(x, wq, scale, minv, int64_t bs):
             raise ValueError("matmul: inconsistent offset shape")
         mp = &mn[0, 0]
     cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, rows), dtype=np.int64)
-    cdef cnp.ndarray[int8_t, ndim=2] q = np.empty((T, K), dtype=np.int8)
+    cdef cnp.ndarray[int16_t, ndim=2] q = np.empty((T, K), dtype=np.int16)
     cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, K // 32), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] sh = np.empty((T, K // 32), dtype=np.int64)
     if T == 0 or rows == 0:
@@ -183,3 +183,4 @@ def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30):
                                 inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
                                 &sel_pad[0], n_sel, prp, &scratch[0])
     return out, (pr[:n_sel] if sel is not None else None), status
+

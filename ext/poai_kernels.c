@@ -15,7 +15,7 @@
 #define ACT_FRAC 16
 #define UNIT_FRAC 30
 #define SCALE_FRAC 24
-#define QMAX 127
+#define ACT_QMAX 32767
 #define ACT_SCALE_BITS 16
 #define EXP2_INTERP_BITS 6
 #define EXP_CLAMP_Q16 (-((int64_t)64 << ACT_FRAC))
@@ -65,37 +65,46 @@ static int64_t isqrt62(int64_t x) {
 /* ------------------------------------------------------------------------ */
 /* activation quantization                                                   */
 
-static void quantize_block(const int64_t *x, int8_t *q, int64_t *m_out, int64_t *sh_out) {
+static void quantize_block(const int64_t *x, int16_t *q, int64_t *m_out, int64_t *sh_out) {
     int64_t amax = 0;
     for (int i = 0; i < POAI_QBLOCK; i++) {
         int64_t a = iabs64(x[i]);
         if (a > amax) amax = a;
     }
-    /* r = div_round(amax << 24, 127): amax < 2^31, so r < 2^48. */
-    int64_t r = div_round(amax << 24, QMAX);
+    /* r = ceil((amax << 24) / 32767): amax < 2^31, so r < 2^41.  The scale
+     * rounds up (m << sh >= r) so that every |q| <= 32767. */
+    int64_t r = ((amax << 24) + ACT_QMAX - 1) / ACT_QMAX;
     int sh = bit_length((uint64_t)r) - ACT_SCALE_BITS;
-    if (sh < 1) sh = 1;
-    int64_t m = rshift_round(r, sh);
+    if (sh < 0) sh = 0;
+    int64_t m = (r + ((int64_t)1 << sh) - 1) >> sh; /* ceil(r / 2^sh) */
     if (m >> ACT_SCALE_BITS) { /* rounded up to 2^16 */
         m >>= 1;
         sh += 1;
     }
-    int64_t den = 1;
     if (amax == 0) {
-        m = 0;
+        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = 0;
     } else {
-        den = m << sh; /* < 2^49 */
-    }
-    for (int i = 0; i < POAI_QBLOCK; i++) {
-        /* |2 (x << 24) + den| < 2^57 */
-        q[i] = (int8_t)div_round(x[i] << 24, den);
+        /* q = div_round(x << 24, den), den = m << sh, computed as
+         *   floor(N / (m * 2^(sh+1))) = floor(floor(N / 2^(sh+1)) / m),
+         *   N = 2 (x << 24) + den,  |N| < 2^57,
+         * (nested floor division by positive divisors).  The inner quotient
+         * n satisfies |n| <= 32768 m < 2^31 because |q| <= 32767, so the
+         * outer division is a cheap 32-bit one. */
+        int64_t den = m << sh; /* < 2^42 */
+        int32_t md = (int32_t)m;
+        for (int i = 0; i < POAI_QBLOCK; i++) {
+            int32_t n = (int32_t)(((x[i] << 25) + den) >> (sh + 1));
+            int32_t qq = n / md;
+            if ((n % md != 0) && (n < 0)) qq--; /* floor */
+            q[i] = (int16_t)qq;
+        }
     }
     *m_out = m;
     *sh_out = sh;
 }
 
 void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
-                       int8_t *q, int64_t *m, int64_t *sh) {
+                       int16_t *q, int64_t *m, int64_t *sh) {
     int64_t nb = K / POAI_QBLOCK;
     for (int64_t t = 0; t < T; t++)
         for (int64_t b = 0; b < nb; b++)
@@ -106,20 +115,20 @@ void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
 /* ------------------------------------------------------------------------ */
 /* matrix product                                                            */
 
-static inline int32_t dot_i8_32(const int8_t *a, const int8_t *b) {
-    int32_t s = 0; /* |sum| <= 32 * 128 * 127 < 2^20 */
-    for (int i = 0; i < 32; i++) s += (int32_t)a[i] * (int32_t)b[i];
+static inline int32_t dot_32(const int8_t *w, const int16_t *a) {
+    int32_t s = 0; /* |sum| <= 32 * 128 * 32767 < 2^27 */
+    for (int i = 0; i < 32; i++) s += (int32_t)w[i] * (int32_t)a[i];
     return s;
 }
 
-static inline int32_t dot_i8_16(const int8_t *a, const int8_t *b) {
-    int32_t s = 0; /* |sum| <= 16 * 128 * 127 < 2^19 */
-    for (int i = 0; i < 16; i++) s += (int32_t)a[i] * (int32_t)b[i];
+static inline int32_t dot_16(const int8_t *w, const int16_t *a) {
+    int32_t s = 0; /* |sum| <= 16 * 128 * 32767 < 2^26 */
+    for (int i = 0; i < 16; i++) s += (int32_t)w[i] * (int32_t)a[i];
     return s;
 }
 
-static inline int32_t sum_i8(const int8_t *a, int n) {
-    int32_t s = 0; /* |sum| <= 32 * 127 < 2^12 */
+static inline int32_t sum_i16(const int16_t *a, int n) {
+    int32_t s = 0; /* |sum| <= 32 * 32767 < 2^20 */
     for (int i = 0; i < n; i++) s += a[i];
     return s;
 }
@@ -127,37 +136,37 @@ static inline int32_t sum_i8(const int8_t *a, int n) {
 void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                  const int8_t *wq, const int32_t *scale, const int32_t *minv,
                  int64_t rows, int64_t bs, int64_t *y,
-                 int8_t *q, int64_t *m, int64_t *sh) {
+                 int16_t *q, int64_t *m, int64_t *sh) {
     int64_t na = K / POAI_QBLOCK;     /* activation blocks per row */
     int64_t nw = K / bs;              /* weight blocks per row */
     int64_t per = POAI_QBLOCK / bs;   /* weight blocks per activation block */
     poai_quantize_act(x, T, K, q, m, sh);
     /* Token-outer order: one token's quants and asum[b] (the sum of the
-     * quants of weight block b, |.| < 2^12) are computed once and serve
+     * quants of weight block b, |.| < 2^20) are computed once and serve
      * every row. */
     for (int64_t t = 0; t < T; t++) {
-        const int8_t *qrow = q + t * K;
+        const int16_t *qrow = q + t * K;
         const int64_t *mrow_t = m + t * na;
         const int64_t *shrow_t = sh + t * na;
         int32_t asum[1024]; /* nw <= K / 16 and K < 2^14 */
-        for (int64_t b = 0; b < nw; b++) asum[b] = sum_i8(qrow + b * bs, (int)bs);
+        for (int64_t b = 0; b < nw; b++) asum[b] = sum_i16(qrow + b * bs, (int)bs);
         for (int64_t j = 0; j < rows; j++) {
             const int8_t *wrow = wq + j * K;
             const int32_t *srow = scale + j * nw;
             const int32_t *mnrow = minv ? minv + j * nw : NULL;
             int64_t acc = 0;
             for (int64_t a = 0; a < na; a++) {
-                /* inner = sum_{i in a} W[j,i] q[t,i]; |inner| <= 127 l1max < 2^47 */
+                /* inner = sum_{i in a} W[j,i] q[t,i]; |inner| <= 2^15 l1blk < 2^47 */
                 int64_t inner = 0;
                 for (int64_t u = 0; u < per; u++) {
                     int64_t b = a * per + u;
                     int64_t off = b * bs;
-                    int32_t isum = bs == 32 ? dot_i8_32(wrow + off, qrow + off)
-                                            : dot_i8_16(wrow + off, qrow + off);
+                    int32_t isum = bs == 32 ? dot_32(wrow + off, qrow + off)
+                                            : dot_16(wrow + off, qrow + off);
                     inner += (int64_t)srow[b] * isum;
                     if (mnrow) inner += (int64_t)mnrow[b] * asum[b];
                 }
-                /* |inner * m| < 2^47 * 2^16 = 2^63; shift 40 - sh in [7, 39] */
+                /* |inner * m| < 2^47 * 2^16 = 2^63; shift 40 - sh in [14, 40] */
                 acc += rshift_round(inner * mrow_t[a], (int)(40 - shrow_t[a]));
             }
             y[t * rows + j] = rshift_round(acc, 8);

@@ -18,9 +18,9 @@
 int poai_arith_shift_ok(void);
 
 /* Activation quantization, per row of K (K % 32 == 0):
- * q [T*K] int8, m and sh [T*K/32] int64. */
+ * q [T*K] int16, m and sh [T*K/32] int64. */
 void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
-                       int8_t *q, int64_t *m, int64_t *sh);
+                       int16_t *q, int64_t *m, int64_t *sh);
 
 /* y[T, rows] = x[T, K] . W[rows, K]^T with W kept factored:
  * wq int8 [rows*K], scale and minv int32 [rows*K/bs] (minv may be NULL),
@@ -28,7 +28,7 @@ void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
 void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                  const int8_t *wq, const int32_t *scale, const int32_t *minv,
                  int64_t rows, int64_t bs, int64_t *y,
-                 int8_t *q, int64_t *m, int64_t *sh);
+                 int16_t *q, int64_t *m, int64_t *sh);
 
 /* RMSNorm of rows [T, n]: y = x * g / sqrt(mean(x^2) + eps); g Q24. */
 void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,

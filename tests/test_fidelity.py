@@ -1,24 +1,33 @@
 """The integer engine is still the model: next-token agreement with llama.cpp.
 
-poai's scalar C kernel and llama.cpp's float evaluation of SmolLM2 read the
-same English prose (tests/data/fidelity_text.txt, written for this test) in
-windows of 256 tokens; their top-1 next-token choices must agree on at least
-97% of at least 2,000 positions.  Both engines see llama.cpp's token ids, so
-this test is about logits only, not about the tokenizer.
+poai's scalar C kernel and llama.cpp read the same English prose
+(tests/data/fidelity_text.txt, written for this test) in windows of 256
+tokens.  Both engines see llama.cpp's token ids, so this test is about
+logits only, not about the tokenizer.
+
+Two llama.cpp references (see poai/fidelity.py):
+
+* llama.cpp's float32 evaluation of SmolLM2's weights (the pinned file's
+  weights exported as F32 with llama.cpp's own dequantization): top-1
+  agreement must be at least 97% over at least 2,000 positions.
+* llama.cpp's native Q4_1 path, which rounds its matmul inputs to 8 bits and
+  agrees with *itself* (one token at a time against one batch) on only ~96%
+  of these positions: reported, with a regression floor.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TEXT = Path(__file__).parent / "data" / "fidelity_text.txt"
 MIN_POSITIONS = 2000
 MIN_TOP1 = 0.97
-# Measured on this text (4,919 positions): 95.81% top-1, mean KL 0.0035 nats.
-# The engine must not get worse while the gap to MIN_TOP1 is being closed.
-REGRESSION_FLOOR = 0.955
+# Native Q4_1 path: llama.cpp agrees with itself there on ~95.9% (batch vs
+# one token at a time, first 2,048 positions).  Floor below that noise.
+NATIVE_FLOOR = 0.95
 
 
 try:
@@ -35,6 +44,37 @@ def test_text_is_plain_ascii_prose():
     assert len(text) >= 12_000
 
 
+@pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
+def test_llamacpp_loads_without_extra_buffer_types(smollm2_path):
+    from poai import llamacpp
+
+    llm = llamacpp.load(smollm2_path, n_ctx=64)
+    assert llm.model_params.use_extra_bufts is False
+
+
+@pytest.mark.model
+@pytest.mark.llama
+@pytest.mark.slow
+@pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
+def test_float_export_has_the_same_weights(smollm2_path):
+    """The F32 reference file holds exactly llama.cpp's dequantization of the
+    pinned weights (gguf's reference dequantizer) and the same metadata."""
+    import gguf
+
+    from poai import fidelity
+
+    exported = gguf.GGUFReader(fidelity.float_reference_path(smollm2_path))
+    source = gguf.GGUFReader(smollm2_path)
+    src_tensors = {t.name: t for t in source.tensors}
+    assert [t.name for t in exported.tensors] == list(src_tensors)
+    for t in exported.tensors[:6]:
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32
+        s = src_tensors[t.name]
+        assert np.array_equal(np.asarray(t.data), gguf.quants.dequantize(s.data, s.tensor_type))
+    for key in ("tokenizer.ggml.tokens", "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon"):
+        assert exported.fields[key].contents() == source.fields[key].contents()
+
+
 @pytest.mark.model
 @pytest.mark.llama
 @pytest.mark.slow
@@ -44,15 +84,26 @@ def test_top1_agreement_with_llamacpp(smollm2_path, native_ops):
 
     # Vetted loading: the fidelity claim is about the pinned model file.
     model = engine.load(smollm2_path, kernel="scalar")
-    llm = llamacpp.load(smollm2_path, n_ctx=512)
-    report = fidelity.measure_text(model, llm, TEXT.read_text(encoding="ascii"))
+    native = llamacpp.load(smollm2_path, n_ctx=512)
+    ids = fidelity.tokenize_llamacpp(native, TEXT.read_text(encoding="ascii"))
+
+    ours = {}
+
+    def poai_logits(window):
+        key = tuple(window)
+        if key not in ours:
+            ours[key] = fidelity.poai_float_logits(model, window)
+        return ours[key]
+
+    float_ref = fidelity.float_reference(smollm2_path, n_ctx=512)
+    target = fidelity.measure(model, float_ref, ids, candidate_logits=poai_logits,
+                              reference_name="llama.cpp f32")
+    del float_ref
+    quantized = fidelity.measure(model, native, ids, candidate_logits=poai_logits,
+                                 reference_name="llama.cpp Q4_1 path")
     print()
-    print(report.format_report())
-    print(f"mean KL(llama.cpp || poai) = {report.kl_mean:.6f} nats")
-    assert report.positions >= MIN_POSITIONS
-    assert report.top1 >= REGRESSION_FLOOR, report.format_report()
-    if report.top1 < MIN_TOP1:
-        # Open work (issue 2): a float64 evaluation of the same dequantized
-        # weights agrees with llama.cpp on only ~96.5% of these positions, so
-        # the gap is llama.cpp's own rounding, not yet pinned down.
-        pytest.xfail(f"top-1 {report.top1:.2%} is below the {MIN_TOP1:.0%} target")
+    print(target.format_report())
+    print(quantized.format_report())
+    assert target.positions >= MIN_POSITIONS
+    assert target.top1 >= MIN_TOP1, target.format_report()
+    assert quantized.top1 >= NATIVE_FLOOR, quantized.format_report()

@@ -59,11 +59,12 @@ def test_block_layouts_match_ggml(fmt):
         assert np.allclose(ours, theirs, rtol=2**-22, atol=2**-30)
 
 
-def test_l1max_is_exact_row_norm():
-    raw = synth.random_blocks(np.random.default_rng(13), "Q4_1", 5, 64)
-    m = quant_matrix("t", "Q4_1", raw, 64)
+@pytest.mark.parametrize("fmt", ["Q4_1", "Q6_K"])
+def test_l1blk_is_exact_block_norm(fmt):
+    raw = synth.random_blocks(np.random.default_rng(13), fmt, 5, 256)
+    m = quant_matrix("t", fmt, raw, 256)
     w = m.dequant_rows(np.arange(5))
-    assert m.l1max == int(np.abs(w).sum(axis=1).max())
+    assert m.l1blk == int(np.abs(w).reshape(5, 8, 32).sum(axis=2).max())
 
 
 def test_unsupported_tensor_type_names_the_tensor():

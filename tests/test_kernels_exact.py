@@ -37,6 +37,12 @@ def _edge_activations(k):
         np.arange(k, dtype=np.int64) - k // 2,
         (np.arange(k, dtype=np.int64) % 32 == 0) * (127 * 2**20),   # one big value a block
         np.tile(np.array([127, -127, 254, -255, 381, 64, -64, 1], np.int64) << 9, k // 8),
+        # int16 quant edges: tiny blocks (scale below 2**16, sh = 0), and
+        # blocks whose amax sits on a power of two of the scale
+        (np.arange(k, dtype=np.int64) % 7) - 3,
+        np.tile(np.array([1, 0, 0, -1], np.int64), k // 4),
+        np.tile(np.array([32767, -32768, 65535, 1, -1, 0, 2, -3], np.int64), k // 8),
+        np.tile(np.array([2**30, -(2**30) + 1, 2**16, 5, -7, 11, 0, 1], np.int64), k // 8),
     ]
     return np.stack(rows)
 
@@ -47,6 +53,20 @@ def assert_same(a, b):
     assert np.array_equal(a, b)
 
 
+def test_quantize_act_bounds_over_many_scales():
+    """|q| <= 32767 at every magnitude: the scale rounds up, never down."""
+    rng = _rng(5)
+    for bits in range(0, 31):
+        x = rng.integers(-(1 << bits), (1 << bits) + 1, size=(64, 32), dtype=np.int64)
+        x[:, 0] = (1 << bits) * rng.choice([-1, 1], size=64)   # amax exactly 2**bits
+        q, m, sh = ref.quantize_act(x)
+        assert np.abs(q.astype(np.int64)).max() <= 32767
+        assert (m < 1 << 16).all() and (sh >= 0).all()
+        # the dyadic scale is never below amax / 32767
+        amax = np.abs(x).max(axis=1)
+        assert ((m << sh) * 32767 >= amax << 24).all()
+
+
 def test_quantize_act(native_ops):
     rng = _rng(1)
     for x in (_activations(rng, 37, 96), _edge_activations(64), _activations(rng, 1, 32, 30)):
@@ -55,7 +75,8 @@ def test_quantize_act(native_ops):
         assert_same(rq, nq)
         assert_same(rm, nm)
         assert_same(rs, ns)
-        assert np.abs(rq.astype(np.int64)).max() <= 127
+        assert rq.dtype == np.int16
+        assert np.abs(rq.astype(np.int64)).max() <= 32767
 
 
 @pytest.mark.parametrize("fmt", sorted(synth.FORMATS))

@@ -42,8 +42,9 @@ class QuantMatrix:
     scale: int32 [rows, cols // block]   units of 2**-24
     minv:  int32 [rows, cols // block] or None (symmetric formats)
     block: 16 or 32 (elements sharing one scale)
-    l1max: max over rows of sum_i |W[j, i]| in units of 2**-24 (exact int);
-           bounds every matmul accumulator (see ops_reference.matmul).
+    l1blk: max over rows j and 32-wide column blocks a of sum_{i in a} |W[j, i]|
+           in units of 2**-24 (exact int); bounds every matmul accumulator
+           (see ops_reference.matmul).
     """
 
     name: str
@@ -52,7 +53,7 @@ class QuantMatrix:
     scale: np.ndarray
     minv: np.ndarray | None
     block: int
-    l1max: int
+    l1blk: int
 
     @property
     def rows(self) -> int:
@@ -276,18 +277,19 @@ def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix
         )
     scale32 = _checked_scales(scale, name, "scale")
     min32 = None if minv is None else _checked_scales(minv, name, "offset")
-    # l1max: exact row L1 norm of the dequantized weights (units 2**-24),
-    # computed in row chunks to bound memory.
+    # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
+    # weights (units 2**-24), computed in row chunks to bound memory.
     rows = q.shape[0]
     nblk = cols // block
-    l1max = 0
+    l1blk = 0
     for start in range(0, rows, 4096):
         stop = min(rows, start + 4096)
         qb = q[start:stop].reshape(stop - start, nblk, block).astype(np.int64)
         w = qb * scale32[start:stop].astype(np.int64)[..., None]
         if min32 is not None:
             w += min32[start:stop].astype(np.int64)[..., None]
-        l1max = max(l1max, int(np.abs(w).sum(axis=(1, 2)).max()))
+        blk = np.abs(w).reshape(stop - start, cols // 32, 32).sum(axis=2)
+        l1blk = max(l1blk, int(blk.max()) if blk.size else 0)
     return QuantMatrix(
         name=name,
         fmt=fmt,
@@ -295,5 +297,5 @@ def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix
         scale=np.ascontiguousarray(scale32),
         minv=None if min32 is None else np.ascontiguousarray(min32),
         block=block,
-        l1max=l1max,
+        l1blk=l1blk,
     )

@@ -12,7 +12,7 @@ import numpy as np
 
 from poai.engine import ops_reference as ref
 from poai.engine import tables
-from poai.engine.fixedpoint import check_range
+from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, check_range
 from poai.engine.gguf_convert import QuantMatrix
 from poai.engine.kernels import native_module
 from poai.errors import EngineRangeError
@@ -37,8 +37,8 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     t, k = x.shape
     if k != w.cols:
         raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-    if w.l1max >= 1 << ref.L1MAX_LIMIT_BITS:
-        raise EngineRangeError(f"matmul {w.name}: row L1 norm exceeds the engine's bound")
+    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
+        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
     check_range(x, 31, "matmul input")
     return _native.matmul(x, w.q, w.scale, w.minv, w.block)
 

@@ -5,9 +5,9 @@ bit.  Activations are int64 Q16; see docs/ENGINE.md for each rule.  Each
 accumulator states its overflow bound; inputs outside the proven range raise
 :class:`EngineRangeError` (deterministic) instead of wrapping.
 
-NumPy has no fast integer matmul, so the int8 block dot products go through
-float64 BLAS where the bound below proves every partial sum is an integer of
-magnitude < 2**53: that is still exact integer arithmetic.
+NumPy has no fast integer matmul, so the int8-by-int16 block dot products go
+through float64 BLAS where the bound below proves every partial sum is an
+integer of magnitude < 2**53: that is still exact integer arithmetic.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from poai.engine import tables
 from poai.engine.fixedpoint import (
     ACT_FRAC_BITS,
     QBLOCK,
-    QMAX,
+    ACT_QMAX,
+    L1BLK_LIMIT_BITS,
     SCALE_FRAC_BITS,
     UNIT_FRAC_BITS,
     bit_length_array,
+    ceil_div,
     check_range,
     div_round,
     isqrt_array,
     rshift_round,
+    rshift_ceil_var,
     rshift_round_var,
 )
 from poai.engine.gguf_convert import QuantMatrix
@@ -43,39 +46,39 @@ ACT_SCALE_BITS = 16    # mantissa bits of an activation block scale
 
 
 def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per token, per block of 32: x ~= q * d, q int8 in [-127, 127].
+    """Per token, per block of 32: x ~= q * d, q int16 in [-32767, 32767].
 
-    The block scale is amax / 127 (amax = the block's largest |x|, as in
-    llama.cpp's Q8 activations) carried as a 16-bit dyadic d = m * 2**(sh-24)
-    (Q16 units):
-        r  = div_round(amax << 24, 127)        2**17 < r < 2**55
-        sh = bitlen(r) - 16;  m = rshift_round(r, sh)   (m == 2**16: m = 2**15, sh += 1)
-        q  = div_round(x << 24, m << sh)       |2(x<<24)| + (m<<sh) < 2**57
-    |q| <= 127 because d differs from amax/127 by less than 2**-15 relative.
-    A zero block has q = 0, m = 0, sh = 1.  Requires |x| < 2**31.
-    Returns q int8 [T, K], m int64 [T, K/32], sh int64 [T, K/32].
+    The block scale is amax / 32767 (amax = the block's largest |x|) rounded
+    *up* to a 16-bit dyadic d = m * 2**(sh-24) (Q16 units), so that d >=
+    amax / 32767 and no quant can leave the int16 range:
+        r  = ceil_div(amax << 24, 32767)            0 <= r < 2**41
+        sh = max(bitlen(r) - 16, 0);  m = ceil(r / 2**sh)   (m == 2**16: m = 2**15, sh += 1)
+        q  = div_round(x << 24, m << sh)            |2(x<<24)| + (m<<sh) < 2**57
+    m << sh >= r >= amax * 2**24 / 32767, so |x << 24| / (m << sh) <= 32767
+    and the rounded |q| <= 32767.  sh lies in [0, 26].  A zero block has
+    q = 0, m = 0, sh = 0.  Requires |x| < 2**31.
+    Returns q int16 [T, K], m int64 [T, K/32], sh int64 [T, K/32].
+
+    (Protocol 1 used int8 quants, amax / 127; 16-bit activations make the
+    engine follow the float model to within its own noise — see
+    docs/ENGINE.md, "Fidelity".)
     """
     t, k = x.shape
     check_range(x, 31, "matmul input")
     xb = x.reshape(t, k // QBLOCK, QBLOCK)
     amax = np.abs(xb).max(axis=-1)
-    r = div_round(amax << 24, QMAX)
-    sh = np.maximum(bit_length_array(r) - ACT_SCALE_BITS, 1)
-    m = rshift_round_var(r, sh)
+    r = ceil_div(amax << 24, ACT_QMAX)
+    sh = np.maximum(bit_length_array(r) - ACT_SCALE_BITS, 0)
+    m = rshift_ceil_var(r, sh)
     carry = m >> ACT_SCALE_BITS
     m = np.where(carry > 0, m >> 1, m)
     sh = sh + carry
-    zero = amax == 0
-    m = np.where(zero, 0, m)
-    den = np.where(zero, 1, m << sh)
+    den = np.where(amax == 0, 1, m << sh)
     q = div_round(xb << 24, den[..., None])
-    return q.reshape(t, k).astype(np.int8), m, sh
+    return q.reshape(t, k).astype(np.int16), m, sh
 
 
 # --- matrix product ----------------------------------------------------------
-
-# 127 * l1max < 2**47 keeps every block's inner sum below 2**47 (see matmul).
-L1MAX_LIMIT_BITS = 40
 
 
 def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
@@ -84,23 +87,25 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     With q, m, sh = quantize_act(x), for every activation block a of 32 and
     the weight blocks b (16 or 32 wide) inside it:
 
-        isum[t,j,b]  = sum_{i in b} qw[j,i] * q[t,i]      |.| <= 32*128*127 < 2**20
-        asum[t,b]    = sum_{i in b} q[t,i]                |.| <= 32*127 < 2**12
+        isum[t,j,b]  = sum_{i in b} qw[j,i] * q[t,i]      |.| <= 32*128*32767 < 2**27
+        asum[t,b]    = sum_{i in b} q[t,i]                |.| <= 32*32767 < 2**20
         inner[t,j,a] = sum_{b in a} scale[j,b]*isum + minv[j,b]*asum
-                     = sum_{i in a} W[j,i] * q[t,i]       |.| <= 127 * l1max < 2**47
+                     = sum_{i in a} W[j,i] * q[t,i]       |.| <= 2**15 * l1blk < 2**47
         acc[t,j]     = sum_a rshift_round(inner * m[t,a], 40 - sh[t,a])
-                                   |inner*m| < 2**63;  shift in [8, 39]
+                                   |inner*m| < 2**63;  shift in [14, 40]
         y[t,j]       = rshift_round(acc, 8)
 
+    l1blk < 2**32 is the weight's largest 32-block L1 norm (QuantMatrix).
     Each acc term is the block's contribution in units of 2**-24 (Q16 with
-    8 guard bits): inner * 2**-24 * d = inner * m * 2**(sh - 48).  |acc| is
-    at most 2**8 * (1.01 * 2 * max|x| * l1max * 2**-24 + K/32) < 2**63.
+    8 guard bits): inner * 2**-24 * d = inner * m * 2**(sh - 48), so
+    |term| <= 2**8 * (l1blk * 2**-24) * 2 * 2**31 + 1 < 2**48 and, with
+    K < 2**14 (< 2**9 blocks), |acc| < 2**57.
     """
     t, k = x.shape
     if k != w.cols:
         raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-    if w.l1max >= 1 << L1MAX_LIMIT_BITS:
-        raise EngineRangeError(f"matmul {w.name}: row L1 norm exceeds the engine's bound")
+    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
+        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
     q, m, sh = quantize_act(x)
     bs = w.block
     qa = q.astype(np.float64)
@@ -110,7 +115,7 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         inner = np.zeros((t, w.rows), dtype=np.int64)
         for b in range(a * QBLOCK // bs, (a + 1) * QBLOCK // bs):
             lo, hi = b * bs, (b + 1) * bs
-            # float64 BLAS on integers: every partial sum < 2**20 < 2**53: exact.
+            # float64 BLAS on integers: every partial sum < 2**27 < 2**53: exact.
             isum = (qa[:, lo:hi] @ qw[:, lo:hi].T).astype(np.int64)
             inner += isum * w.scale[:, b].astype(np.int64)[None, :]
             if w.minv is not None:
