@@ -1,6 +1,6 @@
 """Build of poai's C extension (ext/) and packaging of models.lock.
 
-Compiler flags are set here, once: -O2 and the portable x86-64 / aarch64
+Compiler flags are set here, once: -O3 and the portable x86-64 / aarch64
 baseline (never -march=native or -ffast-math in a distributed build; the
 kernels are integer-only anyway).  The registry file models.lock lives at
 the repository root and is copied into the package at build time.
@@ -30,10 +30,14 @@ class BuildPyWithLock(build_py):
 extensions = [
     Extension(
         "poai._native",
-        sources=["ext/_native.pyx", "ext/poai_kernels.c"],
+        sources=["ext/_native.pyx", "ext/poai_kernels.c", "ext/poai_packed.c",
+                 "ext/poai_avx2.c", "ext/poai_avx512.c"],
         include_dirs=["ext", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall"],
+        # SIMD variants enable their instruction sets per function (target
+        # attributes) and are chosen at run time; OpenMP splits matmul rows.
+        extra_compile_args=["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
     )
 ]
 

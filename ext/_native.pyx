@@ -1,5 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""poai._native: thin Cython bindings of the scalar C kernels (ext/poai_kernels.c).
+"""poai._native: thin Cython bindings of the C kernels in ext/.
+
+poai_kernels.c holds the scalar kernels (the C reference); poai_packed.c,
+poai_avx2.c and poai_avx512.c the packed matrix product and its SIMD
+variants, chosen by the caller (poai/engine/kernels.py) from CPU detection.
 
 Arrays are validated (dtype, contiguity, shape) here; value ranges are
 checked by poai/engine/ops_native.py before calling, exactly as the
@@ -36,6 +40,45 @@ cdef extern from "poai_kernels.h":
                        int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
                        int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
                        int64_t *scratch) nogil
+    void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
+                          const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
+    int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
+                          int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                          int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                          int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                          int64_t *scratch, int nthreads) nogil
+
+cdef extern from "poai_packed.h":
+    ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *m, const int64_t *s,
+                                          const int64_t *rnd, const int64_t *asum, int64_t T,
+                                          int64_t K, const int8_t *wp, const int32_t *psc0,
+                                          const int32_t *psc1, const int32_t *pmn, int64_t rows,
+                                          int64_t *y, int nthreads) nogil
+    int64_t poai_packed_group(int64_t K)
+    int64_t poai_packed_rowsets(int64_t rows, int64_t K)
+    void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
+                           const int32_t *mn, int64_t rows, int64_t K, int8_t *wp,
+                           int32_t *psc0, int32_t *psc1, int32_t *pmn) nogil
+    void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
+                              int64_t *m, int64_t *s, int64_t *rnd, int64_t *asum) nogil
+    void poai_matmul_packed_generic(const int16_t *qa, const int64_t *m, const int64_t *s,
+                                    const int64_t *rnd, const int64_t *asum, int64_t T,
+                                    int64_t K, const int8_t *wp, const int32_t *psc0,
+                                    const int32_t *psc1, const int32_t *pmn, int64_t rows,
+                                    int64_t *y, int nthreads) nogil
+    void poai_matmul_packed_avx2(const int16_t *qa, const int64_t *m, const int64_t *s,
+                                 const int64_t *rnd, const int64_t *asum, int64_t T,
+                                 int64_t K, const int8_t *wp, const int32_t *psc0,
+                                 const int32_t *psc1, const int32_t *pmn, int64_t rows,
+                                 int64_t *y, int nthreads) nogil
+    void poai_matmul_packed_avx512(const int16_t *qa, const int64_t *m, const int64_t *s,
+                                   const int64_t *rnd, const int64_t *asum, int64_t T,
+                                   int64_t K, const int8_t *wp, const int32_t *psc0,
+                                   const int32_t *psc1, const int32_t *pmn, int64_t rows,
+                                   int64_t *y, int nthreads) nogil
+    int poai_cpu_has_avx2()
+    int poai_cpu_has_avx512()
+    int64_t poai_vnni_probe(int64_t iters) nogil
 
 if not poai_arith_shift_ok():
     raise ImportError("poai._native: this compiler's >> on negative int64 is not arithmetic")
@@ -119,7 +162,7 @@ def exp_q30(z, table, int64_t log2e_q30):
     return out.reshape(np.shape(z))
 
 
-def silu_mul(gate, up, table, int64_t log2e_q30):
+def silu_mul(gate, up, table, int64_t log2e_q30, int nthreads=1):
     cdef cnp.ndarray[int64_t, ndim=1] ga = _c64(gate).reshape(-1)
     cdef cnp.ndarray[int64_t, ndim=1] ua = _c64(up).reshape(-1)
     cdef cnp.ndarray[int64_t, ndim=1] ta = _c64(table)
@@ -128,7 +171,8 @@ def silu_mul(gate, up, table, int64_t log2e_q30):
     cdef cnp.ndarray[int64_t, ndim=1] out = np.empty_like(ga)
     if ga.shape[0]:
         with nogil:
-            poai_silu_mul(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0])
+            poai_silu_mul_mt(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0],
+                             max(nthreads, 1))
     return out.reshape(np.shape(gate))
 
 
@@ -155,7 +199,7 @@ def rope(x, cos, sin, int64_t n_rot):
     return xa
 
 
-def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30):
+def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30, int nthreads=1):
     """Returns (out, probs or None, status); status 1 = score out of range."""
     cdef cnp.ndarray[int64_t, ndim=3] qa = _c64(q)
     cdef cnp.ndarray[int64_t, ndim=3] ka = _c64(k)
@@ -169,7 +213,9 @@ def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30):
     cdef int64_t n_sel = sa.shape[0]
     cdef cnp.ndarray[int64_t, ndim=3] out = np.empty((T, H, hd), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=3] pr = np.zeros((max(n_sel, 1), T, T), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=1] scratch = np.empty(2 * T + 1, dtype=np.int64)
+    if nthreads < 1:
+        nthreads = 1
+    cdef cnp.ndarray[int64_t, ndim=1] scratch = np.empty(nthreads * (2 * T + hd) + 1, dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=1] sel_pad = np.zeros(max(n_sel, 1), dtype=np.int64)
     cdef int status = 0
     cdef int64_t *prp = NULL
@@ -179,8 +225,142 @@ def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30):
     if T == 0:
         return out, (pr[:n_sel] if sel is not None else None), 0
     with nogil:
-        status = poai_attention(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], T, H, Hkv, hd,
-                                inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
-                                &sel_pad[0], n_sel, prp, &scratch[0])
+        status = poai_attention_mt(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], T, H, Hkv, hd,
+                                   inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
+                                   &sel_pad[0], n_sel, prp, &scratch[0], nthreads)
     return out, (pr[:n_sel] if sel is not None else None), status
 
+
+# --- packed matrix product (SIMD variants) ----------------------------------
+
+PACKED_VARIANTS = ("generic", "avx2", "avx512")
+
+
+def cpu_supports(str variant):
+    """Whether this CPU (and OS) can run a packed variant."""
+    if variant == "generic":
+        return True
+    if variant == "avx2":
+        return bool(poai_cpu_has_avx2())
+    if variant == "avx512":
+        return bool(poai_cpu_has_avx512())
+    raise ValueError(f"unknown packed variant {variant!r}")
+
+
+cdef const int32_t *_i32_ptr(a):
+    """Data pointer of a C-contiguous int32 ndarray, or NULL for None."""
+    if a is None:
+        return NULL
+    return <const int32_t *>cnp.PyArray_DATA(a)
+
+
+def pack_weights(q, sc0, sc1, mn):
+    """The packed form (poai_packed.h) of int8 quants q [rows, K] and the
+    per-32-block int32 data sc0, sc1 (or None), mn (or None) [rows, K/32]:
+    returns (wp int8 [nrs, ng*512], psc0, psc1, pmn int32 [nrs, ng*16])."""
+    cdef cnp.ndarray[int8_t, ndim=2] qa = np.ascontiguousarray(q, dtype=np.int8)
+    cdef int64_t rows = qa.shape[0], K = qa.shape[1]
+    if K % 32 or rows == 0 or K == 0:
+        raise ValueError("pack_weights: K must be a positive multiple of 32, rows positive")
+    if sc0 is None:
+        raise ValueError("pack_weights: sc0 is required")
+    cdef int64_t nb = K // 32, g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
+    cdef int64_t ng = nb // g
+    ins = []
+    outs = []
+    for arr in (sc0, sc1, mn):
+        if arr is None:
+            ins.append(None)
+            outs.append(None)
+            continue
+        arr = np.ascontiguousarray(arr, dtype=np.int32)
+        if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] != nb:
+            raise ValueError("pack_weights: block data must be [rows, K/32]")
+        ins.append(arr)
+        outs.append(np.empty((nrs, ng * 16), dtype=np.int32))
+    cdef cnp.ndarray[int8_t, ndim=2] wp = np.empty((nrs, ng * 512), dtype=np.int8)
+    cdef const int32_t *i0 = _i32_ptr(ins[0])
+    cdef const int32_t *i1 = _i32_ptr(ins[1])
+    cdef const int32_t *i2 = _i32_ptr(ins[2])
+    cdef int32_t *o0 = <int32_t *>_i32_ptr(outs[0])
+    cdef int32_t *o1 = <int32_t *>_i32_ptr(outs[1])
+    cdef int32_t *o2 = <int32_t *>_i32_ptr(outs[2])
+    with nogil:
+        poai_pack_weights(&qa[0, 0], i0, i1, i2, rows, K, &wp[0, 0], o0, o1, o2)
+    return wp, outs[0], outs[1], outs[2]
+
+
+def quantize_packed(x):
+    """(qa int16 [T, K] packed, m, s, rnd, asum int64 [T, 16 * K/32 / g])."""
+    cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
+    cdef int64_t T = xa.shape[0], K = xa.shape[1]
+    if K % 32 or K == 0:
+        raise ValueError("K must be a positive multiple of 32")
+    cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
+    cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
+    cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] s = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] rnd = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
+    if T:
+        with nogil:
+            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &m[0, 0], &s[0, 0], &rnd[0, 0],
+                                 &asum[0, 0])
+    return qa, m, s, rnd, asum
+
+
+def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
+    """y[T, rows] (Q16) = x[T, K] times a weight packed by pack_weights."""
+    cdef poai_matmul_packed_fn fn
+    if variant == "generic":
+        fn = poai_matmul_packed_generic
+    elif variant == "avx2" and poai_cpu_has_avx2():
+        fn = poai_matmul_packed_avx2
+    elif variant == "avx512" and poai_cpu_has_avx512():
+        fn = poai_matmul_packed_avx512
+    else:
+        raise ValueError(f"packed variant {variant!r} is not usable on this CPU")
+    cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
+    cdef int64_t T = xa.shape[0], K = xa.shape[1]
+    if K % 32 or K == 0 or rows < 1 or nthreads < 1:
+        raise ValueError("matmul_packed: K must be a positive multiple of 32")
+    cdef int64_t g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
+    cdef int64_t nl = (K // 32 // g) * 16
+    for arr, dt, width in ((wp, np.int8, nl * 32), (psc0, np.int32, nl), (psc1, np.int32, nl),
+                           (pmn, np.int32, nl)):
+        if arr is None:
+            continue
+        if not isinstance(arr, np.ndarray) or arr.dtype != dt or not arr.flags.c_contiguous \
+                or arr.ndim != 2 or arr.shape[0] != nrs or arr.shape[1] != width:
+            raise ValueError("matmul_packed: the packed weight does not match x's width")
+    if psc0 is None or wp is None or (psc1 is not None and pmn is not None):
+        raise ValueError("matmul_packed: needs wp and psc0; offsets need 32-wide blocks")
+    cdef const int8_t *w = <const int8_t *>cnp.PyArray_DATA(wp)
+    cdef const int32_t *p0 = _i32_ptr(psc0)
+    cdef const int32_t *p1 = _i32_ptr(psc1)
+    cdef const int32_t *pm = _i32_ptr(pmn)
+    cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, rows), dtype=np.int64)
+    if T == 0:
+        return y
+    cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
+    cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] s = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] rnd = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
+    with nogil:
+        poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &m[0, 0], &s[0, 0], &rnd[0, 0],
+                             &asum[0, 0])
+        fn(&qa[0, 0], &m[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, K, w, p0,
+           p1, pm, rows, &y[0, 0], nthreads)
+    return y
+
+
+def vnni_probe(int64_t iters):
+    """Run iters x 12 register-only vpdpbusd (64 int8 MACs each); for the
+    benchmark's peak-rate measurement.  AVX-512 VNNI CPUs only."""
+    if not poai_cpu_has_avx512():
+        raise ValueError("vnni_probe needs AVX-512 VNNI")
+    cdef int64_t r
+    with nogil:
+        r = poai_vnni_probe(iters)
+    return r

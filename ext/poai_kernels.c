@@ -11,6 +11,9 @@
 #include "poai_kernels.h"
 
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define ACT_FRAC 16
 #define UNIT_FRAC 30
@@ -245,13 +248,19 @@ static inline int64_t sigmoid_q30(int64_t x, const int64_t *table, int64_t log2e
     return div_round(e << UNIT_FRAC, den);
 }
 
-void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
-                   const int64_t *table, int64_t log2e_q30, int64_t *out) {
+void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
+                      const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n >= 4096)
     for (int64_t i = 0; i < n; i++) {
         int64_t g = gate[i];
         int64_t silu = rshift_round(g * sigmoid_q30(g, table, log2e_q30), UNIT_FRAC);
         out[i] = rshift_round(silu * up[i], ACT_FRAC); /* |silu|, |up| < 2^31 */
     }
+}
+
+void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
+                   const int64_t *table, int64_t log2e_q30, int64_t *out) {
+    poai_silu_mul_mt(gate, up, n, table, log2e_q30, out, 1);
 }
 
 void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_q30,
@@ -290,48 +299,76 @@ void poai_rope(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
 /* ------------------------------------------------------------------------ */
 /* attention                                                                 */
 
+/* One query head h over all positions; p and score are [T] scratch.
+ * Returns 1 (and stops) if a scaled score leaves |s16| < 2^31. */
+static int attention_head(const int64_t *q, const int64_t *k, const int64_t *v, int64_t T,
+                          int64_t H, int64_t Hkv, int64_t hd, int64_t h, int64_t inv_sqrt_hd_q30,
+                          const int64_t *table, int64_t log2e_q30, int64_t *out,
+                          int64_t *probs_slot, int64_t *score, int64_t *p, int64_t *acc) {
+    int64_t kv = h / (H / Hkv);
+    for (int64_t i = 0; i < T; i++) {
+        const int64_t *qi = q + (i * H + h) * hd;
+        int64_t mx = INT64_MIN;
+        for (int64_t j = 0; j <= i; j++) {
+            const int64_t *kj = k + (j * Hkv + kv) * hd;
+            int64_t raw = 0; /* |q|, |k| < 2^24: < 2^48 * hd */
+            for (int64_t d = 0; d < hd; d++) raw += qi[d] * kj[d];
+            int64_t s16 = rshift_round(raw, ACT_FRAC);
+            if (s16 >= ((int64_t)1 << 31) || s16 <= -((int64_t)1 << 31)) return 1;
+            int64_t sc = rshift_round(s16 * inv_sqrt_hd_q30, UNIT_FRAC);
+            score[j] = sc;
+            if (sc > mx) mx = sc;
+        }
+        int64_t total = 0; /* < T * 2^30 */
+        for (int64_t j = 0; j <= i; j++) {
+            p[j] = poai_exp_q30(score[j] - mx, table, log2e_q30);
+            total += p[j];
+        }
+        for (int64_t j = 0; j <= i; j++) p[j] = div_round(p[j] << ACT_FRAC, total);
+        for (int64_t d = 0; d < hd; d++) acc[d] = 0;
+        for (int64_t j = 0; j <= i; j++) {
+            /* acc[d] = sum_j p_j v_jd: p <= 2^16, |v| < 2^31: < T * 2^47 */
+            const int64_t *vj = v + (j * Hkv + kv) * hd;
+            for (int64_t d = 0; d < hd; d++) acc[d] += p[j] * vj[d];
+        }
+        int64_t *oi = out + (i * H + h) * hd;
+        for (int64_t d = 0; d < hd; d++) oi[d] = rshift_round(acc[d], ACT_FRAC);
+        if (probs_slot)
+            for (int64_t j = 0; j <= i; j++) probs_slot[i * T + j] = p[j];
+    }
+    return 0;
+}
+
+int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
+                      int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                      int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                      int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                      int64_t *scratch, int nthreads) {
+    int status = 0;
+    if (probs) memset(probs, 0, (size_t)(n_sel * T * T) * sizeof(int64_t));
+    /* Heads are independent; each thread uses its own 2T + hd slice of the
+     * scratch (nthreads * (2T + hd) values). */
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1) reduction(|:status)
+    for (int64_t h = 0; h < H; h++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        int64_t *mine = scratch + (int64_t)tid * (2 * T + hd);
+        int64_t *slot = NULL;
+        for (int64_t s = 0; s < n_sel; s++)
+            if (sel[s] == h) slot = probs + s * T * T;
+        status |= attention_head(q, k, v, T, H, Hkv, hd, h, inv_sqrt_hd_q30, table, log2e_q30,
+                                 out, slot, mine, mine + T, mine + 2 * T);
+    }
+    return status;
+}
+
 int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
                    int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                    int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
                    int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
                    int64_t *scratch) {
-    int64_t group = H / Hkv;
-    int64_t *score = scratch;      /* [T] */
-    int64_t *p = scratch + T;      /* [T] */
-    if (probs) memset(probs, 0, (size_t)(n_sel * T * T) * sizeof(int64_t));
-    for (int64_t h = 0; h < H; h++) {
-        int64_t kv = h / group;
-        int64_t slot = -1;
-        for (int64_t s = 0; s < n_sel; s++)
-            if (sel[s] == h) slot = s;
-        for (int64_t i = 0; i < T; i++) {
-            const int64_t *qi = q + (i * H + h) * hd;
-            int64_t mx = INT64_MIN;
-            for (int64_t j = 0; j <= i; j++) {
-                const int64_t *kj = k + (j * Hkv + kv) * hd;
-                int64_t raw = 0; /* |q|, |k| < 2^24: < 2^48 * hd */
-                for (int64_t d = 0; d < hd; d++) raw += qi[d] * kj[d];
-                int64_t s16 = rshift_round(raw, ACT_FRAC);
-                if (s16 >= ((int64_t)1 << 31) || s16 <= -((int64_t)1 << 31)) return 1;
-                int64_t sc = rshift_round(s16 * inv_sqrt_hd_q30, UNIT_FRAC);
-                score[j] = sc;
-                if (sc > mx) mx = sc;
-            }
-            int64_t total = 0; /* < T * 2^30 */
-            for (int64_t j = 0; j <= i; j++) {
-                p[j] = poai_exp_q30(score[j] - mx, table, log2e_q30);
-                total += p[j];
-            }
-            for (int64_t j = 0; j <= i; j++) p[j] = div_round(p[j] << ACT_FRAC, total);
-            int64_t *oi = out + (i * H + h) * hd;
-            for (int64_t d = 0; d < hd; d++) {
-                int64_t acc = 0; /* p <= 2^16, |v| < 2^31: < T * 2^47 */
-                for (int64_t j = 0; j <= i; j++) acc += p[j] * v[(j * Hkv + kv) * hd + d];
-                oi[d] = rshift_round(acc, ACT_FRAC);
-            }
-            if (slot >= 0)
-                for (int64_t j = 0; j <= i; j++) probs[(slot * T + i) * T + j] = p[j];
-        }
-    }
-    return 0;
+    return poai_attention_mt(q, k, v, T, H, Hkv, hd, inv_sqrt_hd_q30, table, log2e_q30, out, sel,
+                             n_sel, probs, scratch, 1);
 }

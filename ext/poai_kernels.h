@@ -56,12 +56,23 @@ void poai_rope(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
 /* Causal grouped-query attention of one sequence.
  * q [T, H, hd], k and v [T, Hkv, hd]; out [T, H, hd].
  * probs: NULL or [n_sel, T, T] filled (zeros above the diagonal) for the
- * query heads listed in sel[n_sel].  scratch: 2*T int64.
+ * query heads listed in sel[n_sel].  scratch: 2*T + hd int64.
  * Returns 1 (and stops) if a scaled score leaves |s16| < 2^31, else 0. */
 int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
                     int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                     int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
                     int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
                     int64_t *scratch);
+
+/* Multi-threaded forms (OpenMP; same bits for any nthreads >= 1):
+ * silu_mul over elements; attention over heads, with scratch of
+ * nthreads * (2T + hd) int64. */
+void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
+                      const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads);
+int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
+                      int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                      int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                      int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                      int64_t *scratch, int nthreads);
 
 #endif

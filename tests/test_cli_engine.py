@@ -17,11 +17,14 @@ def registered():
     cli._register()
 
 
-def test_kernels_lists_both_and_auto(native_ops):
+def test_kernels_lists_every_variant_and_auto(native_ops):
+    from poai.engine.kernels import KERNELS, resolve_name
+
     result = runner.invoke(cli.app, ["kernels"])
     assert result.exit_code == 0, result.output
-    assert "reference" in result.output and "scalar" in result.output
-    assert "auto picks: scalar" in result.output
+    for name in KERNELS:
+        assert name in result.output
+    assert f"auto picks: {resolve_name('auto')}" in result.output
 
 
 def test_unknown_kernel_is_a_clear_error(monkeypatch):

@@ -48,15 +48,25 @@ def test_kernels_agree_on_real_text(smollm2, native_ops):
         assert np.array_equal(a.attn_probs[key], b.attn_probs[key])
 
 
-@pytest.mark.parametrize("kernel", ["reference", "scalar"])
+def _kernel_or_skip(kernel):
+    from poai.engine import kernels
+
+    reason = kernels.available().get(kernel)
+    if reason is not None:
+        pytest.skip(f"kernel {kernel} skipped: {reason}")
+
+
+@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512"])
 def test_selftest_first_prompts_each_kernel(smollm2, native_ops, kernel):
+    _kernel_or_skip(kernel)
     result = selftest.run(smollm2.with_kernel(kernel), count=8)
     assert result.digests == _vector()["digests"][:8]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", ["reference", "scalar"])
+@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512"])
 def test_full_selftest_receipt(smollm2, native_ops, kernel):
+    _kernel_or_skip(kernel)
     result = selftest.run(smollm2.with_kernel(kernel))
     assert result.ultimate == _vector()["ultimate"]
     assert result.matches

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from poai.engine.fixedpoint import ACT_FRAC_BITS
-from poai.engine.forward import ForwardResult, run_forward
+from poai.engine.forward import BatchResult, ForwardResult, run_forward, run_forward_batch
 from poai.engine.kernels import get_ops, resolve_name
 from poai.engine.model import CanonicalModel, Config, open_reader, read_model
 from poai.errors import ConversionMismatchError
 
-__all__ = ["Model", "load", "ForwardResult"]
+__all__ = ["Model", "load", "ForwardResult", "BatchResult"]
 
 
 class Model:
@@ -65,6 +65,12 @@ class Model:
     def forward(self, tokens, *, logit_rows=None, attn_heads=None) -> ForwardResult:
         return run_forward(self.canonical, np.asarray(tokens, dtype=np.int64), self._ops,
                        logit_rows=logit_rows, attn_heads=attn_heads)
+
+    def forward_batch(self, tokens, *, logit_rows=None, attn_heads=None) -> BatchResult:
+        """B sequences of equal length (tokens [B, T]) in one pass; item b
+        equals forward(tokens[b]) bit for bit."""
+        return run_forward_batch(self.canonical, np.asarray(tokens, dtype=np.int64), self._ops,
+                                 logit_rows=logit_rows, attn_heads=attn_heads)
 
     def logits(self, tokens) -> np.ndarray:
         """int64 [n_tokens, n_vocab]; real logit = value / 2**logit_frac_bits."""

@@ -32,6 +32,26 @@ class ForwardResult:
     attn_probs: dict                # {(layer, head): [T, T] Q16 probabilities}
 
 
+@dataclass
+class BatchResult:
+    """B independent sequences evaluated in one pass (the mining batch)."""
+
+    hidden: np.ndarray              # [B, T, d]
+    logits: np.ndarray | None       # [B, len(logit_rows), V], or None
+    attn_probs: dict                # {(layer, head): [B, T, T]}
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+    def item(self, b: int) -> ForwardResult:
+        """Sequence b's result, exactly what run_forward gives for it alone."""
+        return ForwardResult(
+            hidden=self.hidden[b],
+            logits=None if self.logits is None else self.logits[b],
+            attn_probs={key: p[b] for key, p in self.attn_probs.items()},
+        )
+
+
 def rope_for(model: CanonicalModel, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin tables covering positions [0, n_pos) (power-of-two sized, so
     the cached table is shared between nearby lengths)."""
@@ -58,22 +78,50 @@ def run_forward(
     attn_heads: {layer: [query heads]} whose attention probability rows to
     return (used by the proof-of-work fingerprint).
     """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if tokens.ndim != 1:
+        raise ValueError("run_forward takes one sequence; use run_forward_batch for several")
+    return run_forward_batch(model, tokens[None, :], ops, logit_rows=logit_rows,
+                             attn_heads=attn_heads).item(0)
+
+
+def run_forward_batch(
+    model: CanonicalModel,
+    tokens: np.ndarray,
+    ops,
+    *,
+    logit_rows: np.ndarray | None = None,
+    attn_heads: dict | None = None,
+) -> BatchResult:
+    """Run B independent sequences of T tokens each (tokens [B, T]) in one pass.
+
+    Every matrix product sees all B*T tokens at once (activations are
+    quantized per token, so batching cannot change a bit); attention is
+    causal within each sequence.  Sequence b's results equal run_forward on
+    tokens[b] alone (tested).  logit_rows and attn_heads as in run_forward,
+    applied to every sequence.
+    """
     cfg = model.config
     tokens = np.asarray(tokens, dtype=np.int64)
-    t = int(tokens.shape[0])
-    if t == 0:
+    if tokens.ndim != 2:
+        raise ValueError("tokens must be [B, T]")
+    nb, t = (int(n) for n in tokens.shape)
+    if nb == 0 or t == 0:
         raise EngineRangeError("empty token sequence")
     if t > cfg.n_ctx:
         raise EngineRangeError(f"{t} tokens exceed the model's context of {cfg.n_ctx}")
     attn_heads = attn_heads or {}
     probs: dict = {}
+    n = nb * t
 
-    x = ops.embed(model.tok_embd, tokens)
+    x = ops.embed(model.tok_embd, tokens.reshape(n))
     if cfg.arch == "gpt2":
-        x = x + model.pos_embd[:t]
+        x = x + np.tile(model.pos_embd[:t], (nb, 1))
         cos = sin = None
     else:
         cos, sin = rope_for(model, t)
+        if nb > 1:
+            cos, sin = np.tile(cos, (nb, 1)), np.tile(sin, (nb, 1))
 
     hd, n_head, n_kv = cfg.head_dim, cfg.n_head, cfg.n_head_kv
     for li, layer in enumerate(model.layers):
@@ -82,22 +130,28 @@ def run_forward(
             h = ops.layernorm(x, layer.attn_norm, layer.attn_norm_b, cfg.eps_q32)
             qkv = ops.add_bias(ops.matmul(h, layer.wqkv), layer.wqkv_b)
             d = cfg.d_model
-            q = qkv[:, :d].reshape(t, n_head, hd)
-            k = qkv[:, d: 2 * d].reshape(t, n_kv, hd)
-            v = qkv[:, 2 * d:].reshape(t, n_kv, hd)
+            q = qkv[:, :d].reshape(n, n_head, hd)
+            k = qkv[:, d: 2 * d].reshape(n, n_kv, hd)
+            v = qkv[:, 2 * d:].reshape(n, n_kv, hd)
         else:
             h = ops.rmsnorm(x, layer.attn_norm, cfg.eps_q32)
-            q = ops.matmul(h, layer.wq).reshape(t, n_head, hd)
-            k = ops.matmul(h, layer.wk).reshape(t, n_kv, hd)
-            v = ops.matmul(h, layer.wv).reshape(t, n_kv, hd)
+            q = ops.matmul(h, layer.wq).reshape(n, n_head, hd)
+            k = ops.matmul(h, layer.wk).reshape(n, n_kv, hd)
+            v = ops.matmul(h, layer.wv).reshape(n, n_kv, hd)
             q = ops.rope(q, cos, sin, cfg.n_rot)
             k = ops.rope(k, cos, sin, cfg.n_rot)
         heads = attn_heads.get(li)
-        a, p = ops.attention(q, k, v, heads)
-        if heads:
-            for i, head in enumerate(heads):
-                probs[(li, head)] = p[i]
-        o = ops.matmul(a.reshape(t, cfg.d_model), layer.wo)
+        parts = []
+        for b in range(nb):
+            rows = slice(b * t, (b + 1) * t)
+            a_b, p_b = ops.attention(np.ascontiguousarray(q[rows]), np.ascontiguousarray(k[rows]),
+                                     np.ascontiguousarray(v[rows]), heads)
+            parts.append(a_b)
+            if heads:
+                for i, head in enumerate(heads):
+                    probs.setdefault((li, head), []).append(p_b[i])
+        a = parts[0] if nb == 1 else np.concatenate(parts, axis=0)
+        o = ops.matmul(a.reshape(n, cfg.d_model), layer.wo)
         if layer.wo_b is not None:
             o = ops.add_bias(o, layer.wo_b)
         x = x + o
@@ -118,10 +172,14 @@ def run_forward(
         hidden = ops.layernorm(x, model.out_norm, model.out_norm_b, cfg.eps_q32)
     else:
         hidden = ops.rmsnorm(x, model.out_norm, cfg.eps_q32)
+    hidden = hidden.reshape(nb, t, -1)
     if logit_rows is None:
-        logits = ops.matmul(hidden, model.output)
+        logits = ops.matmul(hidden.reshape(n, -1), model.output).reshape(nb, t, -1)
     elif len(logit_rows):
-        logits = ops.matmul(np.ascontiguousarray(hidden[np.asarray(logit_rows)]), model.output)
+        rows_sel = np.asarray(logit_rows)
+        sel = np.ascontiguousarray(hidden[:, rows_sel].reshape(nb * len(rows_sel), -1))
+        logits = ops.matmul(sel, model.output).reshape(nb, len(rows_sel), -1)
     else:
         logits = None
-    return ForwardResult(hidden=hidden, logits=logits, attn_probs=probs)
+    stacked = {key: np.stack(ps) for key, ps in probs.items()}
+    return BatchResult(hidden=hidden, logits=logits, attn_probs=stacked)

@@ -1,9 +1,13 @@
 """Kernel backends and the run-time choice between them.
 
-``POAI_KERNEL=reference|scalar|auto`` (or the ``kernel=`` argument) selects:
+``POAI_KERNEL=reference|scalar|avx2|avx512|auto`` (or the ``kernel=``
+argument) selects:
 
 - ``reference``: ops_reference, the NumPy living definition;
 - ``scalar``: the portable C kernels in ext/ (poai._native), bit-identical;
+- ``avx2``, ``avx512``: the packed SIMD matrix product (ext/poai_avx2.c,
+  ext/poai_avx512.c, AVX-512 meaning F/BW/DQ/VL + VNNI), usable only where
+  CPUID says the CPU and OS support it, with OpenMP threads (``POAI_THREADS``);
 - ``auto``: the fastest backend that is available here.
 
 Every backend exposes the same functions (quantize_act, matmul, embed,
@@ -16,7 +20,8 @@ import os
 
 from poai.errors import KernelUnavailableError
 
-KERNELS = ("reference", "scalar")
+KERNELS = ("reference", "scalar", "avx2", "avx512")
+SIMD_KERNELS = ("avx2", "avx512")
 ENV_VAR = "POAI_KERNEL"
 
 
@@ -37,11 +42,20 @@ def available() -> dict[str, str | None]:
     """{kernel: None if usable, else the reason it is not}."""
     out: dict[str, str | None] = {"reference": None}
     try:
-        native_module()
-        out["scalar"] = None
+        native = native_module()
     except KernelUnavailableError as exc:
-        out["scalar"] = str(exc)
+        for name in KERNELS[1:]:
+            out[name] = str(exc)
+        return out
+    out["scalar"] = None
+    for name in SIMD_KERNELS:
+        out[name] = None if native.cpu_supports(name) else (
+            f"this CPU (or OS) lacks {_FEATURES[name]}")
     return out
+
+
+_FEATURES = {"avx2": "AVX2", "avx512": "AVX-512 F/BW/DQ/VL with VNNI"}
+_SIMD_OPS: dict = {}
 
 
 def resolve_name(name: str | None = None) -> str:
@@ -70,6 +84,14 @@ def get_ops(name: str | None = None):
         from poai.engine import ops_reference
 
         return ops_reference
+    if concrete in SIMD_KERNELS:
+        from poai.engine.ops_simd import PackedOps
+
+        # One backend per variant: packed weights are shared by every Model
+        # evaluated with it.
+        if concrete not in _SIMD_OPS:
+            _SIMD_OPS[concrete] = PackedOps(concrete)
+        return _SIMD_OPS[concrete]
     from poai.engine import ops_native
 
     return ops_native

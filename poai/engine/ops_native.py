@@ -58,11 +58,11 @@ def exp_q30(z: np.ndarray) -> np.ndarray:
     return _native.exp_q30(z, table, log2e)
 
 
-def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+def silu_mul(gate: np.ndarray, up: np.ndarray, threads: int = 1) -> np.ndarray:
     check_range(gate, 31, "ffn gate")
     check_range(up, 31, "ffn up")
     table, log2e = _exp_consts()
-    return _native.silu_mul(gate, up, table, log2e)
+    return _native.silu_mul(gate, up, table, log2e, threads)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -76,14 +76,14 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> np.ndar
     return _native.rope(x, cos, sin, n_rot)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None):
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None, threads: int = 1):
     check_range(q, 24, "attention query")
     check_range(k, 24, "attention key")
     check_range(v, 31, "attention value")
     table, log2e = _exp_consts()
     sel = None if heads is None else np.asarray(list(heads), dtype=np.int64)
     out, probs, status = _native.attention(
-        q, k, v, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e
+        q, k, v, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e, threads
     )
     if status:
         # A score left its proven range: let the reference raise the

@@ -1,0 +1,194 @@
+/*
+ * poai_avx512.c -- the packed matrix product with AVX-512 (F, BW, DQ, VL)
+ * and VNNI, enabled per function by target attributes (the rest of the
+ * extension stays baseline x86-64); used only when poai_cpu_has_avx512().
+ * Bit-identical to poai_matmul_packed_generic (see poai_packed.h):
+ *
+ *   one zmm lane per (row, block); for pair k, vpdpwssd adds
+ *   w[2k]*a[2k] + w[2k+1]*a[2k+1] (int8 weights widened to int16) into the
+ *   lane's int32 sum: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no overflow and
+ *   no saturation (vpdpwssd, not vpdpwssds).  The epilogue is the definition's
+ *   int64 arithmetic on 8 lanes at a time: vpmuldq for scale*isum and
+ *   minv*asum (exact 32x32->64), vpmullq for inner*m (|.| < 2^63 - 2^47),
+ *   then + 2^(s-1) and vpsravq (arithmetic shift) by s.
+ *   Four tokens share each widened weight vector (8 independent chains).
+ */
+#include "poai_packed.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#define INLINE __attribute__((always_inline)) inline
+
+/* rshift_round(inner * m, s) for 8 lanes, added to acc. */
+T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, const int32_t *sc0,
+                                     const int32_t *sc1, const int32_t *mn, const int64_t *m,
+                                     const int64_t *s, const int64_t *rnd, const int64_t *asum) {
+    __m512i inner;
+    if (sc1) {
+        inner = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)sc0)),
+                             _mm512_cvtepi32_epi64(i0)),
+            _mm512_mul_epi32(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)sc1)),
+                             _mm512_cvtepi32_epi64(i1)));
+    } else {
+        inner = _mm512_mul_epi32(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)sc0)),
+                                 _mm512_cvtepi32_epi64(_mm256_add_epi32(i0, i1))); /* < 2^27 */
+    }
+    if (mn) /* asum < 2^20: its low 32 bits are its value */
+        inner = _mm512_add_epi64(inner, _mm512_mul_epi32(
+            _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)mn)), _mm512_loadu_si512(asum)));
+    __m512i prod = _mm512_add_epi64(_mm512_mullo_epi64(inner, _mm512_loadu_si512(m)),
+                                    _mm512_loadu_si512(rnd));
+    return _mm512_add_epi64(acc, _mm512_srav_epi64(prod, _mm512_loadu_si512(s)));
+}
+
+/* The 2g activation values of pair k, repeated to fill 16 lanes. */
+T512 static INLINE __m512i bcast(const int G, const int16_t *a) {
+    switch (G) {
+    case 16: return _mm512_loadu_si512(a);
+    case 8: return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a));
+    case 4: return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a));
+    case 2: { int64_t v; __builtin_memcpy(&v, a, 8); return _mm512_set1_epi64(v); }
+    default: { int32_t v; __builtin_memcpy(&v, a, 4); return _mm512_set1_epi32(v); }
+    }
+}
+
+/* One row set against NT (1..4) tokens; G and NT are constants after inlining. */
+T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, int64_t ng,
+                                  const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
+                                  const int32_t *mn, const int64_t *const *m,
+                                  const int64_t *const *s, const int64_t *const *rnd,
+                                  const int64_t *const *asum, int64_t lanes[4][16]) {
+    __m512i lo[4], hi[4];
+    for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
+    for (int64_t gi = 0; gi < ng; gi++) {
+        const int8_t *wg = w + gi * 512;
+        int64_t ao = gi * 32 * G;
+        __m512i x0 = _mm512_setzero_si512(), x1 = x0, x2 = x0, x3 = x0;
+        __m512i y0 = x0, y1 = x0, y2 = x0, y3 = x0;
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
+            x0 = _mm512_dpwssd_epi32(x0, wv, bcast(G, a[0] + ao + k * 2 * G));
+            if (NT > 1) x1 = _mm512_dpwssd_epi32(x1, wv, bcast(G, a[1] + ao + k * 2 * G));
+            if (NT > 2) x2 = _mm512_dpwssd_epi32(x2, wv, bcast(G, a[2] + ao + k * 2 * G));
+            if (NT > 3) x3 = _mm512_dpwssd_epi32(x3, wv, bcast(G, a[3] + ao + k * 2 * G));
+        }
+#pragma GCC unroll 8
+        for (int k = 8; k < 16; k++) {
+            __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
+            y0 = _mm512_dpwssd_epi32(y0, wv, bcast(G, a[0] + ao + k * 2 * G));
+            if (NT > 1) y1 = _mm512_dpwssd_epi32(y1, wv, bcast(G, a[1] + ao + k * 2 * G));
+            if (NT > 2) y2 = _mm512_dpwssd_epi32(y2, wv, bcast(G, a[2] + ao + k * 2 * G));
+            if (NT > 3) y3 = _mm512_dpwssd_epi32(y3, wv, bcast(G, a[3] + ao + k * 2 * G));
+        }
+        __m512i xs[4] = {x0, x1, x2, x3}, ys[4] = {y0, y1, y2, y3};
+        int64_t wl = gi * 16, al = gi * 16;
+        for (int u = 0; u < NT; u++) {
+            lo[u] = epilogue8(lo[u], _mm512_castsi512_si256(xs[u]), _mm512_castsi512_si256(ys[u]),
+                              sc0 + wl, sc1 ? sc1 + wl : 0, mn ? mn + wl : 0, m[u] + al,
+                              s[u] + al, rnd[u] + al, asum[u] + al);
+            hi[u] = epilogue8(hi[u], _mm512_extracti64x4_epi64(xs[u], 1),
+                              _mm512_extracti64x4_epi64(ys[u], 1), sc0 + wl + 8,
+                              sc1 ? sc1 + wl + 8 : 0, mn ? mn + wl + 8 : 0, m[u] + al + 8,
+                              s[u] + al + 8, rnd[u] + al + 8, asum[u] + al + 8);
+        }
+    }
+    for (int u = 0; u < NT; u++) {
+        _mm512_storeu_si512(lanes[u], lo[u]);
+        _mm512_storeu_si512(lanes[u] + 8, hi[u]);
+    }
+}
+
+#define ROWSET_FN(G, NT)                                                                      \
+    T512 static void rowset_##G##_##NT(const int8_t *w, int64_t ng, const int16_t *const *a,  \
+                                       const int32_t *sc0, const int32_t *sc1,                \
+                                       const int32_t *mn, const int64_t *const *m,            \
+                                       const int64_t *const *s, const int64_t *const *rnd,    \
+                                       const int64_t *const *asum, int64_t lanes[4][16]) {    \
+        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, m, s, rnd, asum, lanes);                     \
+    }
+ROWSET_FN(16, 4) ROWSET_FN(16, 1) ROWSET_FN(8, 4) ROWSET_FN(8, 1) ROWSET_FN(4, 4)
+ROWSET_FN(4, 1) ROWSET_FN(2, 4) ROWSET_FN(2, 1) ROWSET_FN(1, 4) ROWSET_FN(1, 1)
+
+typedef void (*rowset_fn)(const int8_t *, int64_t, const int16_t *const *, const int32_t *,
+                          const int32_t *, const int32_t *, const int64_t *const *,
+                          const int64_t *const *, const int64_t *const *,
+                          const int64_t *const *, int64_t[4][16]);
+
+/* Row sets per task: their weights (rs_chunk * ng * 512 bytes) stay in L1/L2
+ * while every token passes over them. */
+#define RS_CHUNK 4
+#define T_TILE 32
+
+T512 POAI_PACKED_FN(poai_matmul_packed_avx512) {
+    int64_t nb = K / 32, g = poai_packed_group(K), ng = nb / g;
+    int64_t nrs = poai_packed_rowsets(rows, K);
+    rowset_fn f4, f1;
+    switch (g) {
+    case 16: f4 = rowset_16_4; f1 = rowset_16_1; break;
+    case 8: f4 = rowset_8_4; f1 = rowset_8_1; break;
+    case 4: f4 = rowset_4_4; f1 = rowset_4_1; break;
+    case 2: f4 = rowset_2_4; f1 = rowset_2_1; break;
+    default: f4 = rowset_1_4; f1 = rowset_1_1; break;
+    }
+    int64_t ntasks = (nrs + RS_CHUNK - 1) / RS_CHUNK;
+    /* Token tiles outermost: one tile's packed activations and per-lane data
+     * stay in L2 while every row chunk passes over them. */
+    for (int64_t t0 = 0; t0 < T; t0 += T_TILE) {
+    int64_t t1 = t0 + T_TILE < T ? t0 + T_TILE : T;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t c = 0; c < ntasks; c++) {
+        int64_t r0 = c * RS_CHUNK, r1 = r0 + RS_CHUNK < nrs ? r0 + RS_CHUNK : nrs;
+        for (int64_t t = t0; t < t1;) {
+            int nt = t1 - t >= 4 ? 4 : 1;
+            const int16_t *ar[4];
+            const int64_t *mt[4], *st[4], *rt[4], *at[4];
+            for (int u = 0; u < nt; u++) {
+                int64_t o = (t + u) * ng * 16;
+                ar[u] = qa + (t + u) * K;
+                mt[u] = m + o; st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
+            }
+            for (int64_t rs = r0; rs < r1; rs++) {
+                int64_t lanes[4][16];
+                int64_t wo = rs * ng * 16;
+                (nt == 4 ? f4 : f1)(wp + rs * ng * 512, ng, ar, psc0 + wo, psc1 ? psc1 + wo : 0,
+                                    pmn ? pmn + wo : 0, mt, st, rt, at, lanes);
+                for (int u = 0; u < nt; u++)
+                    poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
+            }
+            t += nt;
+        }
+    }
+    }
+}
+/* Peak int8 VNNI rate probe for the benchmark: iters x 12 independent
+ * vpdpbusd on registers (64 u8*s8 MACs each); returns a value that depends
+ * on every result so the work cannot be optimized away. */
+T512 int64_t poai_vnni_probe(int64_t iters) {
+    __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    __m512i c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    for (int64_t i = 0; i < iters; i++) {
+        c0 = _mm512_dpbusd_epi32(c0, a, b); c1 = _mm512_dpbusd_epi32(c1, a, b);
+        c2 = _mm512_dpbusd_epi32(c2, a, b); c3 = _mm512_dpbusd_epi32(c3, a, b);
+        c4 = _mm512_dpbusd_epi32(c4, a, b); c5 = _mm512_dpbusd_epi32(c5, a, b);
+        c6 = _mm512_dpbusd_epi32(c6, a, b); c7 = _mm512_dpbusd_epi32(c7, a, b);
+        c8 = _mm512_dpbusd_epi32(c8, a, b); c9 = _mm512_dpbusd_epi32(c9, a, b);
+        c10 = _mm512_dpbusd_epi32(c10, a, b); c11 = _mm512_dpbusd_epi32(c11, a, b);
+        __asm__ volatile("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5));
+        __asm__ volatile("" : "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
+    }
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+    return _mm512_reduce_add_epi32(s);
+}
+#else
+int64_t poai_vnni_probe(int64_t iters) { return iters * 0; }
+POAI_PACKED_FN(poai_matmul_packed_avx512) {
+    poai_matmul_packed_generic(qa, m, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+}
+#endif

@@ -1,0 +1,168 @@
+/*
+ * poai_packed.c -- packing, packed quantization, the portable packed matrix
+ * product and CPU detection.  See poai_packed.h for the layout and
+ * docs/ENGINE.md for the arithmetic; no floating point anywhere.
+ */
+#include "poai_packed.h"
+#include "poai_kernels.h"
+
+#include <string.h>
+
+int64_t poai_packed_group(int64_t K) {
+    int64_t nb = K / POAI_QBLOCK, g = POAI_LANES;
+    while (nb % g) g >>= 1; /* gcd(nb, 16): 16 is a power of two */
+    return g;
+}
+
+int64_t poai_packed_rowsets(int64_t rows, int64_t K) {
+    int64_t P = POAI_LANES / poai_packed_group(K);
+    return (rows + P - 1) / P;
+}
+
+void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
+                       const int32_t *mn, int64_t rows, int64_t K, int8_t *wp,
+                       int32_t *psc0, int32_t *psc1, int32_t *pmn) {
+    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), P = POAI_LANES / g;
+    int64_t ng = nb / g, nrs = (rows + P - 1) / P;
+    for (int64_t rs = 0; rs < nrs; rs++)
+        for (int64_t gi = 0; gi < ng; gi++) {
+            int8_t *chunk = wp + (rs * ng + gi) * 512;
+            int64_t lane0 = (rs * ng + gi) * POAI_LANES;
+            for (int64_t L = 0; L < POAI_LANES; L++) {
+                int64_t row = rs * P + L / g, blk = gi * g + L % g;
+                int live = row < rows;
+                for (int64_t i = 0; i < POAI_QBLOCK; i++)
+                    chunk[(i >> 1) * 32 + L * 2 + (i & 1)] =
+                        live ? q[row * K + blk * POAI_QBLOCK + i] : 0;
+                psc0[lane0 + L] = live ? sc0[row * nb + blk] : 0;
+                if (psc1) psc1[lane0 + L] = live ? sc1[row * nb + blk] : 0;
+                if (pmn) pmn[lane0 + L] = live ? mn[row * nb + blk] : 0;
+            }
+        }
+}
+
+void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
+                          int64_t *m, int64_t *s, int64_t *rnd, int64_t *asum) {
+    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
+    int16_t q[POAI_QBLOCK];
+    for (int64_t t = 0; t < T; t++) {
+        int16_t *d = qa + t * K;
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t mb, sh;
+            poai_quantize_act(x + t * K + b * POAI_QBLOCK, 1, POAI_QBLOCK, q, &mb, &sh);
+            int64_t gi = b / g, l = b % g;
+            int64_t sum = 0; /* |sum| <= 32 * 32767 < 2^20 */
+            for (int64_t i = 0; i < POAI_QBLOCK; i++) {
+                d[gi * 32 * g + (i >> 1) * 2 * g + 2 * l + (i & 1)] = q[i];
+                sum += q[i];
+            }
+            /* sh in [0, 26] (docs/ENGINE.md), so s = 40 - sh in [14, 40]. */
+            int64_t sb = 40 - sh;
+            for (int64_t p = 0; p < POAI_LANES / g; p++) {
+                int64_t k = (t * ng + gi) * POAI_LANES + p * g + l;
+                m[k] = mb;
+                s[k] = sb;
+                rnd[k] = (int64_t)1 << (sb - 1);
+                asum[k] = sum;
+            }
+        }
+    }
+}
+
+void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow) {
+    int64_t P = POAI_LANES / g;
+    for (int64_t p = 0; p < P; p++) {
+        int64_t row = rs * P + p;
+        if (row >= rows) break;
+        int64_t acc = 0; /* |acc| < 2^57 (docs/ENGINE.md) */
+        for (int64_t l = 0; l < g; l++) acc += lanes[p * g + l];
+        yrow[row] = (acc + 128) >> 8;
+    }
+}
+
+/* Portable C over the packed layout: the definition, lane by lane. */
+POAI_PACKED_FN(poai_matmul_packed_generic) {
+    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
+    int64_t nrs = poai_packed_rowsets(rows, K);
+    (void)nthreads;
+    for (int64_t t = 0; t < T; t++) {
+        const int16_t *a = qa + t * K;
+        for (int64_t rs = 0; rs < nrs; rs++) {
+            int64_t lanes[POAI_LANES] = {0};
+            for (int64_t gi = 0; gi < ng; gi++) {
+                const int8_t *w = wp + (rs * ng + gi) * 512;
+                const int16_t *ag = a + gi * 32 * g;
+                int64_t wl = (rs * ng + gi) * POAI_LANES, al = (t * ng + gi) * POAI_LANES;
+                for (int64_t L = 0; L < POAI_LANES; L++) {
+                    int64_t l = L % g;
+                    int32_t i0 = 0, i1 = 0; /* each |.| <= 16 * 128 * 32767 < 2^26 */
+                    for (int64_t k = 0; k < 16; k++) {
+                        const int8_t *wk = w + k * 32 + L * 2;
+                        const int16_t *ak = ag + k * 2 * g + 2 * l;
+                        int32_t p = (int32_t)wk[0] * ak[0] + (int32_t)wk[1] * ak[1];
+                        if (k < 8) i0 += p; else i1 += p;
+                    }
+                    int64_t inner; /* |inner| <= 2^15 * l1blk < 2^47 */
+                    if (psc1) inner = (int64_t)psc0[wl + L] * i0 + (int64_t)psc1[wl + L] * i1;
+                    else inner = (int64_t)psc0[wl + L] * (int64_t)(i0 + i1);
+                    if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
+                    /* |inner * m| < 2^63 - 2^47; s in [14, 40] */
+                    lanes[L] += (inner * m[al + L] + rnd[al + L]) >> s[al + L];
+                }
+            }
+            poai_packed_finish(lanes, g, rs, rows, y + t * rows);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* CPU detection                                                             */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static int os_saves(uint64_t mask) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!(c & (1u << 27))) return 0; /* OSXSAVE */
+    return (xgetbv0() & mask) == mask;
+}
+
+static int detect_avx2(void) {
+    unsigned a, b, c, d;
+    if (!os_saves(0x6)) return 0; /* XMM and YMM state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 5) & 1;
+}
+
+static int detect_avx512(void) {
+    unsigned a, b, c, d;
+    if (!os_saves(0xE6)) return 0; /* XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    int vnni = (c >> 11) & 1;
+    return f && dq && bw && vl && vnni;
+}
+#else
+static int detect_avx2(void) { return 0; }
+static int detect_avx512(void) { return 0; }
+#endif
+
+/* CPUID can trap to the hypervisor: ask once. */
+static int cached_avx2 = -1, cached_avx512 = -1;
+
+int poai_cpu_has_avx2(void) {
+    if (cached_avx2 < 0) cached_avx2 = detect_avx2();
+    return cached_avx2;
+}
+
+int poai_cpu_has_avx512(void) {
+    if (cached_avx512 < 0) cached_avx512 = detect_avx512();
+    return cached_avx512;
+}

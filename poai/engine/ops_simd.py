@@ -1,0 +1,124 @@
+"""SIMD kernel backends (``POAI_KERNEL=avx2|avx512``): same functions, same bits.
+
+The matrix product — nearly all of the work — runs on weights repacked once
+into the group-interleaved layout of ``ext/poai_packed.h`` (one SIMD lane per
+32-block, no horizontal sums), with OpenMP threads splitting the output rows.
+Every other op is the scalar C kernel.  The arithmetic is docs/ENGINE.md's,
+unchanged: only the order of exact integer sums differs, so every variant
+equals the reference bit for bit whatever its thread count (tested).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from poai.engine import ops_native
+from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, QBLOCK, check_range
+from poai.engine.gguf_convert import QuantMatrix
+from poai.engine.kernels import native_module
+from poai.errors import EngineRangeError
+
+THREADS_ENV = "POAI_THREADS"
+
+
+def default_threads() -> int:
+    """``POAI_THREADS`` if set, else every CPU this process may run on."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, not {env!r}") from None
+        if n < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, not {n}")
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class PackedMatrix:
+    """A QuantMatrix in the lane-interleaved layout of ext/poai_packed.h:
+    wp int8 [row sets, groups*512]; psc0 (psc1 for 16-wide weight blocks,
+    pmn for offsets) int32 [row sets, groups*16]."""
+
+    rows: int
+    wp: np.ndarray
+    psc0: np.ndarray
+    psc1: np.ndarray | None
+    pmn: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.wp, self.psc0, self.psc1, self.pmn) if a is not None)
+
+
+def pack(w: QuantMatrix) -> PackedMatrix:
+    native = native_module()
+    if w.block == 32:
+        sc0, sc1 = w.scale, None
+    elif w.block == 16:
+        if w.minv is not None:
+            raise ValueError(f"{w.name}: 16-wide blocks with offsets have no packed form")
+        sc0, sc1 = w.scale[:, 0::2], w.scale[:, 1::2]
+    else:
+        raise ValueError(f"{w.name}: weight block {w.block} has no packed form")
+    wp, p0, p1, pm = native.pack_weights(w.q, sc0, sc1, w.minv)
+    return PackedMatrix(rows=w.rows, wp=wp, psc0=p0, psc1=p1, pmn=pm)
+
+
+class PackedOps:
+    """A kernel backend: ops_native's functions with a packed SIMD matmul."""
+
+    def __init__(self, variant: str, threads: int | None = None) -> None:
+        self.NAME = variant
+        self.variant = variant
+        self.threads = threads or default_threads()
+        self._native = native_module()
+        self._packed: dict[int, tuple[weakref.ref, PackedMatrix]] = {}
+        self._lock = threading.Lock()
+        for name in ("embed", "add_bias", "rmsnorm", "layernorm", "exp_q30", "gelu", "rope",
+                     "quantize_act"):
+            setattr(self, name, getattr(ops_native, name))
+
+    def silu_mul(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        return ops_native.silu_mul(gate, up, self.threads)
+
+    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None):
+        return ops_native.attention(q, k, v, heads, self.threads)
+
+    def packed(self, w: QuantMatrix) -> PackedMatrix:
+        """The packed form of ``w``, made once and kept while ``w`` lives."""
+        key = id(w)
+        with self._lock:
+            hit = self._packed.get(key)
+            if hit is not None and hit[0]() is w:
+                return hit[1]
+        p = pack(w)
+
+        def forget(_ref, key=key, table=self._packed):
+            table.pop(key, None)
+
+        with self._lock:
+            self._packed[key] = (weakref.ref(w, forget), p)
+        return p
+
+    def matmul(self, x: np.ndarray, w: QuantMatrix) -> np.ndarray:
+        t, k = x.shape
+        if k != w.cols:
+            raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
+        if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
+            raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
+        check_range(x, 31, "matmul input")
+        if k % QBLOCK:
+            raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
+        p = self.packed(w)
+        return self._native.matmul_packed(self.variant, x, p.rows, p.wp, p.psc0, p.psc1, p.pmn,
+                                          self.threads)
