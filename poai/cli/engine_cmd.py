@@ -72,33 +72,61 @@ def selftest(
 
 def bench(
     tokens: int = typer.Option(64, "--tokens", help="tokens per attempt"),
-    attempts: int = typer.Option(5, "--attempts", help="timed attempts per engine"),
+    attempts: int = typer.Option(16, "--attempts", help="timed attempts per fast engine"),
+    batch: int = typer.Option(4, "--batch", help="attempts per pass for poai kernels"),
     model: str = typer.Option(None, "--model", "-m"),
-    threads: int = typer.Option(None, "--threads", help="llama.cpp threads (default: all cores)"),
-    skip_reference: bool = typer.Option(False, "--skip-reference", help="skip the slow NumPy reference"),
+    threads: int = typer.Option(None, "--threads", help="threads for every engine (default: all CPUs)"),
+    skip_reference: bool = typer.Option(False, "--skip-reference",
+                                        help="skip the slow NumPy reference and float64-BLAS rows"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Attempts per second of each poai kernel and of llama.cpp on the same tokens."""
+    """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp."""
     from poai import bench as b, engine
-    from poai.engine.kernels import available
+    from poai.engine.kernels import SIMD_KERNELS, available, resolve_name
 
-    m = engine.load(model)
+    if tokens < 9 or attempts < 1 or batch < 1:
+        raise typer.BadParameter("need --tokens >= 9, --attempts >= 1, --batch >= 1")
+    m = engine.load(model, kernel="scalar")
+    model_ref = str(m.path)
+    nthreads = threads or b.default_threads()
+    usable = available()
     rows = []
-    for name, reason in available().items():
-        if reason is None and not (skip_reference and name == "reference"):
-            rows.append(b.bench_poai(m, name, tokens, attempts))
-    try:
-        rows.append(b.bench_llamacpp(m.path, m.n_vocab, tokens, attempts, threads or b.default_threads()))
-    except Exception as exc:  # llama.cpp is an optional baseline
-        console.print(f"llama.cpp baseline skipped: {exc}")
+    plan = [(name, attempts, batch) for name, reason in usable.items()
+            if reason is None and name != "reference"]
+    if not skip_reference:
+        plan += [("blas-f64", 2, 1), ("reference", 1, 1)]
+    for name, n_att, n_batch in plan:
+        if not as_json:
+            console.print(f"measuring poai/{name} ...")
+        rows.append(b.measure_poai(model_ref, name, tokens, n_att, n_batch, nthreads))
+    if not as_json:
+        console.print("measuring llama.cpp ...")
+    rows.append(b.measure_llamacpp(m.path, m.n_vocab, tokens, attempts, nthreads))
+    fastest = resolve_name("auto")
+    rate = b.matmul_rate(m, fastest, tokens, batch, nthreads) if fastest in SIMD_KERNELS else None
+    skipped = {name: reason for name, reason in usable.items() if reason is not None}
+    file_mib = m.path.stat().st_size / 2**20
     if as_json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "peak_rss_mib": b.peak_rss_mib()}, indent=2))
+        print(json.dumps({
+            "tokens_per_attempt": tokens, "threads": nthreads, "model_file_mib": file_mib,
+            "rows": [r.as_dict() for r in rows], "skipped": skipped,
+            "matmul": rate.as_dict() if rate else None,
+        }, indent=2))
         return
-    table = Table("engine", "attempts/s", "ms/attempt", "vs llama.cpp", title=f"{tokens}-token attempts")
+    table = Table("engine", "attempts/s", "ms/attempt", "vs llama.cpp", "verify ms", "peak MiB",
+                  title=f"{tokens}-token attempts, {nthreads} threads, poai batch {batch}, "
+                        f"model file {file_mib:.0f} MiB")
     for row in b.format_rows(rows):
         table.add_row(*row)
     console.print(table)
-    console.print(f"peak memory {b.peak_rss_mib():.0f} MiB")
+    for name, reason in skipped.items():
+        console.print(f"kernel {name} skipped: {reason}")
+    if rate:
+        peak = (f"; int8 VNNI peak {rate.vnni_peak_gmac_per_s:.0f} GMAC/s, "
+                f"{rate.gmac_per_s / rate.vnni_peak_gmac_per_s:.0%} of it"
+                if rate.vnni_peak_gmac_per_s else "")
+        console.print(f"matrix products ({rate.kernel}, {rate.shape}): "
+                      f"{rate.gmac_per_s:.1f} GMAC/s{peak}")
 
 
 def register(app: typer.Typer) -> None:
