@@ -282,8 +282,8 @@ def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix
     rows = q.shape[0]
     nblk = cols // block
     l1blk = 0
-    for start in range(0, rows, 4096):
-        stop = min(rows, start + 4096)
+    for start in range(0, rows, 1024):   # int64 temporaries of 1024 rows at a time
+        stop = min(rows, start + 1024)
         qb = q[start:stop].reshape(stop - start, nblk, block).astype(np.int64)
         w = qb * scale32[start:stop].astype(np.int64)[..., None]
         if min32 is not None:
