@@ -19,11 +19,11 @@ cnp.import_array()
 cdef extern from "poai_kernels.h":
     int poai_arith_shift_ok()
     void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
-                           int16_t *q, int64_t *m, int64_t *sh) nogil
+                           int16_t *q, int64_t *e) nogil
     void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                      const int8_t *wq, const int32_t *scale, const int32_t *minv,
                      int64_t rows, int64_t bs, int64_t *y,
-                     int16_t *q, int64_t *m, int64_t *sh) nogil
+                     int16_t *q, int64_t *e) nogil
     void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
                       int64_t eps_q32, int64_t *y) nogil
     void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
@@ -49,7 +49,7 @@ cdef extern from "poai_kernels.h":
                           int64_t *scratch, int nthreads) nogil
 
 cdef extern from "poai_packed.h":
-    ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *m, const int64_t *s,
+    ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
                                           const int64_t *rnd, const int64_t *asum, int64_t T,
                                           int64_t K, const int8_t *wp, const int32_t *psc0,
                                           const int32_t *psc1, const int32_t *pmn, int64_t rows,
@@ -60,18 +60,18 @@ cdef extern from "poai_packed.h":
                            const int32_t *mn, int64_t rows, int64_t K, int8_t *wp,
                            int32_t *psc0, int32_t *psc1, int32_t *pmn) nogil
     void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                              int64_t *m, int64_t *s, int64_t *rnd, int64_t *asum) nogil
-    void poai_matmul_packed_generic(const int16_t *qa, const int64_t *m, const int64_t *s,
+                              int64_t *s, int64_t *rnd, int64_t *asum) nogil
+    void poai_matmul_packed_generic(const int16_t *qa, const int64_t *s,
                                     const int64_t *rnd, const int64_t *asum, int64_t T,
                                     int64_t K, const int8_t *wp, const int32_t *psc0,
                                     const int32_t *psc1, const int32_t *pmn, int64_t rows,
                                     int64_t *y, int nthreads) nogil
-    void poai_matmul_packed_avx2(const int16_t *qa, const int64_t *m, const int64_t *s,
+    void poai_matmul_packed_avx2(const int16_t *qa, const int64_t *s,
                                  const int64_t *rnd, const int64_t *asum, int64_t T,
                                  int64_t K, const int8_t *wp, const int32_t *psc0,
                                  const int32_t *psc1, const int32_t *pmn, int64_t rows,
                                  int64_t *y, int nthreads) nogil
-    void poai_matmul_packed_avx512(const int16_t *qa, const int64_t *m, const int64_t *s,
+    void poai_matmul_packed_avx512(const int16_t *qa, const int64_t *s,
                                    const int64_t *rnd, const int64_t *asum, int64_t T,
                                    int64_t K, const int8_t *wp, const int32_t *psc0,
                                    const int32_t *psc1, const int32_t *pmn, int64_t rows,
@@ -94,11 +94,11 @@ def quantize_act(x):
     if K % 32:
         raise ValueError("K must be a multiple of 32")
     cdef cnp.ndarray[int16_t, ndim=2] q = np.empty((T, K), dtype=np.int16)
-    cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, K // 32), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=2] sh = np.empty((T, K // 32), dtype=np.int64)
-    with nogil:
-        poai_quantize_act(&xa[0, 0], T, K, &q[0, 0], &m[0, 0], &sh[0, 0])
-    return q, m, sh
+    cdef cnp.ndarray[int64_t, ndim=2] e = np.empty((T, K // 32), dtype=np.int64)
+    if T and K:
+        with nogil:
+            poai_quantize_act(&xa[0, 0], T, K, &q[0, 0], &e[0, 0])
+    return q, e
 
 
 def matmul(x, wq, scale, minv, int64_t bs):
@@ -117,13 +117,12 @@ def matmul(x, wq, scale, minv, int64_t bs):
         mp = &mn[0, 0]
     cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, rows), dtype=np.int64)
     cdef cnp.ndarray[int16_t, ndim=2] q = np.empty((T, K), dtype=np.int16)
-    cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, K // 32), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=2] sh = np.empty((T, K // 32), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] e = np.empty((T, K // 32), dtype=np.int64)
     if T == 0 or rows == 0:
         return y
     with nogil:
         poai_matmul(&xa[0, 0], T, K, &w[0, 0], &s[0, 0], mp, rows, bs, &y[0, 0],
-                    &q[0, 0], &m[0, 0], &sh[0, 0])
+                    &q[0, 0], &e[0, 0])
     return y
 
 
@@ -291,22 +290,20 @@ def pack_weights(q, sc0, sc1, mn):
 
 
 def quantize_packed(x):
-    """(qa int16 [T, K] packed, m, s, rnd, asum int64 [T, 16 * K/32 / g])."""
+    """(qa int16 [T, K] packed, s, rnd, asum int64 [T, 16 * K/32 / g])."""
     cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
     cdef int64_t T = xa.shape[0], K = xa.shape[1]
     if K % 32 or K == 0:
         raise ValueError("K must be a positive multiple of 32")
     cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
     cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
-    cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, nl), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] s = np.empty((T, nl), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] rnd = np.empty((T, nl), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
     if T:
         with nogil:
-            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &m[0, 0], &s[0, 0], &rnd[0, 0],
-                                 &asum[0, 0])
-    return qa, m, s, rnd, asum
+            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0])
+    return qa, s, rnd, asum
 
 
 def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
@@ -343,14 +340,12 @@ def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthread
     if T == 0:
         return y
     cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
-    cdef cnp.ndarray[int64_t, ndim=2] m = np.empty((T, nl), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] s = np.empty((T, nl), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] rnd = np.empty((T, nl), dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
     with nogil:
-        poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &m[0, 0], &s[0, 0], &rnd[0, 0],
-                             &asum[0, 0])
-        fn(&qa[0, 0], &m[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, K, w, p0,
+        poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0])
+        fn(&qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, K, w, p0,
            p1, pm, rows, &y[0, 0], nthreads)
     return y
 

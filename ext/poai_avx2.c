@@ -6,9 +6,8 @@
  *   the 16 lanes of a (row set, group) are two ymm halves of 8 int32;
  *   vpmaddwd multiplies int16 pairs (int8 weights widened) and adds each
  *   pair into one lane: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no overflow
- *   and no saturation.  The int64 epilogue uses vpmuldq / vpmuludq (exact
- *   32x32->64 products; inner*m split as hi*m*2^32 + lo*m) and an arithmetic
- *   right shift built from the logical vpsrlvq:
+ *   and no saturation.  The int64 epilogue uses vpmuldq (exact 32x32->64
+ *   products) and an arithmetic right shift built from the logical vpsrlvq:
  *   sra(x, s) = srl(x ^ sg, s) ^ sg with sg = (x < 0 ? ~0 : 0).
  *   Two tokens share each widened weight vector.
  */
@@ -20,23 +19,18 @@
 #define T256 __attribute__((target("avx2")))
 #define INLINE __attribute__((always_inline)) inline
 
-/* rshift_round(inner * m, s) for 4 lanes, added to acc. */
-T256 static INLINE __m256i term4(__m256i acc, __m256i inner, const int64_t *m, const int64_t *s,
-                                 const int64_t *rnd) {
-    __m256i mv = _mm256_loadu_si256((const __m256i *)m);          /* 0 <= m < 2^16 */
-    __m256i hi = _mm256_srli_epi64(inner, 32);                      /* low half: inner >> 32, signed */
-    __m256i prod = _mm256_add_epi64(_mm256_slli_epi64(_mm256_mul_epi32(hi, mv), 32),
-                                    _mm256_mul_epu32(inner, mv));  /* exact: |inner * m| < 2^63 */
-    prod = _mm256_add_epi64(prod, _mm256_loadu_si256((const __m256i *)rnd));
-    __m256i sg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), prod);
+/* rshift_round(inner, s) for 4 lanes (s in [0, 32]), added to acc. */
+T256 static INLINE __m256i term4(__m256i acc, __m256i inner, const int64_t *s, const int64_t *rnd) {
+    __m256i r = _mm256_add_epi64(inner, _mm256_loadu_si256((const __m256i *)rnd));
+    __m256i sg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), r);
     __m256i sv = _mm256_loadu_si256((const __m256i *)s);
-    return _mm256_add_epi64(acc, _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(prod, sg), sv), sg));
+    return _mm256_add_epi64(acc, _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(r, sg), sv), sg));
 }
 
 /* 8 lanes (i0/i1: the int32 sums of each block's two halves) into acc[0..1]. */
 T256 static INLINE void epilogue8(__m256i acc[2], __m256i i0, __m256i i1, const int32_t *sc0,
-                                  const int32_t *sc1, const int32_t *mn, const int64_t *m,
-                                  const int64_t *s, const int64_t *rnd, const int64_t *asum) {
+                                  const int32_t *sc1, const int32_t *mn, const int64_t *s,
+                                  const int64_t *rnd, const int64_t *asum) {
     for (int h = 0; h < 2; h++) {
         __m128i a0 = h ? _mm256_extracti128_si256(i0, 1) : _mm256_castsi256_si128(i0);
         __m128i a1 = h ? _mm256_extracti128_si256(i1, 1) : _mm256_castsi256_si128(i1);
@@ -54,7 +48,7 @@ T256 static INLINE void epilogue8(__m256i acc[2], __m256i i0, __m256i i1, const 
             inner = _mm256_add_epi64(inner, _mm256_mul_epi32(
                 mv, _mm256_loadu_si256((const __m256i *)(asum + 4 * h))));
         }
-        acc[h] = term4(acc[h], inner, m + 4 * h, s + 4 * h, rnd + 4 * h);
+        acc[h] = term4(acc[h], inner, s + 4 * h, rnd + 4 * h);
     }
 }
 
@@ -71,7 +65,7 @@ T256 static INLINE __m256i bcast(const int G, const int16_t *a, int h) {
 
 T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, int64_t ng,
                                   const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
-                                  const int32_t *mn, const int64_t *const *m,
+                                  const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
                                   const int64_t *const *asum, int64_t lanes[2][16]) {
     __m256i acc[2][4];
@@ -96,10 +90,10 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
             }
             int64_t l8 = wl + 8 * h;
             epilogue8(&acc[0][2 * h], x0, y0, sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0,
-                      m[0] + l8, s[0] + l8, rnd[0] + l8, asum[0] + l8);
+                      s[0] + l8, rnd[0] + l8, asum[0] + l8);
             if (NT > 1)
                 epilogue8(&acc[1][2 * h], x1, y1, sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0,
-                          m[1] + l8, s[1] + l8, rnd[1] + l8, asum[1] + l8);
+                          s[1] + l8, rnd[1] + l8, asum[1] + l8);
         }
     }
     for (int u = 0; u < NT; u++)
@@ -109,18 +103,17 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
 #define ROWSET_FN(G, NT)                                                                      \
     T256 static void rowset_##G##_##NT(const int8_t *w, int64_t ng, const int16_t *const *a,  \
                                        const int32_t *sc0, const int32_t *sc1,                \
-                                       const int32_t *mn, const int64_t *const *m,            \
+                                       const int32_t *mn,                                     \
                                        const int64_t *const *s, const int64_t *const *rnd,    \
                                        const int64_t *const *asum, int64_t lanes[2][16]) {    \
-        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, m, s, rnd, asum, lanes);                     \
+        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
     }
 ROWSET_FN(16, 2) ROWSET_FN(16, 1) ROWSET_FN(8, 2) ROWSET_FN(8, 1) ROWSET_FN(4, 2)
 ROWSET_FN(4, 1) ROWSET_FN(2, 2) ROWSET_FN(2, 1) ROWSET_FN(1, 2) ROWSET_FN(1, 1)
 
 typedef void (*rowset_fn)(const int8_t *, int64_t, const int16_t *const *, const int32_t *,
                           const int32_t *, const int32_t *, const int64_t *const *,
-                          const int64_t *const *, const int64_t *const *,
-                          const int64_t *const *, int64_t[2][16]);
+                          const int64_t *const *, const int64_t *const *, int64_t[2][16]);
 
 #define RS_CHUNK 4
 #define T_TILE 32
@@ -147,17 +140,17 @@ T256 POAI_PACKED_FN(poai_matmul_packed_avx2) {
         for (int64_t t = t0; t < t1;) {
             int nt = t1 - t >= 2 ? 2 : 1;
             const int16_t *ar[2];
-            const int64_t *mt[2], *st[2], *rt[2], *at[2];
+            const int64_t *st[2], *rt[2], *at[2];
             for (int u = 0; u < nt; u++) {
                 int64_t o = (t + u) * ng * 16;
                 ar[u] = qa + (t + u) * K;
-                mt[u] = m + o; st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
+                st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
             }
             for (int64_t rs = r0; rs < r1; rs++) {
                 int64_t lanes[2][16];
                 int64_t wo = rs * ng * 16;
                 (nt == 2 ? f2 : f1)(wp + rs * ng * 512, ng, ar, psc0 + wo, psc1 ? psc1 + wo : 0,
-                                    pmn ? pmn + wo : 0, mt, st, rt, at, lanes);
+                                    pmn ? pmn + wo : 0, st, rt, at, lanes);
                 for (int u = 0; u < nt; u++)
                     poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
             }
@@ -168,6 +161,6 @@ T256 POAI_PACKED_FN(poai_matmul_packed_avx2) {
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
-    poai_matmul_packed_generic(qa, m, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    poai_matmul_packed_generic(qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }
 #endif

@@ -9,8 +9,8 @@
  *   lane's int32 sum: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no overflow and
  *   no saturation (vpdpwssd, not vpdpwssds).  The epilogue is the definition's
  *   int64 arithmetic on 8 lanes at a time: vpmuldq for scale*isum and
- *   minv*asum (exact 32x32->64), vpmullq for inner*m (|.| < 2^63 - 2^47),
- *   then + 2^(s-1) and vpsravq (arithmetic shift) by s.
+ *   minv*asum (exact 32x32->64, |inner| < 2^47), then + 2^(s-1) and
+ *   vpsravq (arithmetic shift) by s = 17 - e.
  *   Four tokens share each widened weight vector (8 independent chains).
  */
 #include "poai_packed.h"
@@ -21,10 +21,10 @@
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define INLINE __attribute__((always_inline)) inline
 
-/* rshift_round(inner * m, s) for 8 lanes, added to acc. */
+/* rshift_round(inner, s) for 8 lanes, added to acc. */
 T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, const int32_t *sc0,
-                                     const int32_t *sc1, const int32_t *mn, const int64_t *m,
-                                     const int64_t *s, const int64_t *rnd, const int64_t *asum) {
+                                     const int32_t *sc1, const int32_t *mn, const int64_t *s,
+                                     const int64_t *rnd, const int64_t *asum) {
     __m512i inner;
     if (sc1) {
         inner = _mm512_add_epi64(
@@ -39,9 +39,9 @@ T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, const 
     if (mn) /* asum < 2^20: its low 32 bits are its value */
         inner = _mm512_add_epi64(inner, _mm512_mul_epi32(
             _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)mn)), _mm512_loadu_si512(asum)));
-    __m512i prod = _mm512_add_epi64(_mm512_mullo_epi64(inner, _mm512_loadu_si512(m)),
-                                    _mm512_loadu_si512(rnd));
-    return _mm512_add_epi64(acc, _mm512_srav_epi64(prod, _mm512_loadu_si512(s)));
+    /* rshift_round(inner, s), s in [0, 32]; rnd = 2^(s-1) or 0 */
+    __m512i r = _mm512_add_epi64(inner, _mm512_loadu_si512(rnd));
+    return _mm512_add_epi64(acc, _mm512_srav_epi64(r, _mm512_loadu_si512(s)));
 }
 
 /* The 2g activation values of pair k, repeated to fill 16 lanes. */
@@ -58,7 +58,7 @@ T512 static INLINE __m512i bcast(const int G, const int16_t *a) {
 /* One row set against NT (1..4) tokens; G and NT are constants after inlining. */
 T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, int64_t ng,
                                   const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
-                                  const int32_t *mn, const int64_t *const *m,
+                                  const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
                                   const int64_t *const *asum, int64_t lanes[4][16]) {
     __m512i lo[4], hi[4];
@@ -88,11 +88,11 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
         int64_t wl = gi * 16, al = gi * 16;
         for (int u = 0; u < NT; u++) {
             lo[u] = epilogue8(lo[u], _mm512_castsi512_si256(xs[u]), _mm512_castsi512_si256(ys[u]),
-                              sc0 + wl, sc1 ? sc1 + wl : 0, mn ? mn + wl : 0, m[u] + al,
+                              sc0 + wl, sc1 ? sc1 + wl : 0, mn ? mn + wl : 0,
                               s[u] + al, rnd[u] + al, asum[u] + al);
             hi[u] = epilogue8(hi[u], _mm512_extracti64x4_epi64(xs[u], 1),
                               _mm512_extracti64x4_epi64(ys[u], 1), sc0 + wl + 8,
-                              sc1 ? sc1 + wl + 8 : 0, mn ? mn + wl + 8 : 0, m[u] + al + 8,
+                              sc1 ? sc1 + wl + 8 : 0, mn ? mn + wl + 8 : 0,
                               s[u] + al + 8, rnd[u] + al + 8, asum[u] + al + 8);
         }
     }
@@ -105,18 +105,17 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
 #define ROWSET_FN(G, NT)                                                                      \
     T512 static void rowset_##G##_##NT(const int8_t *w, int64_t ng, const int16_t *const *a,  \
                                        const int32_t *sc0, const int32_t *sc1,                \
-                                       const int32_t *mn, const int64_t *const *m,            \
+                                       const int32_t *mn,                                     \
                                        const int64_t *const *s, const int64_t *const *rnd,    \
                                        const int64_t *const *asum, int64_t lanes[4][16]) {    \
-        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, m, s, rnd, asum, lanes);                     \
+        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
     }
 ROWSET_FN(16, 4) ROWSET_FN(16, 1) ROWSET_FN(8, 4) ROWSET_FN(8, 1) ROWSET_FN(4, 4)
 ROWSET_FN(4, 1) ROWSET_FN(2, 4) ROWSET_FN(2, 1) ROWSET_FN(1, 4) ROWSET_FN(1, 1)
 
 typedef void (*rowset_fn)(const int8_t *, int64_t, const int16_t *const *, const int32_t *,
                           const int32_t *, const int32_t *, const int64_t *const *,
-                          const int64_t *const *, const int64_t *const *,
-                          const int64_t *const *, int64_t[4][16]);
+                          const int64_t *const *, const int64_t *const *, int64_t[4][16]);
 
 /* Row sets per task: their weights (rs_chunk * ng * 512 bytes) stay in L1/L2
  * while every token passes over them. */
@@ -145,17 +144,17 @@ T512 POAI_PACKED_FN(poai_matmul_packed_avx512) {
         for (int64_t t = t0; t < t1;) {
             int nt = t1 - t >= 4 ? 4 : 1;
             const int16_t *ar[4];
-            const int64_t *mt[4], *st[4], *rt[4], *at[4];
+            const int64_t *st[4], *rt[4], *at[4];
             for (int u = 0; u < nt; u++) {
                 int64_t o = (t + u) * ng * 16;
                 ar[u] = qa + (t + u) * K;
-                mt[u] = m + o; st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
+                st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
             }
             for (int64_t rs = r0; rs < r1; rs++) {
                 int64_t lanes[4][16];
                 int64_t wo = rs * ng * 16;
                 (nt == 4 ? f4 : f1)(wp + rs * ng * 512, ng, ar, psc0 + wo, psc1 ? psc1 + wo : 0,
-                                    pmn ? pmn + wo : 0, mt, st, rt, at, lanes);
+                                    pmn ? pmn + wo : 0, st, rt, at, lanes);
                 for (int u = 0; u < nt; u++)
                     poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
             }
@@ -189,6 +188,6 @@ T512 int64_t poai_vnni_probe(int64_t iters) {
 #else
 int64_t poai_vnni_probe(int64_t iters) { return iters * 0; }
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
-    poai_matmul_packed_generic(qa, m, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    poai_matmul_packed_generic(qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }
 #endif

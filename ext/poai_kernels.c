@@ -19,7 +19,6 @@
 #define UNIT_FRAC 30
 #define SCALE_FRAC 24
 #define ACT_QMAX 32767
-#define ACT_SCALE_BITS 16
 #define EXP2_INTERP_BITS 6
 #define EXP_CLAMP_Q16 (-((int64_t)64 << ACT_FRAC))
 
@@ -68,51 +67,29 @@ static int64_t isqrt62(int64_t x) {
 /* ------------------------------------------------------------------------ */
 /* activation quantization                                                   */
 
-static void quantize_block(const int64_t *x, int16_t *q, int64_t *m_out, int64_t *sh_out) {
+/* One block: q = x / 2^e rounded, e the smallest with amax <= 32767 * 2^e. */
+static void quantize_block(const int64_t *x, int16_t *q, int64_t *e_out) {
     int64_t amax = 0;
     for (int i = 0; i < POAI_QBLOCK; i++) {
         int64_t a = iabs64(x[i]);
         if (a > amax) amax = a;
     }
-    /* r = ceil((amax << 24) / 32767): amax < 2^31, so r < 2^41.  The scale
-     * rounds up (m << sh >= r) so that every |q| <= 32767. */
-    int64_t r = ((amax << 24) + ACT_QMAX - 1) / ACT_QMAX;
-    int sh = bit_length((uint64_t)r) - ACT_SCALE_BITS;
-    if (sh < 0) sh = 0;
-    int64_t m = (r + ((int64_t)1 << sh) - 1) >> sh; /* ceil(r / 2^sh) */
-    if (m >> ACT_SCALE_BITS) { /* rounded up to 2^16 */
-        m >>= 1;
-        sh += 1;
-    }
-    if (amax == 0) {
-        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = 0;
+    /* amax < 2^31: e = bitlen(amax) - 15 (+1 if still too small) in [-15, 17] */
+    int e = bit_length((uint64_t)amax) - 15;
+    if (e > 0 && amax > ((int64_t)ACT_QMAX << e)) e += 1;
+    if (e > 0) {
+        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)rshift_round(x[i], e);
     } else {
-        /* q = div_round(x << 24, den), den = m << sh, computed as
-         *   floor(N / (m * 2^(sh+1))) = floor(floor(N / 2^(sh+1)) / m),
-         *   N = 2 (x << 24) + den,  |N| < 2^57,
-         * (nested floor division by positive divisors).  The inner quotient
-         * n satisfies |n| <= 32768 m < 2^31 because |q| <= 32767, so the
-         * outer division is a cheap 32-bit one. */
-        int64_t den = m << sh; /* < 2^42 */
-        int32_t md = (int32_t)m;
-        for (int i = 0; i < POAI_QBLOCK; i++) {
-            int32_t n = (int32_t)(((x[i] << 25) + den) >> (sh + 1));
-            int32_t qq = n / md;
-            if ((n % md != 0) && (n < 0)) qq--; /* floor */
-            q[i] = (int16_t)qq;
-        }
+        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)(x[i] << -e); /* |.| <= 32767 */
     }
-    *m_out = m;
-    *sh_out = sh;
+    *e_out = e;
 }
 
-void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
-                       int16_t *q, int64_t *m, int64_t *sh) {
+void poai_quantize_act(const int64_t *x, int64_t T, int64_t K, int16_t *q, int64_t *e) {
     int64_t nb = K / POAI_QBLOCK;
     for (int64_t t = 0; t < T; t++)
         for (int64_t b = 0; b < nb; b++)
-            quantize_block(x + t * K + b * POAI_QBLOCK, q + t * K + b * POAI_QBLOCK,
-                           m + t * nb + b, sh + t * nb + b);
+            quantize_block(x + t * K + b * POAI_QBLOCK, q + t * K + b * POAI_QBLOCK, e + t * nb + b);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -139,18 +116,17 @@ static inline int32_t sum_i16(const int16_t *a, int n) {
 void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                  const int8_t *wq, const int32_t *scale, const int32_t *minv,
                  int64_t rows, int64_t bs, int64_t *y,
-                 int16_t *q, int64_t *m, int64_t *sh) {
+                 int16_t *q, int64_t *e) {
     int64_t na = K / POAI_QBLOCK;     /* activation blocks per row */
     int64_t nw = K / bs;              /* weight blocks per row */
     int64_t per = POAI_QBLOCK / bs;   /* weight blocks per activation block */
-    poai_quantize_act(x, T, K, q, m, sh);
+    poai_quantize_act(x, T, K, q, e);
     /* Token-outer order: one token's quants and asum[b] (the sum of the
      * quants of weight block b, |.| < 2^20) are computed once and serve
      * every row. */
     for (int64_t t = 0; t < T; t++) {
         const int16_t *qrow = q + t * K;
-        const int64_t *mrow_t = m + t * na;
-        const int64_t *shrow_t = sh + t * na;
+        const int64_t *erow_t = e + t * na;
         int32_t asum[1024]; /* nw <= K / 16 and K < 2^14 */
         for (int64_t b = 0; b < nw; b++) asum[b] = sum_i16(qrow + b * bs, (int)bs);
         for (int64_t j = 0; j < rows; j++) {
@@ -169,10 +145,10 @@ void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                     inner += (int64_t)srow[b] * isum;
                     if (mnrow) inner += (int64_t)mnrow[b] * asum[b];
                 }
-                /* |inner * m| < 2^47 * 2^16 = 2^63; shift 40 - sh in [14, 40] */
-                acc += rshift_round(inner * mrow_t[a], (int)(40 - shrow_t[a]));
+                /* shift 17 - e in [0, 32]; |term| < 2^47, |acc| < 2^56 */
+                acc += rshift_round(inner, (int)(17 - erow_t[a]));
             }
-            y[t * rows + j] = rshift_round(acc, 8);
+            y[t * rows + j] = rshift_round(acc, 7);
         }
     }
 }

@@ -42,27 +42,26 @@ void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
 }
 
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *m, int64_t *s, int64_t *rnd, int64_t *asum) {
+                          int64_t *s, int64_t *rnd, int64_t *asum) {
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
     int16_t q[POAI_QBLOCK];
     for (int64_t t = 0; t < T; t++) {
         int16_t *d = qa + t * K;
         for (int64_t b = 0; b < nb; b++) {
-            int64_t mb, sh;
-            poai_quantize_act(x + t * K + b * POAI_QBLOCK, 1, POAI_QBLOCK, q, &mb, &sh);
+            int64_t e;
+            poai_quantize_act(x + t * K + b * POAI_QBLOCK, 1, POAI_QBLOCK, q, &e);
             int64_t gi = b / g, l = b % g;
             int64_t sum = 0; /* |sum| <= 32 * 32767 < 2^20 */
             for (int64_t i = 0; i < POAI_QBLOCK; i++) {
                 d[gi * 32 * g + (i >> 1) * 2 * g + 2 * l + (i & 1)] = q[i];
                 sum += q[i];
             }
-            /* sh in [0, 26] (docs/ENGINE.md), so s = 40 - sh in [14, 40]. */
-            int64_t sb = 40 - sh;
+            /* e in [-15, 17] (docs/ENGINE.md), so s = 17 - e in [0, 32]. */
+            int64_t sb = 17 - e;
             for (int64_t p = 0; p < POAI_LANES / g; p++) {
                 int64_t k = (t * ng + gi) * POAI_LANES + p * g + l;
-                m[k] = mb;
                 s[k] = sb;
-                rnd[k] = (int64_t)1 << (sb - 1);
+                rnd[k] = sb > 0 ? (int64_t)1 << (sb - 1) : 0;
                 asum[k] = sum;
             }
         }
@@ -74,9 +73,9 @@ void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t row
     for (int64_t p = 0; p < P; p++) {
         int64_t row = rs * P + p;
         if (row >= rows) break;
-        int64_t acc = 0; /* |acc| < 2^57 (docs/ENGINE.md) */
+        int64_t acc = 0; /* |acc| < 2^56 (docs/ENGINE.md) */
         for (int64_t l = 0; l < g; l++) acc += lanes[p * g + l];
-        yrow[row] = (acc + 128) >> 8;
+        yrow[row] = (acc + 64) >> 7;
     }
 }
 
@@ -106,8 +105,8 @@ POAI_PACKED_FN(poai_matmul_packed_generic) {
                     if (psc1) inner = (int64_t)psc0[wl + L] * i0 + (int64_t)psc1[wl + L] * i1;
                     else inner = (int64_t)psc0[wl + L] * (int64_t)(i0 + i1);
                     if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
-                    /* |inner * m| < 2^63 - 2^47; s in [14, 40] */
-                    lanes[L] += (inner * m[al + L] + rnd[al + L]) >> s[al + L];
+                    /* rshift_round(inner, s), s in [0, 32]: |term| < 2^47 */
+                    lanes[L] += (inner + rnd[al + L]) >> s[al + L];
                 }
             }
             poai_packed_finish(lanes, g, rs, rows, y + t * rows);

@@ -25,8 +25,9 @@
  * Activation quants of one token are int16 in the same order over blocks
  * only: A[gi*32g + k*2g + 2l + e]; a kernel broadcasts those 2g values to the
  * P row positions.  Per-lane weight data (sc0, sc1, mn) are int32
- * [nrs][ng][16]; per-lane activation data (m, s = 40 - sh, rnd = 2^(s-1),
- * asum) are int64 [T][ng][16] (the block's value repeated for every p).
+ * [nrs][ng][16]; per-lane activation data (the rounding shift s = 17 - e,
+ * its bias rnd = 2^(s-1) or 0, asum) are int64 [T][ng][16] (the block's
+ * value repeated for every p).
  */
 #ifndef POAI_PACKED_H
 #define POAI_PACKED_H
@@ -47,22 +48,22 @@ void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
                        int32_t *psc0, int32_t *psc1, int32_t *pmn);
 
 /* Quantize x [T, K] (docs/ENGINE.md) into packed int16 quants qa [T*K] and
- * per-lane m, s, rnd, asum [T * ng * 16] (int64). */
+ * per-lane s, rnd, asum [T * ng * 16] (int64). */
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *m, int64_t *s, int64_t *rnd, int64_t *asum);
+                          int64_t *s, int64_t *rnd, int64_t *asum);
 
 /* y[T, rows] from packed quants and packed weights; nthreads >= 1 splits
  * the row sets (the result does not depend on it).  psc1 is non-NULL only
  * for 16-wide weight blocks (then it scales elements 16..31 of each block
  * and psc0 elements 0..15); pmn only for weights with offsets. */
-typedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *m, const int64_t *s,
+typedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
                                       const int64_t *rnd, const int64_t *asum, int64_t T,
                                       int64_t K, const int8_t *wp, const int32_t *psc0,
                                       const int32_t *psc1, const int32_t *pmn, int64_t rows,
                                       int64_t *y, int nthreads);
 
 #define POAI_PACKED_FN(name)                                                                 \
-    void name(const int16_t *qa, const int64_t *m, const int64_t *s, const int64_t *rnd,     \
+    void name(const int16_t *qa, const int64_t *s, const int64_t *rnd,                       \
               const int64_t *asum, int64_t T, int64_t K, const int8_t *wp,                   \
               const int32_t *psc0, const int32_t *psc1, const int32_t *pmn, int64_t rows,    \
               int64_t *y, int nthreads)
@@ -72,7 +73,7 @@ POAI_PACKED_FN(poai_matmul_packed_avx2);
 POAI_PACKED_FN(poai_matmul_packed_avx512);
 
 /* Sum the 16 int64 lane terms of one row set into its P row results:
- * y_row = rshift_round(sum of the row's g lanes, 8). */
+ * y_row = rshift_round(sum of the row's g lanes, 7). */
 void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow);
 
 /* Benchmark probe: iters x 12 register-only vpdpbusd (AVX-512 VNNI only). */

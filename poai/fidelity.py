@@ -149,7 +149,7 @@ class FidelityReport:
             f"  top-1 agreement      {self.top1:.4%} ({self.agree}/{self.positions})",
             f"  disagreements        {self.disagreements}, of which near-ties"
             f" (reference top-2 gap < {self.near_tie_gap:g}): {self.near_tie_disagreements}",
-            f"  KL(reference||cand)  mean {self.kl_mean:.6f} nats, max {self.kl_max:.6f}"
+            f"  KL(reference||cand)  mean {self.kl_mean:.3g} nats, max {self.kl_max:.3g}"
             f" (position {self.kl_max_position})",
             f"  mean |logit diff|    {self.logit_absdiff_mean:.6f}",
             f"  time                 {self.wall_s:.1f} s ({self.candidate} {self.candidate_s:.1f} s,"

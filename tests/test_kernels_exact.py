@@ -54,27 +54,33 @@ def assert_same(a, b):
 
 
 def test_quantize_act_bounds_over_many_scales():
-    """|q| <= 32767 at every magnitude: the scale rounds up, never down."""
+    """|q| <= 32767 at every magnitude, and the scale 2**e is the smallest
+    power of two that allows it."""
     rng = _rng(5)
-    for bits in range(0, 31):
-        x = rng.integers(-(1 << bits), (1 << bits) + 1, size=(64, 32), dtype=np.int64)
-        x[:, 0] = (1 << bits) * rng.choice([-1, 1], size=64)   # amax exactly 2**bits
-        q, m, sh = ref.quantize_act(x)
-        assert np.abs(q.astype(np.int64)).max() <= 32767
-        assert (m < 1 << 16).all() and (sh >= 0).all()
-        # the dyadic scale is never below amax / 32767
+    for bits in range(0, 32):
+        hi = min(1 << bits, LIM)
+        x = rng.integers(-hi, hi + 1, size=(64, 32), dtype=np.int64)
+        x[:, 0] = hi * rng.choice([-1, 1], size=64)   # amax exactly 2**bits (or the limit)
+        q, e = ref.quantize_act(x)
+        assert q.dtype == np.int16 and np.abs(q.astype(np.int64)).max() <= 32767
+        assert ((-15 <= e) & (e <= 17)).all()
         amax = np.abs(x).max(axis=1)
-        assert ((m << sh) * 32767 >= amax << 24).all()
+        scale = np.where(e[:, 0] >= 0, 1 << np.maximum(e[:, 0], 0), 1)
+        # amax <= 32767 * 2**e, and not with e - 1 (unless e is the minimum)
+        assert np.all(np.where(e[:, 0] >= 0, amax <= 32767 * scale, amax << -np.minimum(e[:, 0], 0) <= 32767))
+        smaller = e[:, 0] - 1
+        fits_smaller = np.where(smaller >= 0, amax <= 32767 * (1 << np.maximum(smaller, 0)),
+                                (amax << np.maximum(-smaller, 0)) <= 32767)
+        assert not np.any(fits_smaller & (e[:, 0] > -15))
 
 
 def test_quantize_act(native_ops):
     rng = _rng(1)
     for x in (_activations(rng, 37, 96), _edge_activations(64), _activations(rng, 1, 32, 30)):
-        rq, rm, rs = ref.quantize_act(x)
-        nq, nm, ns = native_ops.quantize_act(x)
+        rq, re_ = ref.quantize_act(x)
+        nq, ne = native_ops.quantize_act(x)
         assert_same(rq, nq)
-        assert_same(rm, nm)
-        assert_same(rs, ns)
+        assert_same(re_, ne)
         assert rq.dtype == np.int16
         assert np.abs(rq.astype(np.int64)).max() <= 32767
 

@@ -1,13 +1,9 @@
 """Fixed-point primitives: the one rounding rule and the exact integer helpers.
 
-Every rounding of a value in the engine is *round to nearest, ties toward
-+infinity*:
+Every rounding in the engine is *round to nearest, ties toward +infinity*:
 
     rshift_round(x, s) = floor((x + 2**(s-1)) / 2**s)        (s >= 1)
     div_round(a, b)    = floor((2*a + b) / (2*b))            (b >= 1)
-
-The one exception is the activation block scale, which rounds *up*
-(``ceil_div``, ``rshift_ceil_var``) so that no quant can exceed ACT_QMAX.
 
 Both are written with arithmetic (flooring) shifts / floor division, which
 NumPy, Python and C (``>>`` on signed int64 is arithmetic with gcc/clang, and
@@ -29,6 +25,8 @@ VEC_FRAC_BITS = 24          # 1-D weights (norm gains, biases) in Q24
 UNIT_FRAC_BITS = 30         # tables in [0, 1]: exp2, sigmoid, rope cos/sin in Q30
 QBLOCK = 32                 # activation quantization block (elements)
 ACT_QMAX = 32767            # activation quants are int16 in [-32767, 32767]
+ACT_EXP_MIN = -15           # activation block scales are 2**e, e in [-15, 17] (Q16 units)
+ACT_EXP_MAX = 17
 # Bound on every weight block's L1 norm: max over rows j and 32-wide column
 # blocks a of sum_{i in a} |W[j, i]|, units 2**-24 (i.e. < 256.0).  With
 # |q| <= 2**15 it keeps a block's inner sum below 2**47 (see matmul).
@@ -61,17 +59,6 @@ def div_round(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray | int:
     Bound: callers keep |2a + b| < 2**63.
     """
     return (2 * a + b) // (2 * b)
-
-
-def ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray | int:
-    """ceil(a / b) for a >= 0, b >= 1 (the activation scale's rounding)."""
-    return -((-a) // b)
-
-
-def rshift_ceil_var(x: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """ceil(x / 2**s) elementwise for x >= 0, s >= 0."""
-    s = s.astype(np.int64)
-    return (x + (np.int64(1) << s) - 1) >> s
 
 
 def check_range(x: np.ndarray, bits: int, what: str) -> None:

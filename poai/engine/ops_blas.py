@@ -53,7 +53,7 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
     if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
         raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
-    q, m, sh = ref.quantize_act(x)
+    q, e = ref.quantize_act(x)
     bs, nw, per = w.block, k // w.block, QBLOCK // w.block
     qa = np.ascontiguousarray(q.reshape(t, nw, bs).transpose(1, 0, 2), dtype=np.float64)
     asum = q.reshape(t, nw, bs).astype(np.int64).sum(axis=2)          # [t, nw], < 2**20
@@ -67,6 +67,6 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         if w.minv is not None:
             inner += asum.T[:, :, None] * w.minv[r0:r1].T.astype(np.int64)[:, None, :]
         inner = inner.reshape(k // QBLOCK, per, t, r1 - r0).sum(axis=1)   # [blocks of 32, t, rows]
-        terms = rshift_round_var(inner * m.T[:, :, None], (40 - sh).T[:, :, None])
-        y[:, r0:r1] = rshift_round(terms.sum(axis=0), 8)
+        terms = rshift_round_var(inner, (17 - e).T[:, :, None])
+        y[:, r0:r1] = rshift_round(terms.sum(axis=0), 7)
     return y

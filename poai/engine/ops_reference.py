@@ -23,12 +23,10 @@ from poai.engine.fixedpoint import (
     SCALE_FRAC_BITS,
     UNIT_FRAC_BITS,
     bit_length_array,
-    ceil_div,
     check_range,
     div_round,
     isqrt_array,
     rshift_round,
-    rshift_ceil_var,
     rshift_round_var,
 )
 from poai.engine.gguf_convert import QuantMatrix
@@ -42,40 +40,34 @@ EXP_CLAMP_Q16 = -(64 << ACT_FRAC_BITS)   # exp(-64) * 2**30 < 2**-61: rounds to 
 
 # --- activation quantization ------------------------------------------------
 
-ACT_SCALE_BITS = 16    # mantissa bits of an activation block scale
 
+def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per token, per block of 32: x ~= q * 2**e, q int16 in [-32767, 32767].
 
-def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per token, per block of 32: x ~= q * d, q int16 in [-32767, 32767].
+    The block scale is the smallest power of two 2**e (Q16 units) with
+    amax <= 32767 * 2**e (amax = the block's largest |x|):
+        e = bitlen(amax) - 15, plus 1 if e > 0 and amax > 32767 << e
+            (amax = 0: e = -15; |x| < 2**31 gives e <= 17)
+        q = rshift_round(x, e)   if e > 0
+            x << -e              if e <= 0          |x << 15| < 2**46
+    |x| <= 32767 * 2**e, so |q| <= 32767 after rounding, and q keeps at
+    least 14 significant bits of the block's largest value.  Requires
+    |x| < 2**31.  Returns q int16 [T, K], e int64 [T, K/32] in [-15, 17].
 
-    The block scale is amax / 32767 (amax = the block's largest |x|) rounded
-    *up* to a 16-bit dyadic d = m * 2**(sh-24) (Q16 units), so that d >=
-    amax / 32767 and no quant can leave the int16 range:
-        r  = ceil_div(amax << 24, 32767)            0 <= r < 2**41
-        sh = max(bitlen(r) - 16, 0);  m = ceil(r / 2**sh)   (m == 2**16: m = 2**15, sh += 1)
-        q  = div_round(x << 24, m << sh)            |2(x<<24)| + (m<<sh) < 2**57
-    m << sh >= r >= amax * 2**24 / 32767, so |x << 24| / (m << sh) <= 32767
-    and the rounded |q| <= 32767.  sh lies in [0, 26].  A zero block has
-    q = 0, m = 0, sh = 0.  Requires |x| < 2**31.
-    Returns q int16 [T, K], m int64 [T, K/32], sh int64 [T, K/32].
-
-    (Protocol 1 used int8 quants, amax / 127; 16-bit activations make the
-    engine follow the float model to within its own noise — see
-    docs/ENGINE.md, "Fidelity".)
+    (Protocol 1 used int8 quants with a 16-bit scale mantissa; protocol 2
+    int16 quants with that mantissa.  A power-of-two scale needs no
+    division to quantize and no multiply per block in the matrix product.)
     """
     t, k = x.shape
     check_range(x, 31, "matmul input")
     xb = x.reshape(t, k // QBLOCK, QBLOCK)
     amax = np.abs(xb).max(axis=-1)
-    r = ceil_div(amax << 24, ACT_QMAX)
-    sh = np.maximum(bit_length_array(r) - ACT_SCALE_BITS, 0)
-    m = rshift_ceil_var(r, sh)
-    carry = m >> ACT_SCALE_BITS
-    m = np.where(carry > 0, m >> 1, m)
-    sh = sh + carry
-    den = np.where(amax == 0, 1, m << sh)
-    q = div_round(xb << 24, den[..., None])
-    return q.reshape(t, k).astype(np.int16), m, sh
+    e = bit_length_array(amax) - 15
+    bump = (e > 0) & (amax > (np.int64(ACT_QMAX) << np.maximum(e, 0)))
+    e = e + bump                      # in [ACT_EXP_MIN, ACT_EXP_MAX] by construction
+    ee = e[..., None]
+    q = np.where(ee > 0, rshift_round_var(xb, np.maximum(ee, 0)), xb << np.maximum(-ee, 0))
+    return q.reshape(t, k).astype(np.int16), e
 
 
 # --- matrix product ----------------------------------------------------------
@@ -84,29 +76,27 @@ def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     """y[t, j] = sum_i x[t, i] * W[j, i], Q16 in, Q16 out.
 
-    With q, m, sh = quantize_act(x), for every activation block a of 32 and
+    With q, e = quantize_act(x), for every activation block a of 32 and
     the weight blocks b (16 or 32 wide) inside it:
 
         isum[t,j,b]  = sum_{i in b} qw[j,i] * q[t,i]      |.| <= 32*128*32767 < 2**27
         asum[t,b]    = sum_{i in b} q[t,i]                |.| <= 32*32767 < 2**20
         inner[t,j,a] = sum_{b in a} scale[j,b]*isum + minv[j,b]*asum
                      = sum_{i in a} W[j,i] * q[t,i]       |.| <= 2**15 * l1blk < 2**47
-        acc[t,j]     = sum_a rshift_round(inner * m[t,a], 40 - sh[t,a])
-                                   |inner*m| < 2**63;  shift in [14, 40]
-        y[t,j]       = rshift_round(acc, 8)
+        acc[t,j]     = sum_a rshift_round(inner, 17 - e[t,a])      shift in [0, 32]
+        y[t,j]       = rshift_round(acc, 7)
 
     l1blk < 2**32 is the weight's largest 32-block L1 norm (QuantMatrix).
-    Each acc term is the block's contribution in units of 2**-24 (Q16 with
-    8 guard bits): inner * 2**-24 * d = inner * m * 2**(sh - 48), so
-    |term| <= 2**8 * (l1blk * 2**-24) * 2 * 2**31 + 1 < 2**48 and, with
-    K < 2**14 (< 2**9 blocks), |acc| < 2**57.
+    Each acc term is the block's contribution in Q16 with 7 guard bits:
+    inner * 2**-24 * 2**e * 2**7; |term| < 2**47 and, with K < 2**14
+    (< 2**9 blocks), |acc| < 2**56.
     """
     t, k = x.shape
     if k != w.cols:
         raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
     if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
         raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
-    q, m, sh = quantize_act(x)
+    q, e = quantize_act(x)
     bs = w.block
     qa = q.astype(np.float64)
     qw = w.q.astype(np.float64)
@@ -121,8 +111,8 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
             if w.minv is not None:
                 asum = q[:, lo:hi].astype(np.int64).sum(axis=1)
                 inner += asum[:, None] * w.minv[:, b].astype(np.int64)[None, :]
-        acc += rshift_round_var(inner * m[:, a][:, None], (40 - sh[:, a])[:, None])
-    return rshift_round(acc, 8)
+        acc += rshift_round_var(inner, (17 - e[:, a])[:, None])
+    return rshift_round(acc, 7)
 
 
 def embed(w: QuantMatrix, ids: np.ndarray) -> np.ndarray:
