@@ -28,7 +28,8 @@ bench:
 
 lint:
 	$(PYTHON) -m ruff check poai tests tools
-	$(PYTHON) -m cython -X language_level=3 --warning-errors -o /dev/null ext/_native.pyx
+	mkdir -p build
+	$(PYTHON) -m cython -X language_level=3 --warning-errors -o build/_native_lint.c ext/_native.pyx
 
 clean:
 	rm -rf build dist *.egg-info poai/*.so ext/_native.c .pytest_cache

@@ -40,6 +40,11 @@ cdef extern from "poai_kernels.h":
                        int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
                        int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
                        int64_t *scratch) nogil
+    int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,
+                             int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                             int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                             int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                             int64_t *scratch, int nthreads) nogil
     void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
                           const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
     int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
@@ -60,7 +65,7 @@ cdef extern from "poai_packed.h":
                            const int32_t *mn, int64_t rows, int64_t K, int8_t *wp,
                            int32_t *psc0, int32_t *psc1, int32_t *pmn) nogil
     void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                              int64_t *s, int64_t *rnd, int64_t *asum) nogil
+                              int64_t *s, int64_t *rnd, int64_t *asum, int nthreads) nogil
     void poai_matmul_packed_generic(const int16_t *qa, const int64_t *s,
                                     const int64_t *rnd, const int64_t *asum, int64_t T,
                                     int64_t K, const int8_t *wp, const int32_t *psc0,
@@ -235,6 +240,39 @@ def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30, i
 PACKED_VARIANTS = ("generic", "avx2", "avx512")
 
 
+def attention_batch(q, k, v, int64_t B, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30,
+                    int nthreads=1):
+    """B sequences stacked in q [B*T, H, hd], k, v [B*T, Hkv, hd].
+    Returns (out [B*T, H, hd], probs [B, n_sel, T, T] or None, status)."""
+    cdef cnp.ndarray[int64_t, ndim=3] qa = _c64(q)
+    cdef cnp.ndarray[int64_t, ndim=3] ka = _c64(k)
+    cdef cnp.ndarray[int64_t, ndim=3] va = _c64(v)
+    cdef cnp.ndarray[int64_t, ndim=1] ta = _c64(table)
+    cdef int64_t N = qa.shape[0], H = qa.shape[1], hd = qa.shape[2], Hkv = ka.shape[1]
+    if B < 1 or N % B or ka.shape[0] != N or va.shape[0] != N or va.shape[1] != Hkv \
+            or ka.shape[2] != hd or va.shape[2] != hd or Hkv == 0 or H % Hkv or N == 0:
+        raise ValueError("attention_batch: inconsistent shapes")
+    cdef int64_t T = N // B
+    if nthreads < 1:
+        nthreads = 1
+    cdef cnp.ndarray[int64_t, ndim=1] sa = _c64(sel if sel is not None else [])
+    cdef int64_t n_sel = sa.shape[0]
+    cdef cnp.ndarray[int64_t, ndim=3] out = np.empty((N, H, hd), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=4] pr = np.zeros((B, max(n_sel, 1), T, T), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=1] scratch = np.empty(nthreads * (2 * T + hd) + 1, dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=1] sel_pad = np.zeros(max(n_sel, 1), dtype=np.int64)
+    cdef int status = 0
+    cdef int64_t *prp = NULL
+    if n_sel:
+        sel_pad[:n_sel] = sa
+        prp = &pr[0, 0, 0, 0]
+    with nogil:
+        status = poai_attention_batch(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], B, T, H, Hkv, hd,
+                                      inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
+                                      &sel_pad[0], n_sel, prp, &scratch[0], nthreads)
+    return out, (pr[:, :n_sel] if sel is not None else None), status
+
+
 def cpu_supports(str variant):
     """Whether this CPU (and OS) can run a packed variant."""
     if variant == "generic":
@@ -289,11 +327,11 @@ def pack_weights(q, sc0, sc1, mn):
     return wp, outs[0], outs[1], outs[2]
 
 
-def quantize_packed(x):
+def quantize_packed(x, int nthreads=1):
     """(qa int16 [T, K] packed, s, rnd, asum int64 [T, 16 * K/32 / g])."""
     cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
     cdef int64_t T = xa.shape[0], K = xa.shape[1]
-    if K % 32 or K == 0:
+    if K % 32 or K == 0 or nthreads < 1:
         raise ValueError("K must be a positive multiple of 32")
     cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
     cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
@@ -302,27 +340,40 @@ def quantize_packed(x):
     cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
     if T:
         with nogil:
-            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0])
+            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0],
+                                 nthreads)
     return qa, s, rnd, asum
 
 
-def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
-    """y[T, rows] (Q16) = x[T, K] times a weight packed by pack_weights."""
-    cdef poai_matmul_packed_fn fn
+cdef poai_matmul_packed_fn _packed_fn(str variant) except NULL:
     if variant == "generic":
-        fn = poai_matmul_packed_generic
-    elif variant == "avx2" and poai_cpu_has_avx2():
-        fn = poai_matmul_packed_avx2
-    elif variant == "avx512" and poai_cpu_has_avx512():
-        fn = poai_matmul_packed_avx512
-    else:
-        raise ValueError(f"packed variant {variant!r} is not usable on this CPU")
-    cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
-    cdef int64_t T = xa.shape[0], K = xa.shape[1]
+        return poai_matmul_packed_generic
+    if variant == "avx2" and poai_cpu_has_avx2():
+        return poai_matmul_packed_avx2
+    if variant == "avx512" and poai_cpu_has_avx512():
+        return poai_matmul_packed_avx512
+    raise ValueError(f"packed variant {variant!r} is not usable on this CPU")
+
+
+def matmul_quantized(str variant, quantized, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
+    """y[T, rows] (Q16) from quantize_packed(x)'s output and a packed weight:
+    one quantization can serve every weight that reads the same x."""
+    cdef poai_matmul_packed_fn fn = _packed_fn(variant)
+    qa_o, s_o, rnd_o, asum_o = quantized
+    cdef cnp.ndarray[int16_t, ndim=2] qa = qa_o
+    cdef cnp.ndarray[int64_t, ndim=2] s = s_o
+    cdef cnp.ndarray[int64_t, ndim=2] rnd = rnd_o
+    cdef cnp.ndarray[int64_t, ndim=2] asum = asum_o
+    cdef int64_t T = qa.shape[0], K = qa.shape[1]
     if K % 32 or K == 0 or rows < 1 or nthreads < 1:
-        raise ValueError("matmul_packed: K must be a positive multiple of 32")
+        raise ValueError("matmul_quantized: K must be a positive multiple of 32")
     cdef int64_t g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
     cdef int64_t nl = (K // 32 // g) * 16
+    for arr in (qa, s, rnd, asum):
+        if not arr.flags.c_contiguous or arr.shape[0] != T:
+            raise ValueError("matmul_quantized: not the output of quantize_packed")
+    if s.shape[1] != nl or rnd.shape[1] != nl or asum.shape[1] != nl:
+        raise ValueError("matmul_quantized: not the output of quantize_packed")
     for arr, dt, width in ((wp, np.int8, nl * 32), (psc0, np.int32, nl), (psc1, np.int32, nl),
                            (pmn, np.int32, nl)):
         if arr is None:
@@ -339,15 +390,17 @@ def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthread
     cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, rows), dtype=np.int64)
     if T == 0:
         return y
-    cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
-    cdef cnp.ndarray[int64_t, ndim=2] s = np.empty((T, nl), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=2] rnd = np.empty((T, nl), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
     with nogil:
-        poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0])
-        fn(&qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, K, w, p0,
-           p1, pm, rows, &y[0, 0], nthreads)
+        fn(&qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, K, w, p0, p1, pm, rows, &y[0, 0],
+           nthreads)
     return y
+
+
+def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
+    """y[T, rows] (Q16) = x[T, K] times a weight packed by pack_weights."""
+    _packed_fn(variant)
+    return matmul_quantized(variant, quantize_packed(x, nthreads), rows, wp, psc0, psc1, pmn,
+                            nthreads)
 
 
 def vnni_probe(int64_t iters):

@@ -340,6 +340,32 @@ int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
     return status;
 }
 
+int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,
+                         int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t inv_sqrt_hd_q30,
+                         const int64_t *table, int64_t log2e_q30, int64_t *out,
+                         const int64_t *sel, int64_t n_sel, int64_t *probs, int64_t *scratch,
+                         int nthreads) {
+    int status = 0;
+    if (probs) memset(probs, 0, (size_t)(B * n_sel * T * T) * sizeof(int64_t));
+    /* (sequence, head) pairs are independent: each is computed by one thread. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1) reduction(|:status)
+    for (int64_t task = 0; task < B * H; task++) {
+        int64_t b = task / H, h = task % H;
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        int64_t *mine = scratch + (int64_t)tid * (2 * T + hd);
+        int64_t *slot = NULL;
+        for (int64_t s = 0; s < n_sel; s++)
+            if (sel[s] == h) slot = probs + (b * n_sel + s) * T * T;
+        status |= attention_head(q + b * T * H * hd, k + b * T * Hkv * hd, v + b * T * Hkv * hd, T,
+                                 H, Hkv, hd, h, inv_sqrt_hd_q30, table, log2e_q30,
+                                 out + b * T * H * hd, slot, mine, mine + T, mine + 2 * T);
+    }
+    return status;
+}
+
 int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
                    int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                    int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,

@@ -42,10 +42,12 @@ void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
 }
 
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *s, int64_t *rnd, int64_t *asum) {
+                          int64_t *s, int64_t *rnd, int64_t *asum, int nthreads) {
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
-    int16_t q[POAI_QBLOCK];
+    /* tokens are independent: any split gives the same bits */
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && T >= 8)
     for (int64_t t = 0; t < T; t++) {
+        int16_t q[POAI_QBLOCK];
         int16_t *d = qa + t * K;
         for (int64_t b = 0; b < nb; b++) {
             int64_t e;

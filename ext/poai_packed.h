@@ -50,7 +50,7 @@ void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
 /* Quantize x [T, K] (docs/ENGINE.md) into packed int16 quants qa [T*K] and
  * per-lane s, rnd, asum [T * ng * 16] (int64). */
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *s, int64_t *rnd, int64_t *asum);
+                          int64_t *s, int64_t *rnd, int64_t *asum, int nthreads);
 
 /* y[T, rows] from packed quants and packed weights; nthreads >= 1 splits
  * the row sets (the result does not depend on it).  psc1 is non-NULL only

@@ -64,6 +64,14 @@ def rope_for(model: CanonicalModel, n_pos: int) -> tuple[np.ndarray, np.ndarray]
     return cos[:n_pos], sin[:n_pos]
 
 
+def _matmuls(ops, x: np.ndarray, *weights) -> list[np.ndarray]:
+    """x times each weight; a backend with ``matmul_many`` quantizes x once."""
+    many = getattr(ops, "matmul_many", None)
+    if many is not None:
+        return many(x, weights)
+    return [ops.matmul(x, w) for w in weights]
+
+
 def run_forward(
     model: CanonicalModel,
     tokens: np.ndarray,
@@ -135,22 +143,17 @@ def run_forward_batch(
             v = qkv[:, 2 * d:].reshape(n, n_kv, hd)
         else:
             h = ops.rmsnorm(x, layer.attn_norm, cfg.eps_q32)
-            q = ops.matmul(h, layer.wq).reshape(n, n_head, hd)
-            k = ops.matmul(h, layer.wk).reshape(n, n_kv, hd)
-            v = ops.matmul(h, layer.wv).reshape(n, n_kv, hd)
+            q, k, v = _matmuls(ops, h, layer.wq, layer.wk, layer.wv)
+            q = q.reshape(n, n_head, hd)
+            k = k.reshape(n, n_kv, hd)
+            v = v.reshape(n, n_kv, hd)
             q = ops.rope(q, cos, sin, cfg.n_rot)
             k = ops.rope(k, cos, sin, cfg.n_rot)
         heads = attn_heads.get(li)
-        parts = []
-        for b in range(nb):
-            rows = slice(b * t, (b + 1) * t)
-            a_b, p_b = ops.attention(np.ascontiguousarray(q[rows]), np.ascontiguousarray(k[rows]),
-                                     np.ascontiguousarray(v[rows]), heads)
-            parts.append(a_b)
-            if heads:
-                for i, head in enumerate(heads):
-                    probs.setdefault((li, head), []).append(p_b[i])
-        a = parts[0] if nb == 1 else np.concatenate(parts, axis=0)
+        a, p_all = ops.attention_batch(q, k, v, nb, heads)   # p_all [B, len(heads), T, T]
+        if heads:
+            for i, head in enumerate(heads):
+                probs[(li, head)] = p_all[:, i]
         o = ops.matmul(a.reshape(n, cfg.d_model), layer.wo)
         if layer.wo_b is not None:
             o = ops.add_bias(o, layer.wo_b)
@@ -163,8 +166,7 @@ def run_forward_batch(
             f = ops.add_bias(ops.matmul(ops.gelu(u), layer.w_down), layer.w_down_b)
         else:
             h = ops.rmsnorm(x, layer.ffn_norm, cfg.eps_q32)
-            g = ops.matmul(h, layer.w_gate)
-            u = ops.matmul(h, layer.w_up)
+            g, u = _matmuls(ops, h, layer.w_gate, layer.w_up)
             f = ops.matmul(ops.silu_mul(g, u), layer.w_down)
         x = x + f
 
@@ -181,5 +183,4 @@ def run_forward_batch(
         logits = ops.matmul(sel, model.output).reshape(nb, len(rows_sel), -1)
     else:
         logits = None
-    stacked = {key: np.stack(ps) for key, ps in probs.items()}
-    return BatchResult(hidden=hidden, logits=logits, attn_probs=stacked)
+    return BatchResult(hidden=hidden, logits=logits, attn_probs=probs)

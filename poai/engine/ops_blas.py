@@ -31,6 +31,7 @@ silu_mul = ops_native.silu_mul
 gelu = ops_native.gelu
 rope = ops_native.rope
 attention = ops_native.attention
+attention_batch = ops_native.attention_batch
 quantize_act = ref.quantize_act
 
 _WF: dict = {}

@@ -90,3 +90,21 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None, threads: 
         # identical error (same message, same reason).
         return ref.attention(q, k, v, heads)
     return out, probs
+
+
+def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None,
+                    threads: int = 1):
+    """attention() of n_seq sequences stacked along the first axis, in one
+    call (parallel over sequence and head).  Returns (out, probs [n_seq,
+    len(heads), T, T] or None)."""
+    check_range(q, 24, "attention query")
+    check_range(k, 24, "attention key")
+    check_range(v, 31, "attention value")
+    table, log2e = _exp_consts()
+    sel = None if heads is None else np.asarray(list(heads), dtype=np.int64)
+    out, probs, status = _native.attention_batch(
+        q, k, v, n_seq, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e, threads
+    )
+    if status:
+        return ref.attention_batch(q, k, v, n_seq, heads)
+    return out, probs

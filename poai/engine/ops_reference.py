@@ -349,3 +349,16 @@ def _exact_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a few percent of the work); callers bound the result below 2**63.
     """
     return np.matmul(a, b.T)
+
+
+def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None):
+    """attention() of n_seq equal-length sequences stacked along axis 0."""
+    t = q.shape[0] // n_seq
+    outs, probs = [], []
+    for b in range(n_seq):
+        rows = slice(b * t, (b + 1) * t)
+        o, p = attention(np.ascontiguousarray(q[rows]), np.ascontiguousarray(k[rows]),
+                         np.ascontiguousarray(v[rows]), heads)
+        outs.append(o)
+        probs.append(p)
+    return np.concatenate(outs, axis=0), (None if heads is None else np.stack(probs))

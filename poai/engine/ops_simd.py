@@ -94,6 +94,9 @@ class PackedOps:
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None):
         return ops_native.attention(q, k, v, heads, self.threads)
 
+    def attention_batch(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None):
+        return ops_native.attention_batch(q, k, v, n_seq, heads, self.threads)
+
     def packed(self, w: QuantMatrix) -> PackedMatrix:
         """The packed form of ``w``, made once and kept while ``w`` lives."""
         key = id(w)
@@ -110,15 +113,27 @@ class PackedOps:
             self._packed[key] = (weakref.ref(w, forget), p)
         return p
 
-    def matmul(self, x: np.ndarray, w: QuantMatrix) -> np.ndarray:
+    def _check(self, x: np.ndarray, w: QuantMatrix) -> None:
         t, k = x.shape
         if k != w.cols:
             raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
         if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
             raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
-        check_range(x, 31, "matmul input")
         if k % QBLOCK:
             raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
-        p = self.packed(w)
-        return self._native.matmul_packed(self.variant, x, p.rows, p.wp, p.psc0, p.psc1, p.pmn,
-                                          self.threads)
+
+    def matmul(self, x: np.ndarray, w: QuantMatrix) -> np.ndarray:
+        return self.matmul_many(x, (w,))[0]
+
+    def matmul_many(self, x: np.ndarray, ws) -> list[np.ndarray]:
+        """x times each weight of ``ws``; x is quantized once for all of them."""
+        for w in ws:
+            self._check(x, w)
+        check_range(x, 31, "matmul input")
+        quantized = self._native.quantize_packed(x, self.threads)
+        out = []
+        for w in ws:
+            p = self.packed(w)
+            out.append(self._native.matmul_quantized(self.variant, quantized, p.rows, p.wp, p.psc0,
+                                                     p.psc1, p.pmn, self.threads))
+        return out
