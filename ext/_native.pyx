@@ -47,11 +47,6 @@ cdef extern from "poai_kernels.h":
                              int64_t *scratch, int nthreads) nogil
     void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
                           const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
-    int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
-                          int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                          int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
-                          int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
-                          int64_t *scratch, int nthreads) nogil
 
 cdef extern from "poai_packed.h":
     ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
@@ -204,40 +199,10 @@ def rope(x, cos, sin, int64_t n_rot):
 
 
 def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30, int nthreads=1):
-    """Returns (out, probs or None, status); status 1 = score out of range."""
-    cdef cnp.ndarray[int64_t, ndim=3] qa = _c64(q)
-    cdef cnp.ndarray[int64_t, ndim=3] ka = _c64(k)
-    cdef cnp.ndarray[int64_t, ndim=3] va = _c64(v)
-    cdef cnp.ndarray[int64_t, ndim=1] ta = _c64(table)
-    cdef int64_t T = qa.shape[0], H = qa.shape[1], hd = qa.shape[2], Hkv = ka.shape[1]
-    if ka.shape[0] != T or va.shape[0] != T or va.shape[1] != Hkv or ka.shape[2] != hd \
-            or va.shape[2] != hd or Hkv == 0 or H % Hkv:
-        raise ValueError("attention: inconsistent shapes")
-    cdef cnp.ndarray[int64_t, ndim=1] sa = _c64(sel if sel is not None else [])
-    cdef int64_t n_sel = sa.shape[0]
-    cdef cnp.ndarray[int64_t, ndim=3] out = np.empty((T, H, hd), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=3] pr = np.zeros((max(n_sel, 1), T, T), dtype=np.int64)
-    if nthreads < 1:
-        nthreads = 1
-    cdef cnp.ndarray[int64_t, ndim=1] scratch = np.empty(nthreads * (2 * T + hd) + 1, dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=1] sel_pad = np.zeros(max(n_sel, 1), dtype=np.int64)
-    cdef int status = 0
-    cdef int64_t *prp = NULL
-    if n_sel:
-        sel_pad[:n_sel] = sa
-        prp = &pr[0, 0, 0]
-    if T == 0:
-        return out, (pr[:n_sel] if sel is not None else None), 0
-    with nogil:
-        status = poai_attention_mt(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], T, H, Hkv, hd,
-                                   inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
-                                   &sel_pad[0], n_sel, prp, &scratch[0], nthreads)
-    return out, (pr[:n_sel] if sel is not None else None), status
-
-
-# --- packed matrix product (SIMD variants) ----------------------------------
-
-PACKED_VARIANTS = ("generic", "avx2", "avx512")
+    """One sequence: returns (out, probs [n_sel, T, T] or None, status);
+    status 1 = a score left its range."""
+    out, probs, status = attention_batch(q, k, v, 1, sel, inv_sqrt_hd_q30, table, log2e_q30, nthreads)
+    return out, (None if probs is None else probs[0]), status
 
 
 def attention_batch(q, k, v, int64_t B, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30,

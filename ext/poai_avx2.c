@@ -67,7 +67,7 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
                                   const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
                                   const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
-                                  const int64_t *const *asum, int64_t lanes[2][16]) {
+                                  const int64_t *const *asum, int64_t (*lanes)[16]) {
     __m256i acc[2][4];
     for (int u = 0; u < NT; u++)
         for (int q = 0; q < 4; q++) acc[u][q] = _mm256_setzero_si256();
@@ -105,59 +105,27 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
                                        const int32_t *sc0, const int32_t *sc1,                \
                                        const int32_t *mn,                                     \
                                        const int64_t *const *s, const int64_t *const *rnd,    \
-                                       const int64_t *const *asum, int64_t lanes[2][16]) {    \
+                                       const int64_t *const *asum, int64_t (*lanes)[16]) {     \
         rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
     }
 ROWSET_FN(16, 2) ROWSET_FN(16, 1) ROWSET_FN(8, 2) ROWSET_FN(8, 1) ROWSET_FN(4, 2)
 ROWSET_FN(4, 1) ROWSET_FN(2, 2) ROWSET_FN(2, 1) ROWSET_FN(1, 2) ROWSET_FN(1, 1)
 
-typedef void (*rowset_fn)(const int8_t *, int64_t, const int16_t *const *, const int32_t *,
-                          const int32_t *, const int32_t *, const int64_t *const *,
-                          const int64_t *const *, const int64_t *const *, int64_t[2][16]);
-
-#define RS_CHUNK 4
-#define T_TILE 32
-
-T256 POAI_PACKED_FN(poai_matmul_packed_avx2) {
-    int64_t nb = K / 32, g = poai_packed_group(K), ng = nb / g;
-    int64_t nrs = poai_packed_rowsets(rows, K);
-    rowset_fn f2, f1;
+/* g -> the inner kernels for that group size */
+static void pick(int64_t g, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
-    case 16: f2 = rowset_16_2; f1 = rowset_16_1; break;
-    case 8: f2 = rowset_8_2; f1 = rowset_8_1; break;
-    case 4: f2 = rowset_4_2; f1 = rowset_4_1; break;
-    case 2: f2 = rowset_2_2; f1 = rowset_2_1; break;
-    default: f2 = rowset_1_2; f1 = rowset_1_1; break;
+    case 16: *wide = rowset_16_2; *one = rowset_16_1; break;
+    case 8: *wide = rowset_8_2; *one = rowset_8_1; break;
+    case 4: *wide = rowset_4_2; *one = rowset_4_1; break;
+    case 2: *wide = rowset_2_2; *one = rowset_2_1; break;
+    default: *wide = rowset_1_2; *one = rowset_1_1; break;
     }
-    int64_t ntasks = (nrs + RS_CHUNK - 1) / RS_CHUNK;
-    /* Token tiles outermost: one tile's packed activations and per-lane data
-     * stay in L2 while every row chunk passes over them. */
-    for (int64_t t0 = 0; t0 < T; t0 += T_TILE) {
-    int64_t t1 = t0 + T_TILE < T ? t0 + T_TILE : T;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t c = 0; c < ntasks; c++) {
-        int64_t r0 = c * RS_CHUNK, r1 = r0 + RS_CHUNK < nrs ? r0 + RS_CHUNK : nrs;
-        for (int64_t t = t0; t < t1;) {
-            int nt = t1 - t >= 2 ? 2 : 1;
-            const int16_t *ar[2];
-            const int64_t *st[2], *rt[2], *at[2];
-            for (int u = 0; u < nt; u++) {
-                int64_t o = (t + u) * ng * 16;
-                ar[u] = qa + (t + u) * K;
-                st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
-            }
-            for (int64_t rs = r0; rs < r1; rs++) {
-                int64_t lanes[2][16];
-                int64_t wo = rs * ng * 16;
-                (nt == 2 ? f2 : f1)(wp + rs * ng * 512, ng, ar, psc0 + wo, psc1 ? psc1 + wo : 0,
-                                    pmn ? pmn + wo : 0, st, rt, at, lanes);
-                for (int u = 0; u < nt; u++)
-                    poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
-            }
-            t += nt;
-        }
-    }
-    }
+}
+
+POAI_PACKED_FN(poai_matmul_packed_avx2) {
+    poai_rowset_fn wide, one;
+    pick(poai_packed_group(K), &wide, &one);
+    poai_packed_drive(wide, 2, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx2) {

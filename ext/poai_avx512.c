@@ -60,7 +60,7 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
                                   const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
                                   const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
-                                  const int64_t *const *asum, int64_t lanes[4][16]) {
+                                  const int64_t *const *asum, int64_t (*lanes)[16]) {
     __m512i lo[4], hi[4];
     for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
     for (int64_t gi = 0; gi < ng; gi++) {
@@ -107,61 +107,27 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
                                        const int32_t *sc0, const int32_t *sc1,                \
                                        const int32_t *mn,                                     \
                                        const int64_t *const *s, const int64_t *const *rnd,    \
-                                       const int64_t *const *asum, int64_t lanes[4][16]) {    \
+                                       const int64_t *const *asum, int64_t (*lanes)[16]) {     \
         rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
     }
 ROWSET_FN(16, 4) ROWSET_FN(16, 1) ROWSET_FN(8, 4) ROWSET_FN(8, 1) ROWSET_FN(4, 4)
 ROWSET_FN(4, 1) ROWSET_FN(2, 4) ROWSET_FN(2, 1) ROWSET_FN(1, 4) ROWSET_FN(1, 1)
 
-typedef void (*rowset_fn)(const int8_t *, int64_t, const int16_t *const *, const int32_t *,
-                          const int32_t *, const int32_t *, const int64_t *const *,
-                          const int64_t *const *, const int64_t *const *, int64_t[4][16]);
-
-/* Row sets per task: their weights (rs_chunk * ng * 512 bytes) stay in L1/L2
- * while every token passes over them. */
-#define RS_CHUNK 4
-#define T_TILE 32
-
-T512 POAI_PACKED_FN(poai_matmul_packed_avx512) {
-    int64_t nb = K / 32, g = poai_packed_group(K), ng = nb / g;
-    int64_t nrs = poai_packed_rowsets(rows, K);
-    rowset_fn f4, f1;
+/* g -> the inner kernels for that group size */
+static void pick(int64_t g, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
-    case 16: f4 = rowset_16_4; f1 = rowset_16_1; break;
-    case 8: f4 = rowset_8_4; f1 = rowset_8_1; break;
-    case 4: f4 = rowset_4_4; f1 = rowset_4_1; break;
-    case 2: f4 = rowset_2_4; f1 = rowset_2_1; break;
-    default: f4 = rowset_1_4; f1 = rowset_1_1; break;
+    case 16: *wide = rowset_16_4; *one = rowset_16_1; break;
+    case 8: *wide = rowset_8_4; *one = rowset_8_1; break;
+    case 4: *wide = rowset_4_4; *one = rowset_4_1; break;
+    case 2: *wide = rowset_2_4; *one = rowset_2_1; break;
+    default: *wide = rowset_1_4; *one = rowset_1_1; break;
     }
-    int64_t ntasks = (nrs + RS_CHUNK - 1) / RS_CHUNK;
-    /* Token tiles outermost: one tile's packed activations and per-lane data
-     * stay in L2 while every row chunk passes over them. */
-    for (int64_t t0 = 0; t0 < T; t0 += T_TILE) {
-    int64_t t1 = t0 + T_TILE < T ? t0 + T_TILE : T;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t c = 0; c < ntasks; c++) {
-        int64_t r0 = c * RS_CHUNK, r1 = r0 + RS_CHUNK < nrs ? r0 + RS_CHUNK : nrs;
-        for (int64_t t = t0; t < t1;) {
-            int nt = t1 - t >= 4 ? 4 : 1;
-            const int16_t *ar[4];
-            const int64_t *st[4], *rt[4], *at[4];
-            for (int u = 0; u < nt; u++) {
-                int64_t o = (t + u) * ng * 16;
-                ar[u] = qa + (t + u) * K;
-                st[u] = s + o; rt[u] = rnd + o; at[u] = asum + o;
-            }
-            for (int64_t rs = r0; rs < r1; rs++) {
-                int64_t lanes[4][16];
-                int64_t wo = rs * ng * 16;
-                (nt == 4 ? f4 : f1)(wp + rs * ng * 512, ng, ar, psc0 + wo, psc1 ? psc1 + wo : 0,
-                                    pmn ? pmn + wo : 0, st, rt, at, lanes);
-                for (int u = 0; u < nt; u++)
-                    poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
-            }
-            t += nt;
-        }
-    }
-    }
+}
+
+POAI_PACKED_FN(poai_matmul_packed_avx512) {
+    poai_rowset_fn wide, one;
+    pick(poai_packed_group(K), &wide, &one);
+    poai_packed_drive(wide, 4, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }
 /* Peak int8 VNNI rate probe for the benchmark: iters x 12 independent
  * vpdpbusd on registers (64 u8*s8 MACs each); returns a value that depends

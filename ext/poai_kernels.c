@@ -315,31 +315,6 @@ static int attention_head(const int64_t *q, const int64_t *k, const int64_t *v, 
     return 0;
 }
 
-int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
-                      int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                      int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
-                      int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
-                      int64_t *scratch, int nthreads) {
-    int status = 0;
-    if (probs) memset(probs, 0, (size_t)(n_sel * T * T) * sizeof(int64_t));
-    /* Heads are independent; each thread uses its own 2T + hd slice of the
-     * scratch (nthreads * (2T + hd) values). */
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1) reduction(|:status)
-    for (int64_t h = 0; h < H; h++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        int64_t *mine = scratch + (int64_t)tid * (2 * T + hd);
-        int64_t *slot = NULL;
-        for (int64_t s = 0; s < n_sel; s++)
-            if (sel[s] == h) slot = probs + s * T * T;
-        status |= attention_head(q, k, v, T, H, Hkv, hd, h, inv_sqrt_hd_q30, table, log2e_q30,
-                                 out, slot, mine, mine + T, mine + 2 * T);
-    }
-    return status;
-}
-
 int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,
                          int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t inv_sqrt_hd_q30,
                          const int64_t *table, int64_t log2e_q30, int64_t *out,
@@ -371,6 +346,6 @@ int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
                    int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
                    int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
                    int64_t *scratch) {
-    return poai_attention_mt(q, k, v, T, H, Hkv, hd, inv_sqrt_hd_q30, table, log2e_q30, out, sel,
-                             n_sel, probs, scratch, 1);
+    return poai_attention_batch(q, k, v, 1, T, H, Hkv, hd, inv_sqrt_hd_q30, table, log2e_q30, out,
+                                sel, n_sel, probs, scratch, 1);
 }

@@ -64,16 +64,9 @@ int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
                     int64_t *scratch);
 
 /* Multi-threaded forms (OpenMP; same bits for any nthreads >= 1):
- * silu_mul over elements; attention over heads, with scratch of
- * nthreads * (2T + hd) int64. */
+ * silu_mul over elements. */
 void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
                       const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads);
-int poai_attention_mt(const int64_t *q, const int64_t *k, const int64_t *v,
-                      int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                      int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
-                      int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
-                      int64_t *scratch, int nthreads);
-
 /* B independent sequences of T positions (q [B*T, H, hd], k, v [B*T, Hkv, hd]);
  * probs: NULL or [B, n_sel, T, T]; parallel over (sequence, head). */
 int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,

@@ -81,6 +81,49 @@ void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t row
     }
 }
 
+#define RS_CHUNK 4   /* row sets per task: their weights stay in L1/L2 */
+#define T_TILE 32    /* tokens per tile: their packed activations stay in L2 */
+
+void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, const int16_t *qa,
+                       const int64_t *s, const int64_t *rnd, const int64_t *asum, int64_t T,
+                       int64_t K, const int8_t *wp, const int32_t *psc0, const int32_t *psc1,
+                       const int32_t *pmn, int64_t rows, int64_t *y, int nthreads) {
+    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
+    int64_t nrs = poai_packed_rowsets(rows, K);
+    int64_t ntasks = (nrs + RS_CHUNK - 1) / RS_CHUNK;
+    /* Every output value is computed by exactly one task, in a fixed order:
+     * the result does not depend on nthreads. */
+    for (int64_t t0 = 0; t0 < T; t0 += T_TILE) {
+        int64_t t1 = t0 + T_TILE < T ? t0 + T_TILE : T;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (int64_t c = 0; c < ntasks; c++) {
+            int64_t r0 = c * RS_CHUNK, r1 = r0 + RS_CHUNK < nrs ? r0 + RS_CHUNK : nrs;
+            for (int64_t t = t0; t < t1;) {
+                int nt = t1 - t >= nt_wide ? nt_wide : 1;
+                const int16_t *ar[4];
+                const int64_t *st[4], *rt[4], *at[4];
+                for (int u = 0; u < nt; u++) {
+                    int64_t o = (t + u) * ng * POAI_LANES;
+                    ar[u] = qa + (t + u) * K;
+                    st[u] = s + o;
+                    rt[u] = rnd + o;
+                    at[u] = asum + o;
+                }
+                for (int64_t rs = r0; rs < r1; rs++) {
+                    int64_t lanes[4][16];
+                    int64_t wo = rs * ng * POAI_LANES;
+                    (nt == nt_wide ? wide : one)(wp + rs * ng * 512, ng, ar, psc0 + wo,
+                                                 psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0, st, rt,
+                                                 at, lanes);
+                    for (int u = 0; u < nt; u++)
+                        poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
+                }
+                t += nt;
+            }
+        }
+    }
+}
+
 /* Portable C over the packed layout: the definition, lane by lane. */
 POAI_PACKED_FN(poai_matmul_packed_generic) {
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;

@@ -72,6 +72,22 @@ POAI_PACKED_FN(poai_matmul_packed_generic);
 POAI_PACKED_FN(poai_matmul_packed_avx2);
 POAI_PACKED_FN(poai_matmul_packed_avx512);
 
+/* A variant's inner kernel: one row set (its weights w, ng groups) against
+ * nt tokens (a[u], s[u], rnd[u], asum[u] for u < nt); writes the 16 int64
+ * lane sums of each token to lanes[u]. */
+typedef void (*poai_rowset_fn)(const int8_t *w, int64_t ng, const int16_t *const *a,
+                               const int32_t *sc0, const int32_t *sc1, const int32_t *mn,
+                               const int64_t *const *s, const int64_t *const *rnd,
+                               const int64_t *const *asum, int64_t (*lanes)[16]);
+
+/* The shared driver of the SIMD variants: token tiles, OpenMP over chunks
+ * of row sets, `wide` (taking nt_wide tokens, at most 4) and `one` (1 token)
+ * inner kernels for the matrix's group size. */
+void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, const int16_t *qa,
+                       const int64_t *s, const int64_t *rnd, const int64_t *asum, int64_t T,
+                       int64_t K, const int8_t *wp, const int32_t *psc0, const int32_t *psc1,
+                       const int32_t *pmn, int64_t rows, int64_t *y, int nthreads);
+
 /* Sum the 16 int64 lane terms of one row set into its P row results:
  * y_row = rshift_round(sum of the row's g lanes, 7). */
 void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow);

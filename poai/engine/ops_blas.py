@@ -15,9 +15,8 @@ import numpy as np
 
 from poai.engine import ops_native
 from poai.engine import ops_reference as ref
-from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, QBLOCK, rshift_round, rshift_round_var
+from poai.engine.fixedpoint import QBLOCK, rshift_round, rshift_round_var
 from poai.engine.gguf_convert import QuantMatrix
-from poai.errors import EngineRangeError
 
 NAME = "blas-f64"
 ROW_CHUNK = 4096   # bounds the [blocks, T, rows] float64 temporary
@@ -50,10 +49,7 @@ def _weights_f64(w: QuantMatrix) -> np.ndarray:
 
 def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     t, k = x.shape
-    if k != w.cols:
-        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
-        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
+    ref.check_matmul(x, w)
     q, e = ref.quantize_act(x)
     bs, nw, per = w.block, k // w.block, QBLOCK // w.block
     qa = np.ascontiguousarray(q.reshape(t, nw, bs).transpose(1, 0, 2), dtype=np.float64)

@@ -12,10 +12,9 @@ import numpy as np
 
 from poai.engine import ops_reference as ref
 from poai.engine import tables
-from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, check_range
+from poai.engine.fixedpoint import check_range
 from poai.engine.gguf_convert import QuantMatrix
 from poai.engine.kernels import native_module
-from poai.errors import EngineRangeError
 
 NAME = "scalar"
 _native = native_module()
@@ -34,12 +33,7 @@ def quantize_act(x: np.ndarray):
 
 
 def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
-    t, k = x.shape
-    if k != w.cols:
-        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
-        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
-    check_range(x, 31, "matmul input")
+    ref.check_matmul(x, w)
     return _native.matmul(x, w.q, w.scale, w.minv, w.block)
 
 
@@ -77,19 +71,8 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> np.ndar
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None, threads: int = 1):
-    check_range(q, 24, "attention query")
-    check_range(k, 24, "attention key")
-    check_range(v, 31, "attention value")
-    table, log2e = _exp_consts()
-    sel = None if heads is None else np.asarray(list(heads), dtype=np.int64)
-    out, probs, status = _native.attention(
-        q, k, v, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e, threads
-    )
-    if status:
-        # A score left its proven range: let the reference raise the
-        # identical error (same message, same reason).
-        return ref.attention(q, k, v, heads)
-    return out, probs
+    out, probs = attention_batch(q, k, v, 1, heads, threads)
+    return out, (None if probs is None else probs[0])
 
 
 def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None,
@@ -97,14 +80,14 @@ def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, hea
     """attention() of n_seq sequences stacked along the first axis, in one
     call (parallel over sequence and head).  Returns (out, probs [n_seq,
     len(heads), T, T] or None)."""
-    check_range(q, 24, "attention query")
-    check_range(k, 24, "attention key")
-    check_range(v, 31, "attention value")
+    ref.check_attention(q, k, v)
     table, log2e = _exp_consts()
     sel = None if heads is None else np.asarray(list(heads), dtype=np.int64)
     out, probs, status = _native.attention_batch(
         q, k, v, n_seq, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e, threads
     )
     if status:
+        # A score left its proven range: let the reference raise the
+        # identical error (same message, same reason).
         return ref.attention_batch(q, k, v, n_seq, heads)
     return out, probs

@@ -73,6 +73,25 @@ def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- matrix product ----------------------------------------------------------
 
 
+def check_matmul(x: np.ndarray, w: QuantMatrix) -> None:
+    """The checks every kernel makes before a matrix product (same errors)."""
+    k = x.shape[1]
+    if k != w.cols:
+        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
+    if k % QBLOCK:
+        raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
+    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
+        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
+    check_range(x, 31, "matmul input")
+
+
+def check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+    """Input ranges of attention (same errors under every kernel)."""
+    check_range(q, 24, "attention query")
+    check_range(k, 24, "attention key")
+    check_range(v, 31, "attention value")
+
+
 def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     """y[t, j] = sum_i x[t, i] * W[j, i], Q16 in, Q16 out.
 
@@ -92,10 +111,7 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     (< 2**9 blocks), |acc| < 2**56.
     """
     t, k = x.shape
-    if k != w.cols:
-        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
-        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
+    check_matmul(x, w)
     q, e = quantize_act(x)
     bs = w.block
     qa = q.astype(np.float64)

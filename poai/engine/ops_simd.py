@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from poai.engine import ops_native
-from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, QBLOCK, check_range
+from poai.engine import ops_reference as ref
 from poai.engine.gguf_convert import QuantMatrix
 from poai.engine.kernels import native_module
-from poai.errors import EngineRangeError
 
 THREADS_ENV = "POAI_THREADS"
 
@@ -113,23 +112,13 @@ class PackedOps:
             self._packed[key] = (weakref.ref(w, forget), p)
         return p
 
-    def _check(self, x: np.ndarray, w: QuantMatrix) -> None:
-        t, k = x.shape
-        if k != w.cols:
-            raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-        if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
-            raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
-        if k % QBLOCK:
-            raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
-
     def matmul(self, x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         return self.matmul_many(x, (w,))[0]
 
     def matmul_many(self, x: np.ndarray, ws) -> list[np.ndarray]:
         """x times each weight of ``ws``; x is quantized once for all of them."""
         for w in ws:
-            self._check(x, w)
-        check_range(x, 31, "matmul input")
+            ref.check_matmul(x, w)
         quantized = self._native.quantize_packed(x, self.threads)
         out = []
         for w in ws:
