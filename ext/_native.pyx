@@ -29,24 +29,17 @@ cdef extern from "poai_kernels.h":
     void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
                         const int64_t *b, int64_t eps_q32, int64_t *y) nogil
     int64_t poai_exp_q30(int64_t z, const int64_t *table, int64_t log2e_q30) nogil
-    void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
-                       const int64_t *table, int64_t log2e_q30, int64_t *out) nogil
     void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_q30,
                    int64_t cubic_q30, int64_t scale_q30, int64_t *out) nogil
     void poai_rope(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
                    const int64_t *cos_t, const int64_t *sin_t) nogil
-    int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
-                       int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                       int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
-                       int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
-                       int64_t *scratch) nogil
     int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,
                              int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                              int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
                              int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
                              int64_t *scratch, int nthreads) nogil
-    void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
-                          const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
+    void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
+                       const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
 
 cdef extern from "poai_packed.h":
     ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
@@ -170,8 +163,8 @@ def silu_mul(gate, up, table, int64_t log2e_q30, int nthreads=1):
     cdef cnp.ndarray[int64_t, ndim=1] out = np.empty_like(ga)
     if ga.shape[0]:
         with nogil:
-            poai_silu_mul_mt(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0],
-                             max(nthreads, 1))
+            poai_silu_mul(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0],
+                          max(nthreads, 1))
     return out.reshape(np.shape(gate))
 
 

@@ -224,19 +224,14 @@ static inline int64_t sigmoid_q30(int64_t x, const int64_t *table, int64_t log2e
     return div_round(e << UNIT_FRAC, den);
 }
 
-void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
-                      const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) {
+void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
+                   const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n >= 4096)
     for (int64_t i = 0; i < n; i++) {
         int64_t g = gate[i];
         int64_t silu = rshift_round(g * sigmoid_q30(g, table, log2e_q30), UNIT_FRAC);
         out[i] = rshift_round(silu * up[i], ACT_FRAC); /* |silu|, |up| < 2^31 */
     }
-}
-
-void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
-                   const int64_t *table, int64_t log2e_q30, int64_t *out) {
-    poai_silu_mul_mt(gate, up, n, table, log2e_q30, out, 1);
 }
 
 void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_q30,
@@ -339,13 +334,4 @@ int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, i
                                  out + b * T * H * hd, slot, mine, mine + T, mine + 2 * T);
     }
     return status;
-}
-
-int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
-                   int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                   int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
-                   int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
-                   int64_t *scratch) {
-    return poai_attention_batch(q, k, v, 1, T, H, Hkv, hd, inv_sqrt_hd_q30, table, log2e_q30, out,
-                                sel, n_sel, probs, scratch, 1);
 }

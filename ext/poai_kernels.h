@@ -40,9 +40,10 @@ void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
 /* exp(z) in Q30 for z <= 0 (Q16); table = 1025 entries of 2^(i/1024) Q30. */
 int64_t poai_exp_q30(int64_t z, const int64_t *table, int64_t log2e_q30);
 
-/* out = silu(gate) * up, elementwise over n values. */
+/* out = silu(gate) * up, elementwise over n values; OpenMP over elements
+ * (same bits for any nthreads >= 1). */
 void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
-                   const int64_t *table, int64_t log2e_q30, int64_t *out);
+                   const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads);
 
 /* GELU (tanh form), elementwise. */
 void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_q30,
@@ -52,23 +53,12 @@ void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_
 void poai_rope(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
                const int64_t *cos_t, const int64_t *sin_t);
 
-/* Causal grouped-query attention of one sequence.
- * q [T, H, hd], k and v [T, Hkv, hd]; out [T, H, hd].
- * probs: NULL or [n_sel, T, T] filled (zeros above the diagonal) for the
- * query heads listed in sel[n_sel].  scratch: 2*T + hd int64.
- * Returns 1 (and stops) if a scaled score leaves |s16| < 2^31, else 0. */
-int poai_attention(const int64_t *q, const int64_t *k, const int64_t *v,
-                    int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                    int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
-                    int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
-                    int64_t *scratch);
-
-/* Multi-threaded forms (OpenMP; same bits for any nthreads >= 1):
- * silu_mul over elements. */
-void poai_silu_mul_mt(const int64_t *gate, const int64_t *up, int64_t n,
-                      const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads);
-/* B independent sequences of T positions (q [B*T, H, hd], k, v [B*T, Hkv, hd]);
- * probs: NULL or [B, n_sel, T, T]; parallel over (sequence, head). */
+/* Causal grouped-query attention of B independent sequences of T positions:
+ * q [B*T, H, hd], k and v [B*T, Hkv, hd]; out [B*T, H, hd].
+ * probs: NULL or [B, n_sel, T, T] filled (zeros above the diagonal) for the
+ * query heads listed in sel[n_sel].  scratch: nthreads * (2T + hd) int64.
+ * OpenMP over (sequence, head) pairs; same bits for any nthreads >= 1.
+ * Returns 1 if a scaled score leaves |s16| < 2^31, else 0. */
 int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,
                          int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t inv_sqrt_hd_q30,
                          const int64_t *table, int64_t log2e_q30, int64_t *out,

@@ -25,8 +25,6 @@ VEC_FRAC_BITS = 24          # 1-D weights (norm gains, biases) in Q24
 UNIT_FRAC_BITS = 30         # tables in [0, 1]: exp2, sigmoid, rope cos/sin in Q30
 QBLOCK = 32                 # activation quantization block (elements)
 ACT_QMAX = 32767            # activation quants are int16 in [-32767, 32767]
-ACT_EXP_MIN = -15           # activation block scales are 2**e, e in [-15, 17] (Q16 units)
-ACT_EXP_MAX = 17
 # Bound on every weight block's L1 norm: max over rows j and 32-wide column
 # blocks a of sum_{i in a} |W[j, i]|, units 2**-24 (i.e. < 256.0).  With
 # |q| <= 2**15 it keeps a block's inner sum below 2**47 (see matmul).

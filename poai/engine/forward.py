@@ -40,9 +40,6 @@ class BatchResult:
     logits: np.ndarray | None       # [B, len(logit_rows), V], or None
     attn_probs: dict                # {(layer, head): [B, T, T]}
 
-    def __len__(self) -> int:
-        return int(self.hidden.shape[0])
-
     def item(self, b: int) -> ForwardResult:
         """Sequence b's result, exactly what run_forward gives for it alone."""
         return ForwardResult(

@@ -64,7 +64,7 @@ def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     amax = np.abs(xb).max(axis=-1)
     e = bit_length_array(amax) - 15
     bump = (e > 0) & (amax > (np.int64(ACT_QMAX) << np.maximum(e, 0)))
-    e = e + bump                      # in [ACT_EXP_MIN, ACT_EXP_MAX] by construction
+    e = e + bump                      # in [-15, 17] by construction
     ee = e[..., None]
     q = np.where(ee > 0, rshift_round_var(xb, np.maximum(ee, 0)), xb << np.maximum(-ee, 0))
     return q.reshape(t, k).astype(np.int16), e
@@ -73,15 +73,17 @@ def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- matrix product ----------------------------------------------------------
 
 
-def check_matmul(x: np.ndarray, w: QuantMatrix) -> None:
-    """The checks every kernel makes before a matrix product (same errors)."""
+def check_matmul(x: np.ndarray, *weights: QuantMatrix) -> None:
+    """The checks every kernel makes before x times each of ``weights``
+    (same errors everywhere); x's range is checked once for all of them."""
     k = x.shape[1]
-    if k != w.cols:
-        raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
-    if k % QBLOCK:
-        raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
-    if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
-        raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
+    for w in weights:
+        if k != w.cols:
+            raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
+        if k % QBLOCK:
+            raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
+        if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
+            raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
     check_range(x, 31, "matmul input")
 
 

@@ -117,8 +117,7 @@ class PackedOps:
 
     def matmul_many(self, x: np.ndarray, ws) -> list[np.ndarray]:
         """x times each weight of ``ws``; x is quantized once for all of them."""
-        for w in ws:
-            ref.check_matmul(x, w)
+        ref.check_matmul(x, *ws)
         quantized = self._native.quantize_packed(x, self.threads)
         out = []
         for w in ws:
