@@ -99,3 +99,63 @@ class ConversionMismatchError(EngineError):
 
 class TokenizerError(EngineError):
     reason = "tokenizer-error"
+
+
+# --- chain: consensus validation (pure, no I/O) -----------------------------
+
+
+class ChainError(PoaiError):
+    reason = "chain-error"
+
+
+class ValidationError(ChainError):
+    """A block, header or transaction breaks a consensus rule.
+
+    ``reason`` is one of the stable strings listed in docs/PROTOCOL.md; tests
+    and peers rely on it, so it never changes for the same rule.
+    """
+
+    reason = "invalid"
+
+
+class DecodeError(ValidationError):
+    """Bytes that are not the canonical encoding of the object they claim to be."""
+
+    reason = "malformed"
+
+
+class TxError(ValidationError):
+    """A transaction that is invalid on its own or against the state."""
+
+    reason = "tx-invalid"
+
+
+class MempoolError(ChainError):
+    """A valid transaction the mempool declines (full, fee too low, ...)."""
+
+    reason = "mempool-reject"
+
+
+class StoreError(PoaiError):
+    """The block store: an unopenable, foreign or inconsistent database."""
+
+    reason = "store-error"
+
+
+# --- wallet: keys and keystores ---------------------------------------------
+
+
+class WalletError(PoaiError):
+    reason = "wallet-error"
+
+
+class AddressError(WalletError):
+    """Not a 20-byte hex address, or a mixed-case one whose EIP-55 checksum fails."""
+
+    reason = "bad-address"
+
+
+class KeystoreError(WalletError):
+    """A keystore file that is malformed, or a wrong password."""
+
+    reason = "keystore-error"
