@@ -1,0 +1,427 @@
+"""Chain commands: init, mine, chain info|block|verify, balance, send, tx submit, quiz."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from poai.cli.common import DATA_DIR, datadir, format_amount, parse_amount, password
+from poai.errors import PoaiError
+
+console = Console()
+chain_app = typer.Typer(help="Inspect and verify the local chain.", no_args_is_help=True)
+tx_app = typer.Typer(help="Transactions.", no_args_is_help=True)
+PASSWORD_FILE = typer.Option(None, "--password-file", help="read the key password from this file")
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _checksum(addr: bytes) -> str:
+    from poai.wallet.keys import to_checksum_address
+
+    return to_checksum_address(addr)
+
+
+def init(
+    network: str = typer.Option("dev", "--network", "-n", help="dev | test | main"),
+    model: str = typer.Option(None, "--model", "-m", help="check that this vetted model is present"),
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """Create a data directory for a network, with its genesis block."""
+    dd = datadir(data_dir)
+    params, store, chain = dd.open_chain(create=True, network=network)
+    if model is not None:
+        from poai.models.registry import load_registry, resolve_model_file
+
+        entry = load_registry().get(model)
+        if entry.sha256 not in params.models:
+            raise PoaiError(
+                f"{entry.name} is not vetted for the {params.name} network", reason="unvetted-model"
+            )
+        resolve_model_file(entry.name)
+    tip = chain.tip()
+    console.print(
+        f"[bold]{params.name}[/] network (chain id {params.chain_id}) in {dd.path}; "
+        f"genesis {chain.genesis.id.hex()[:16]}…, height {tip.height}"
+    )
+
+
+def _miner_address(dd, address: str | None) -> bytes:
+    from poai.wallet.keys import parse_address
+
+    if address is not None:
+        return parse_address(address)
+    ks = dd.keystore()
+    addrs = ks.addresses()
+    if addrs:
+        return addrs[0]
+    import os
+
+    pw = os.environ.get("POAI_PASSWORD", "")
+    addr = ks.new(pw)
+    note = "the password in $POAI_PASSWORD" if pw else "an EMPTY password (set $POAI_PASSWORD to choose one)"
+    console.print(f"created miner key [bold]{_checksum(addr)}[/] in {ks.path_for(addr).parent} with {note}")
+    return addr
+
+
+def mine(
+    model: str = typer.Option(None, "--model", "-m", help="vetted model (default: the network's first)"),
+    blocks: int = typer.Option(None, "--blocks", "-b", min=1, help="stop after this many blocks"),
+    address: str = typer.Option(None, "--address", "-a", help="reward address (default: first key)"),
+    threads: int = typer.Option(
+        None, "--threads", "-t", min=1, help="inference threads (default: all cores)"
+    ),
+    batch: int = typer.Option(4, "--batch", min=1, max=64, help="attempts per forward pass"),
+    network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
+    kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """Mine blocks on the local chain (a fresh data directory is initialised)."""
+    import os
+
+    if threads is not None:
+        os.environ["POAI_THREADS"] = str(threads)
+    from poai import engine
+    from poai.chain.difficulty import compact_to_target
+    from poai.models.registry import load_registry
+    from poai.node.chainstate import ModelCache
+    from poai.node.mempool import Mempool
+    from poai.node.miner import Miner
+
+    dd = datadir(data_dir)
+    params = dd.init(network)
+    reg = load_registry()
+    entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
+    if entry.sha256 not in params.models:
+        raise PoaiError(f"{entry.name} is not vetted for the {params.name} network", reason="unvetted-model")
+    m = engine.load(entry.name, kernel=kernel)
+    models = ModelCache(kernel)
+    models.put(entry.sha256, m)
+    params, store, chain = dd.open_chain(models=models)
+    addr = _miner_address(dd, address)
+    miner = Miner(chain, m, addr, mempool=Mempool(store, params), batch=batch)
+    console.print(
+        f"mining on [bold]{params.name}[/] with {entry.name} ({m.kernel} kernel, batch {batch}) "
+        f"to {_checksum(addr)}; Ctrl-C stops"
+    )
+
+    def view(stats) -> Table:
+        t = Table.grid(padding=(0, 2))
+        target = compact_to_target(stats.bits) if stats.bits else 0
+        odds = (1 << 256) // (target + 1) if target else 0
+        t.add_row(
+            "height", str(stats.height), "attempts", str(stats.attempts), "attempts/s", f"{stats.rate:.2f}"
+        )
+        t.add_row(
+            "bits",
+            f"{stats.bits:#010x}",
+            "1 in",
+            str(odds),
+            "found",
+            f"{len(stats.blocks)}" + (f"/{blocks}" if blocks else ""),
+        )
+        return t
+
+    from poai.node.miner import MinerStats
+
+    found_before = [0]
+    with Live(view(MinerStats()), console=console, refresh_per_second=4, transient=False) as live:
+
+        def progress(stats) -> None:
+            live.update(view(stats))
+            while found_before[0] < len(stats.blocks):
+                b = stats.blocks[found_before[0]]
+                found_before[0] += 1
+                live.console.print(
+                    f"block {b.height} {b.id.hex()[:16]}… {len(b.txs)} tx, seal {stats.last_seal_s:.2f} s"
+                )
+
+        try:
+            stats = miner.mine(blocks=blocks, on_progress=progress)
+        except KeyboardInterrupt:
+            console.print("stopped")
+            return
+    console.print(
+        f"found {len(stats.blocks)} block(s) in {stats.seconds:.1f} s, {stats.attempts} attempts, "
+        f"{stats.rate:.2f} attempts/s; tip {chain.tip().height}"
+    )
+
+
+@chain_app.command("info")
+def info(data_dir: Path = DATA_DIR) -> None:
+    """The tip, difficulty and sizes of the local chain."""
+    from poai.chain.difficulty import compact_to_target
+    from poai.node.mempool import Mempool
+
+    params, store, chain = datadir(data_dir).open_chain()
+    tip = chain.tip()
+    nxt = chain.next_bits(tip)
+    t = Table.grid(padding=(0, 2))
+    for k, v in (
+        ("network", f"{params.name} (chain id {params.chain_id})"),
+        ("height", str(tip.height)),
+        ("tip", tip.id.hex()),
+        ("time", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(tip.time))),
+        ("chain work", str(tip.work)),
+        ("next bits", f"{nxt:#010x} (1 in {(1 << 256) // (compact_to_target(nxt) + 1)})"),
+        ("blocks stored", str(store.block_count())),
+        ("mempool", str(len(Mempool(store, params)))),
+    ):
+        t.add_row(k, v)
+    console.print(t)
+
+
+def _find_block(chain, ref: str):
+    if ref.isdigit():
+        bid = chain.store.main_id(int(ref))
+        if bid is None:
+            raise PoaiError(f"no block at height {ref}", reason="not-found")
+    else:
+        try:
+            bid = bytes.fromhex(ref.removeprefix("0x"))
+        except ValueError:
+            raise PoaiError(f"{ref!r} is neither a height nor a block id", reason="bad-block-ref") from None
+    block = chain.block(bid)
+    if block is None:
+        raise PoaiError(f"no block {ref}", reason="not-found")
+    return block
+
+
+@chain_app.command("block")
+def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_dir: Path = DATA_DIR) -> None:
+    """Show a block: header fields, coinbase and transactions."""
+    from poai.chain.tx import decode_tx
+
+    params, store, chain = datadir(data_dir).open_chain()
+    b = _find_block(chain, ref)
+    h = b.header
+    t = Table.grid(padding=(0, 2))
+    for k, v in (
+        ("id", h.id.hex()),
+        ("height", str(h.height)),
+        ("prev", h.prev_hash.hex()),
+        ("time", f"{h.time} ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(h.time))})"),
+        ("bits", f"{h.bits:#010x}"),
+        ("model", h.model.hex()),
+        ("miner", _checksum(h.miner)),
+        ("nonce", str(h.nonce)),
+        ("seal", str(h.seal)),
+        ("proof", h.proof.hex()),
+        ("tx root", h.tx_root.hex()),
+        ("state root", h.state_root.hex()),
+        ("coinbase", f"{format_amount(b.coinbase.value)} to {_checksum(b.coinbase.miner)}"),
+    ):
+        t.add_row(k, v)
+    console.print(t)
+    for raw in b.txs:
+        tx = decode_tx(raw, params.chain_id)
+        console.print(
+            f"  tx {_hex(tx.hash)} {_checksum(tx.sender)} -> {_checksum(tx.to)} "
+            f"{format_amount(tx.value)} (fee {format_amount(tx.fee)})"
+        )
+
+
+@chain_app.command("verify")
+def verify(
+    start: int = typer.Option(1, "--from", min=1, help="first height to re-verify"),
+    kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel"),
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """Re-check every main-chain block from its stored bytes, inference included;
+    name the first bad block."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from poai.node.chainstate import ModelCache
+    from poai.node.verify import verify_chain
+
+    params, store, chain = datadir(data_dir).open_chain(models=ModelCache(kernel))
+    tip = chain.tip()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("verifying", total=tip.height)
+        bad = verify_chain(chain, on_block=lambda h: progress.update(task, completed=h))
+    if bad is not None:
+        height, block_id, reason, message = bad
+        console.print(f"[bold red]block {height} ({block_id.hex()}) is invalid: {reason}[/] — {message}")
+        raise typer.Exit(1)
+    console.print(f"[green]all {tip.height} blocks verified[/] (tip {tip.id.hex()[:16]}…)")
+
+
+def balance(address: str = typer.Argument(..., help="0x address"), data_dir: Path = DATA_DIR) -> None:
+    """An address's spendable balance, immature mining rewards and nonce."""
+    from poai.wallet.keys import parse_address
+
+    addr = parse_address(address)
+    dd = datadir(data_dir)
+    from poai.store import Store
+
+    params = dd.params()
+    store = Store(dd.db_path, readonly=True)
+    acc = store.account(addr)
+    tip = store.tip()
+    immature = 0
+    from poai.chain.block import Block
+
+    for h in range(max(1, tip.height - params.coinbase_maturity + 1), tip.height + 1):
+        b = Block.decode(store.block_bytes(store.main_id(h)), params.max_block_bytes)
+        if b.coinbase.miner == addr:
+            immature += b.coinbase.value
+    console.print(
+        f"{_checksum(addr)}  balance [bold]{format_amount(acc.balance)}[/]  "
+        f"immature {format_amount(immature)}  nonce {acc.nonce}  (height {tip.height})"
+    )
+
+
+def send(
+    from_key: str = typer.Option(..., "--from", help="sender: address or index in `poai keys list`"),
+    to: str = typer.Option(..., "--to", help="recipient address"),
+    amount: str = typer.Option(..., "--amount", help="coins, e.g. 1.5"),
+    fee: str = typer.Option("0.000021", "--fee", help="total fee in coins (21000 gas x price)"),
+    password_file: Path = PASSWORD_FILE,
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """Sign a transfer (EIP-1559) with a local key and add it to the mempool."""
+    from poai.chain.tx import INTRINSIC_GAS, sign_transfer
+    from poai.node.mempool import Mempool
+    from poai.wallet.keys import parse_address
+
+    dd = datadir(data_dir)
+    params, store, chain = dd.open_chain()
+    value = parse_amount(amount)
+    fee_units = parse_amount(fee, "fee")
+    if fee_units % INTRINSIC_GAS:
+        raise PoaiError(
+            f"the fee must be a multiple of {INTRINSIC_GAS} base units (21000 gas x price)",
+            reason="bad-amount",
+        )
+    ks = dd.keystore()
+    ref = int(from_key) if from_key.isdigit() else from_key
+    pk = ks.private_key(ref, password("Key password", password_file=password_file))
+    from poai.wallet.keys import private_key_to_address
+
+    sender = private_key_to_address(pk)
+    pool = Mempool(store, params)
+    nonce = store.account(sender).nonce
+    pending = sorted(tx.nonce for tx, _ in pool.pending() if tx.sender == sender)
+    while nonce in pending:
+        nonce += 1
+    price = fee_units // INTRINSIC_GAS
+    tx = sign_transfer(
+        pk,
+        chain_id=params.chain_id,
+        nonce=nonce,
+        to=parse_address(to),
+        value=value,
+        max_fee_per_gas=price,
+        max_priority_fee_per_gas=price,
+        gas=INTRINSIC_GAS,
+        tx_type=2,
+    )
+    pool.add(tx.raw)
+    console.print(
+        f"sent {format_amount(value)} to {_checksum(tx.to)}: {_hex(tx.hash)} (nonce {nonce}, "
+        f"fee {format_amount(tx.fee)}); it is mined with the next block"
+    )
+
+
+@tx_app.command("submit")
+def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_dir: Path = DATA_DIR) -> None:
+    """Add a signed Ethereum transaction (e.g. from eth-account or MetaMask) to the mempool."""
+    from poai.node.mempool import Mempool
+
+    try:
+        data = bytes.fromhex(raw.strip().removeprefix("0x"))
+    except ValueError:
+        raise PoaiError("the transaction is not hex", reason="tx-malformed") from None
+    params, store, chain = datadir(data_dir).open_chain()
+    tx = Mempool(store, params).add(data)
+    console.print(
+        f"accepted {_hex(tx.hash)}: {format_amount(tx.value)} from {_checksum(tx.sender)} "
+        f"to {_checksum(tx.to)}"
+    )
+
+
+@tx_app.command("show")
+def tx_show(tx_hash: str = typer.Argument(...), data_dir: Path = DATA_DIR) -> None:
+    """Where a transaction is: mined (block, height) or pending."""
+    from poai.node.mempool import Mempool
+
+    params, store, chain = datadir(data_dir).open_chain()
+    h = bytes.fromhex(tx_hash.removeprefix("0x"))
+    loc = store.tx_location(h)
+    if loc is not None:
+        console.print(f"mined in block {loc.height} ({loc.block_id.hex()}), index {loc.idx}")
+    elif any(tx.hash == h for tx, _ in Mempool(store, params).pending()):
+        console.print("pending in the mempool")
+    else:
+        raise PoaiError(f"unknown transaction {tx_hash}", reason="not-found")
+
+
+def quiz(
+    height: int = typer.Option(None, "--height", help="a mined block's attempt (default: the next block)"),
+    nonce: int = typer.Option(None, "--nonce", help="nonce (default: the block's, or 0)"),
+    answer: bool = typer.Option(False, "--answer", help="let llama.cpp answer the quiz (not consensus)"),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", help="llama.cpp layers on the GPU (GPU builds)"),
+    model: str = typer.Option(None, "--model", "-m"),
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """Show an attempt's quiz, loss and fingerprint (and its proof digest)."""
+    from poai import engine
+    from poai.models.registry import load_registry
+    from poai.node.chainstate import ModelCache
+    from poai.node.miner import Miner
+    from poai.pow.proof import evaluate
+
+    dd = datadir(data_dir)
+    params, store, chain = dd.open_chain(create=True)
+    if height is not None:
+        block = _find_block(chain, str(height))
+        header = block.header
+        entry = load_registry().by_sha256(header.model.hex())
+    else:
+        entry = load_registry().get(model) if model else load_registry().by_sha256(params.models[0])
+        m = engine.load(entry.name)
+        header = Miner(chain, m, bytes(20)).template()[0].header
+    if nonce is not None:
+        header = header.with_(nonce=nonce)
+    m = engine.load(entry.name)
+    ModelCache().put(entry.sha256, m)
+    ev = evaluate(m, header.core_bytes(), params.n_tokens)
+    a = ev.attempt
+    console.print(
+        f"[bold]height {header.height} nonce {header.nonce}[/] ({entry.name}, {params.n_tokens} tokens: "
+        f"{a.n_prefix} seed tokens, quiz {a.quiz_index}, {a.n_answer} answer tokens)"
+    )
+    console.print(f"quiz ({a.quiz.kind}): {a.quiz.prompt}")
+    console.print(f"expected answer: {a.quiz.answer}")
+    console.print(f"loss: {ev.loss_q16} / 2^16 = {ev.loss_q16 / 65536:.4f} nats")
+    console.print(f"fingerprint: {ev.fingerprint.decode()[:160]}…")
+    console.print(
+        f"digest: {ev.digest.hex()}" + (" (the block's proof)" if ev.digest == header.proof else "")
+    )
+    if answer:
+        from poai.llamacpp import answer_quiz
+
+        console.print(f"llama.cpp answers: {answer_quiz(m.path, a.quiz.prompt, gpu_layers=gpu_layers)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("mine")(mine)
+    app.command("balance")(balance)
+    app.command("send")(send)
+    app.command("quiz")(quiz)
+    app.add_typer(chain_app, name="chain")
+    app.add_typer(tx_app, name="tx")

@@ -1,0 +1,50 @@
+"""Shared CLI helpers: data directory option, amounts, addresses, passwords."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from poai.chain.params import COIN
+from poai.errors import PoaiError
+
+DATA_DIR = typer.Option(None, "--data-dir", "-d", help="data directory (default $POAI_DATA_DIR or ~/.poai)")
+
+
+def datadir(path: Path | None):
+    from poai.node.datadir import DataDir
+
+    return DataDir(path)
+
+
+def parse_amount(text: str, what: str = "amount") -> int:
+    """A decimal coin amount ('1.5', '0.000021') as base units (10**-18), exactly."""
+    t = text.strip()
+    if not t or t.count(".") > 1 or not t.replace(".", "").isdigit():
+        raise PoaiError(f"{what} {text!r} is not a non-negative decimal number", reason="bad-amount")
+    whole, _, frac = t.partition(".")
+    if len(frac) > 18:
+        raise PoaiError(f"{what} {text!r} has more than 18 decimals", reason="bad-amount")
+    return int(whole or "0") * COIN + int((frac or "0").ljust(18, "0"))
+
+
+def format_amount(units: int) -> str:
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), COIN)
+    s = f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
+    return sign + s
+
+
+def password(prompt: str, *, confirm: bool = False, password_file: Path | None = None) -> str:
+    """The password from --password-file, $POAI_PASSWORD, or a hidden prompt."""
+    if password_file is not None:
+        try:
+            return password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise PoaiError(f"cannot read the password file: {exc}", reason="bad-password-file") from None
+    env = os.environ.get("POAI_PASSWORD")
+    if env is not None:
+        return env
+    return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)

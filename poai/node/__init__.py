@@ -1,0 +1,1 @@
+"""The node: chain state manager, mempool and miner over the store."""

@@ -1,0 +1,97 @@
+"""A data directory: which network it follows, its database and its keys.
+
+    <dir>/config.json     {"network": "dev", "format": 1}
+    <dir>/chain.db        the store (SQLite, WAL)
+    <dir>/keystore/       V3 keystore files (geth's layout)
+
+The default directory is $POAI_DATA_DIR, else ~/.poai.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from poai.chain.params import NetworkParams, get_network
+from poai.errors import PoaiError
+
+DEFAULT_NETWORK = "dev"
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("POAI_DATA_DIR") or "~/.poai").expanduser()
+
+
+class DataDir:
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_path()
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / "chain.db"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.path / "keystore"
+
+    def network(self) -> str | None:
+        try:
+            cfg = json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise PoaiError(
+                f"{self.config_path} is unreadable ({exc}); fix or remove it", reason="datadir-bad-config"
+            ) from None
+        net = cfg.get("network") if isinstance(cfg, dict) else None
+        if not isinstance(net, str):
+            raise PoaiError(f"{self.config_path} names no network", reason="datadir-bad-config")
+        return net
+
+    def init(self, network: str | None = None) -> NetworkParams:
+        """Create the directory for ``network`` (idempotent; refuses another network)."""
+        have = self.network()
+        if have is not None:
+            if network is not None and network != have:
+                raise PoaiError(
+                    f"{self.path} follows the {have} network, not {network}; use another --data-dir",
+                    reason="datadir-network-mismatch",
+                )
+            return get_network(have)
+        params = get_network(network or DEFAULT_NETWORK)
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"network": params.name, "format": 1}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.config_path)
+        return params
+
+    def params(self) -> NetworkParams:
+        net = self.network()
+        if net is None:
+            raise PoaiError(
+                f"{self.path} is not a poai data directory (run `poai init` or `poai mine`)",
+                reason="datadir-missing",
+            )
+        return get_network(net)
+
+    def open_chain(self, *, create: bool = False, network: str | None = None, models=None):
+        """(params, store, chain state) of this directory."""
+        from poai.node.chainstate import ChainState
+        from poai.store import Store
+
+        params = self.init(network) if create else self.params()
+        store = Store(self.db_path)
+        return params, store, ChainState(store, params, models=models)
+
+    def keystore(self):
+        from poai.wallet.keystore import KeyStore
+
+        return KeyStore(self.keystore_path)

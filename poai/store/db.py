@@ -1,0 +1,452 @@
+"""The node's database: blocks, the main chain, accounts, undo data, indexes.
+
+SQLite in WAL mode with synchronous=FULL: readers (``poai balance``, the RPC)
+work while a miner writes, and every committed transaction survives a crash
+of the process at any moment.  Connecting or disconnecting a block is one
+SQL transaction (block row status, main-chain row, account rows, undo data,
+transaction index, tip), so the database is always at a block boundary.
+
+Tables
+    meta(key, value)                       network, genesis id, schema version
+    blocks(id, prev, height, time, bits, work, status, data)
+                                           every block seen with a valid header;
+                                           status: 0 stored, 1 proof verified,
+                                           2 invalid (reason kept)
+    main(height, id)                       the active chain
+    accounts(address, nonce, balance)      state at the tip (balance 32 bytes BE)
+    undo(id, data)                         account values before a main block
+    txs(hash, block_id, height, idx, ...)  transactions of main blocks
+    mempool(hash, raw, sender, nonce, added)
+                                           pending transactions, shared by every
+                                           process on the data directory
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import OperationalError
+
+from poai.chain.state import Account, BlockDelta
+from poai.errors import StoreError
+
+SCHEMA_VERSION = 1
+STORED, VERIFIED, INVALID = 0, 1, 2
+
+metadata = MetaData()
+meta_t = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+blocks_t = Table(
+    "blocks",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("prev", LargeBinary(32), nullable=False, index=True),
+    Column("height", BigInteger, nullable=False, index=True),
+    Column("time", BigInteger, nullable=False),
+    Column("bits", BigInteger, nullable=False),
+    Column("work", LargeBinary(32), nullable=False, index=True),  # cumulative, 32 bytes BE
+    Column("status", Integer, nullable=False),
+    Column("reason", String(64)),
+    Column("data", LargeBinary, nullable=False),
+)
+main_t = Table(
+    "main",
+    metadata,
+    Column("height", BigInteger, primary_key=True),
+    Column("id", LargeBinary(32), nullable=False, unique=True),
+)
+accounts_t = Table(
+    "accounts",
+    metadata,
+    Column("address", LargeBinary(20), primary_key=True),
+    Column("nonce", BigInteger, nullable=False),
+    Column("balance", LargeBinary(32), nullable=False),
+)
+undo_t = Table(
+    "undo",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+txs_t = Table(
+    "txs",
+    metadata,
+    Column("hash", LargeBinary(32), primary_key=True),
+    Column("block_id", LargeBinary(32), nullable=False),
+    Column("height", BigInteger, nullable=False, index=True),
+    Column("idx", Integer, nullable=False),
+    Column("sender", LargeBinary(20), nullable=False, index=True),
+    Column("recipient", LargeBinary(20), nullable=False, index=True),
+)
+
+pool_t = Table(
+    "mempool",
+    metadata,
+    Column("hash", LargeBinary(32), primary_key=True),
+    Column("raw", LargeBinary, nullable=False),
+    Column("sender", LargeBinary(20), nullable=False, index=True),
+    Column("nonce", BigInteger, nullable=False),
+    Column("added", BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    id: bytes
+    prev: bytes
+    height: int
+    time: int
+    bits: int
+    work: int
+    status: int
+    reason: str | None
+
+
+def _w(work: int) -> bytes:
+    return work.to_bytes(32, "big")
+
+
+def _rec(row) -> BlockRecord:
+    return BlockRecord(
+        id=row.id,
+        prev=row.prev,
+        height=row.height,
+        time=row.time,
+        bits=row.bits,
+        work=int.from_bytes(row.work, "big"),
+        status=row.status,
+        reason=row.reason,
+    )
+
+
+class Store:
+    """One data directory's database.  Not shared between threads: each
+    thread or process opens its own Store on the same file."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise StoreError(f"no chain database at {self.path} (run `poai init` or `poai mine` first)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(
+            f"sqlite:///{self.path}", future=True, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        try:
+            if not readonly:
+                metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot open the chain database {self.path}: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- meta ---------------------------------------------------------------
+    def get_meta(self, key: str) -> bytes | None:
+        with self.engine.connect() as c:
+            return c.execute(select(meta_t.c.value).where(meta_t.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: bytes, conn=None) -> None:
+        def run(c):
+            c.execute(delete(meta_t).where(meta_t.c.key == key))
+            c.execute(insert(meta_t).values(key=key, value=value))
+
+        if conn is not None:
+            run(conn)
+        else:
+            with self.engine.begin() as c:
+                run(c)
+
+    def initialise(self, network: str, genesis_id: bytes, genesis_bytes: bytes, genesis) -> None:
+        """Write the genesis block as the chain's first main block (once)."""
+        with self.engine.begin() as c:
+            have = c.execute(select(meta_t.c.value).where(meta_t.c.key == "network")).scalar()
+            if have is not None:
+                if have.decode() != network:
+                    raise StoreError(f"{self.path} holds the {have.decode()} chain, not {network}")
+                return
+            from poai.chain.difficulty import work_for_bits
+
+            c.execute(
+                insert(blocks_t).values(
+                    id=genesis_id,
+                    prev=genesis.prev_hash,
+                    height=0,
+                    time=genesis.time,
+                    bits=genesis.bits,
+                    work=_w(work_for_bits(genesis.bits)),
+                    status=VERIFIED,
+                    reason=None,
+                    data=genesis_bytes,
+                )
+            )
+            c.execute(insert(main_t).values(height=0, id=genesis_id))
+            c.execute(insert(undo_t).values(id=genesis_id, data=msgpack.packb([])))
+            for k, v in (
+                ("network", network.encode()),
+                ("genesis", genesis_id),
+                ("schema", str(SCHEMA_VERSION).encode()),
+            ):
+                c.execute(insert(meta_t).values(key=k, value=v))
+
+    def network(self) -> str | None:
+        v = self.get_meta("network")
+        return v.decode() if v is not None else None
+
+    # --- blocks -------------------------------------------------------------
+    def has_block(self, block_id: bytes) -> bool:
+        return self.record(block_id) is not None
+
+    def record(self, block_id: bytes) -> BlockRecord | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(
+                    blocks_t.c.id,
+                    blocks_t.c.prev,
+                    blocks_t.c.height,
+                    blocks_t.c.time,
+                    blocks_t.c.bits,
+                    blocks_t.c.work,
+                    blocks_t.c.status,
+                    blocks_t.c.reason,
+                ).where(blocks_t.c.id == block_id)
+            ).first()
+        return _rec(row) if row is not None else None
+
+    def block_bytes(self, block_id: bytes) -> bytes | None:
+        with self.engine.connect() as c:
+            return c.execute(select(blocks_t.c.data).where(blocks_t.c.id == block_id)).scalar()
+
+    def add_block(self, rec: BlockRecord, data: bytes) -> None:
+        with self.engine.begin() as c:
+            if c.execute(select(blocks_t.c.id).where(blocks_t.c.id == rec.id)).first() is None:
+                c.execute(
+                    insert(blocks_t).values(
+                        id=rec.id,
+                        prev=rec.prev,
+                        height=rec.height,
+                        time=rec.time,
+                        bits=rec.bits,
+                        work=_w(rec.work),
+                        status=rec.status,
+                        reason=rec.reason,
+                        data=data,
+                    )
+                )
+
+    def set_status(self, block_id: bytes, status: int, reason: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(blocks_t).where(blocks_t.c.id == block_id).values(status=status, reason=reason))
+
+    def best_candidates(self, limit: int = 16) -> list[BlockRecord]:
+        """Blocks not known invalid, most cumulative work first (ties: lower height, then id)."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(
+                    blocks_t.c.id,
+                    blocks_t.c.prev,
+                    blocks_t.c.height,
+                    blocks_t.c.time,
+                    blocks_t.c.bits,
+                    blocks_t.c.work,
+                    blocks_t.c.status,
+                    blocks_t.c.reason,
+                )
+                .where(blocks_t.c.status != INVALID)
+                .order_by(blocks_t.c.work.desc(), blocks_t.c.height, blocks_t.c.id)
+                .limit(limit)
+            ).all()
+        return [_rec(r) for r in rows]
+
+    def children(self, block_id: bytes) -> list[bytes]:
+        with self.engine.connect() as c:
+            return [r[0] for r in c.execute(select(blocks_t.c.id).where(blocks_t.c.prev == block_id))]
+
+    def block_count(self) -> int:
+        with self.engine.connect() as c:
+            return c.execute(select(func.count()).select_from(blocks_t)).scalar()
+
+    # --- main chain -----------------------------------------------------------
+    def tip(self) -> BlockRecord:
+        with self.engine.connect() as c:
+            row = c.execute(select(main_t.c.id).order_by(main_t.c.height.desc()).limit(1)).first()
+        if row is None:
+            raise StoreError(f"{self.path} has no chain (run `poai init`)")
+        return self.record(row[0])
+
+    def main_id(self, height: int) -> bytes | None:
+        with self.engine.connect() as c:
+            return c.execute(select(main_t.c.id).where(main_t.c.height == height)).scalar()
+
+    def main_ids(self, start: int, stop: int) -> list[bytes]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(main_t.c.id)
+                .where(main_t.c.height >= start, main_t.c.height < stop)
+                .order_by(main_t.c.height)
+            ).all()
+        return [r[0] for r in rows]
+
+    def account(self, address: bytes) -> Account:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(accounts_t.c.nonce, accounts_t.c.balance).where(accounts_t.c.address == address)
+            ).first()
+        if row is None:
+            return Account()
+        return Account(nonce=row.nonce, balance=int.from_bytes(row.balance, "big"))
+
+    def tx_location(self, tx_hash: bytes):
+        with self.engine.connect() as c:
+            return c.execute(
+                select(txs_t.c.block_id, txs_t.c.height, txs_t.c.idx).where(txs_t.c.hash == tx_hash)
+            ).first()
+
+    def txs_of(self, address: bytes, limit: int = 100):
+        with self.engine.connect() as c:
+            return c.execute(
+                select(txs_t.c.hash, txs_t.c.block_id, txs_t.c.height, txs_t.c.idx)
+                .where((txs_t.c.sender == address) | (txs_t.c.recipient == address))
+                .order_by(txs_t.c.height.desc(), txs_t.c.idx.desc())
+                .limit(limit)
+            ).all()
+
+    def connect(
+        self,
+        rec: BlockRecord,
+        delta: BlockDelta,
+        txs: list[tuple[bytes, bytes, bytes]],
+        data: bytes | None = None,
+    ) -> None:
+        """Make ``rec`` (whose parent is the tip) the new tip: one transaction.
+        txs: (hash, sender, recipient) per transaction, in block order; data:
+        the block's bytes when it is not stored yet (stored in the same
+        transaction)."""
+        with self.engine.begin() as c:
+            if (
+                data is not None
+                and c.execute(select(blocks_t.c.id).where(blocks_t.c.id == rec.id)).first() is None
+            ):
+                c.execute(
+                    insert(blocks_t).values(
+                        id=rec.id,
+                        prev=rec.prev,
+                        height=rec.height,
+                        time=rec.time,
+                        bits=rec.bits,
+                        work=_w(rec.work),
+                        status=rec.status,
+                        reason=rec.reason,
+                        data=data,
+                    )
+                )
+            top = c.execute(
+                select(main_t.c.height, main_t.c.id).order_by(main_t.c.height.desc()).limit(1)
+            ).first()
+            if top is None or top.id != rec.prev or top.height + 1 != rec.height:
+                raise StoreError("connect: the block's parent is not the tip")
+            c.execute(insert(main_t).values(height=rec.height, id=rec.id))
+            undo = [
+                [a, acc.nonce, acc.balance.to_bytes(32, "big")] for a, acc in sorted(delta.before.items())
+            ]
+            c.execute(delete(undo_t).where(undo_t.c.id == rec.id))
+            c.execute(insert(undo_t).values(id=rec.id, data=msgpack.packb(undo, use_bin_type=True)))
+            self._write_accounts(c, delta.after)
+            for idx, (h, sender, recipient) in enumerate(txs):
+                c.execute(
+                    insert(txs_t).values(
+                        hash=h,
+                        block_id=rec.id,
+                        height=rec.height,
+                        idx=idx,
+                        sender=sender,
+                        recipient=recipient,
+                    )
+                )
+            c.execute(update(blocks_t).where(blocks_t.c.id == rec.id).values(status=VERIFIED, reason=None))
+
+    def disconnect_tip(self) -> BlockRecord:
+        """Undo the tip block (one transaction); returns its record."""
+        with self.engine.begin() as c:
+            top = c.execute(
+                select(main_t.c.height, main_t.c.id).order_by(main_t.c.height.desc()).limit(1)
+            ).first()
+            if top is None or top.height == 0:
+                raise StoreError("cannot disconnect the genesis block")
+            data = c.execute(select(undo_t.c.data).where(undo_t.c.id == top.id)).scalar()
+            if data is None:
+                raise StoreError(f"no undo data for block {top.id.hex()}: the database is damaged")
+            before = {
+                bytes(a): Account(n, int.from_bytes(b, "big")) for a, n, b in msgpack.unpackb(data, raw=False)
+            }
+            self._write_accounts(c, before)
+            c.execute(delete(txs_t).where(txs_t.c.block_id == top.id))
+            c.execute(delete(main_t).where(main_t.c.height == top.height))
+        return self.record(top.id)
+
+    @staticmethod
+    def _write_accounts(c, values: dict[bytes, Account]) -> None:
+        for addr, acc in values.items():
+            c.execute(delete(accounts_t).where(accounts_t.c.address == addr))
+            if acc != Account():
+                c.execute(
+                    insert(accounts_t).values(
+                        address=addr, nonce=acc.nonce, balance=acc.balance.to_bytes(32, "big")
+                    )
+                )
+
+    # --- mempool rows (policy lives in poai.node.mempool) ---------------------
+    def pool_rows(self):
+        with self.engine.connect() as c:
+            return c.execute(
+                select(pool_t.c.hash, pool_t.c.raw, pool_t.c.added).order_by(pool_t.c.added, pool_t.c.hash)
+            ).all()
+
+    def pool_put(
+        self, tx_hash: bytes, raw: bytes, sender: bytes, nonce: int, added: int, replaces: list[bytes] = ()
+    ) -> None:
+        with self.engine.begin() as c:
+            for h in replaces:
+                c.execute(delete(pool_t).where(pool_t.c.hash == h))
+            c.execute(delete(pool_t).where(pool_t.c.hash == tx_hash))
+            c.execute(insert(pool_t).values(hash=tx_hash, raw=raw, sender=sender, nonce=nonce, added=added))
+
+    def pool_remove(self, hashes) -> None:
+        hashes = list(hashes)
+        if not hashes:
+            return
+        with self.engine.begin() as c:
+            for h in hashes:
+                c.execute(delete(pool_t).where(pool_t.c.hash == h))

@@ -1,0 +1,170 @@
+"""Canonical encodings, ids, Merkle roots, the seal, parameters and state roots (no model)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+import pytest
+
+from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal, id_meets_seal, merkle_root
+from poai.chain.params import COIN, NETWORKS, get_network
+from poai.chain.state import GENESIS_STATE_ROOT, Account, next_state_root
+from poai.chain.validate import genesis_block
+from poai.errors import DecodeError
+
+
+def header(**kw) -> Header:
+    base = dict(
+        version=1,
+        chain_id=29773,
+        height=5,
+        prev_hash=b"\x01" * 32,
+        tx_root=b"\x02" * 32,
+        state_root=b"\x03" * 32,
+        time=1795392100,
+        bits=0x207FFFFF,
+        model=b"\x04" * 32,
+        miner=b"\x05" * 20,
+        nonce=77,
+        proof=b"\x06" * 32,
+        seal=9,
+    )
+    base.update(kw)
+    return Header(**base)
+
+
+def test_header_round_trip_and_id():
+    h = header()
+    data = h.encode()
+    assert Header.decode(data) == h
+    assert h.id == hashlib.sha256(data).digest()
+    assert data[0] == 0x9D  # a fixed array of 13 fields, never a map
+    assert h.core_bytes() == msgpack.packb(h.core_fields(), use_bin_type=True)
+    assert h.with_(proof=bytes(32), seal=0).core_bytes() == h.core_bytes()  # proof fields excluded
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda o: o + [1],  # extra field
+        lambda o: o[:-1],  # missing field
+        lambda o: {"h": 1},  # a map
+        lambda o: o[:3] + ["x" * 32] + o[4:],  # str instead of bin
+        lambda o: o[:2] + [-1] + o[3:],  # negative height
+        lambda o: o[:3] + [b"\x01" * 31] + o[4:],  # short hash
+        lambda o: o[:7] + [1 << 32] + o[8:],  # bits beyond 32 bits
+    ],
+)
+def test_header_decode_rejects_malformed(mutate):
+    obj = header().core_fields() + [b"\x06" * 32, 9]
+    with pytest.raises(DecodeError) as err:
+        Header.decode(msgpack.packb(mutate(obj), use_bin_type=True))
+    assert err.value.reason == "malformed-header"
+
+
+def test_header_decode_rejects_non_canonical_bytes():
+    data = header().encode()
+    # the height 5 as a uint8 (0xcc 0x05) instead of a positive fixint
+    i = data.index(bytes([0xCD, 0x74, 0x4D]) + b"\x05") + 3
+    bad = data[:i] + b"\xcc\x05" + data[i + 1 :]
+    with pytest.raises(DecodeError) as err:
+        Header.decode(bad)
+    assert err.value.reason == "malformed-header"
+    with pytest.raises(DecodeError):
+        Header.decode(data + b"\x00")  # trailing byte
+    with pytest.raises(DecodeError) as err:
+        Header.decode(b"\x00" * 300)
+    assert err.value.reason == "oversize-header"
+    for garbage in (b"", b"\xc1", b"\xdd\xff\xff\xff\xff", b"\x9d"):
+        with pytest.raises(DecodeError):
+            Header.decode(garbage)
+
+
+def test_block_round_trip_and_limits():
+    cb = Coinbase(height=5, miner=b"\x05" * 20, value=5 * COIN)
+    b = Block(header=header(), coinbase=cb, txs=(b"\x02abc", b"\x02def"))
+    assert Block.decode(b.encode(), 1 << 20) == b
+    with pytest.raises(DecodeError) as err:
+        Block.decode(b.encode(), 50)
+    assert err.value.reason == "oversize-block"
+    obj = msgpack.unpackb(b.encode(), raw=False)
+    for bad in (
+        obj + [[]],
+        [obj[0], obj[1], [b""]],
+        [obj[0], obj[1], [b"x" * 1025]],
+        [obj[0], obj[1], b"x"],
+        [obj[0], [5, b"\x05" * 20], obj[2]],
+        [obj[0], obj[1], obj[1], obj[2]],
+    ):
+        with pytest.raises(DecodeError):
+            Block.decode(msgpack.packb(bad, use_bin_type=True), 1 << 20)
+
+
+def test_merkle_root_rfc6962():
+    def leaf(x):
+        return hashlib.sha256(b"\x00" + x).digest()
+
+    def node(a, b):
+        return hashlib.sha256(b"\x01" + a + b).digest()
+
+    a, b, c = b"a", b"b", b"c"
+    assert merkle_root([]) == hashlib.sha256(b"").digest()
+    assert merkle_root([a]) == leaf(a)
+    assert merkle_root([a, b]) == node(leaf(a), leaf(b))
+    assert merkle_root([a, b, c]) == node(node(leaf(a), leaf(b)), leaf(c))
+    # no duplicated-last-leaf ambiguity (Bitcoin's CVE-2012-2459)
+    assert merkle_root([a, b, c]) != merkle_root([a, b, c, c])
+    cb = Coinbase(1, b"\x01" * 20, 1)
+    assert block_tx_root(cb, [b"t"]) != block_tx_root(cb, [])
+
+
+def test_seal_prefilter():
+    h = header(seal=0)
+    sealed = grind_seal(h, 12)
+    assert id_meets_seal(sealed.id, 12)
+    assert sealed.with_(seal=sealed.seal) == sealed
+    assert id_meets_seal(b"\xff" * 32, 0)
+    assert not id_meets_seal(b"\x00\x10" + b"\xff" * 30, 12)
+    assert id_meets_seal(b"\x00\x0f" + b"\xff" * 30, 12)
+
+
+def test_reward_schedule():
+    p = get_network("main")
+    assert p.reward(0) == 5 * COIN
+    assert p.reward(p.halving_interval - 1) == 5 * COIN
+    assert p.reward(p.halving_interval) == 5 * COIN // 2
+    assert p.reward(p.halving_interval * 3) == 5 * COIN // 8
+    assert p.reward(p.halving_interval * 64) == 0
+    total = sum(p.reward(e * p.halving_interval) * p.halving_interval for e in range(64))
+    assert total < 10_600_000 * COIN
+
+
+def test_networks_are_distinct_and_vetted():
+    from poai.models.registry import load_registry
+
+    reg = load_registry()
+    ids = {p.chain_id for p in NETWORKS.values()}
+    assert len(ids) == len(NETWORKS)
+    assert len({p.magic for p in NETWORKS.values()}) == len(NETWORKS)
+    for p in NETWORKS.values():
+        for sha in p.models:
+            assert reg.by_sha256(sha) is not None
+    with pytest.raises(ValueError):
+        get_network("nope")
+
+
+def test_genesis_is_fixed():
+    g = genesis_block(get_network("dev"))
+    assert g.height == 0 and g.txs == () and g.coinbase.value == 0
+    assert g.header.state_root == GENESIS_STATE_ROOT
+    assert genesis_block(get_network("dev")).id == g.id != genesis_block(get_network("main")).id
+
+
+def test_state_root_commits_to_changes_in_address_order():
+    a, b = b"\x01" * 20, b"\x02" * 20
+    r1 = next_state_root(GENESIS_STATE_ROOT, {a: Account(1, 5), b: Account(0, 7)})
+    r2 = next_state_root(GENESIS_STATE_ROOT, {b: Account(0, 7), a: Account(1, 5)})
+    assert r1 == r2
+    assert next_state_root(GENESIS_STATE_ROOT, {a: Account(1, 6), b: Account(0, 7)}) != r1
+    assert next_state_root(r1, {}) != r1
