@@ -425,3 +425,37 @@ def register(app: typer.Typer) -> None:
     app.command("quiz")(quiz)
     app.add_typer(chain_app, name="chain")
     app.add_typer(tx_app, name="tx")
+
+
+@chain_app.command("bench")
+def pow_bench(
+    network: str = typer.Option("main", "--network", "-n", help="whose seal bits and target to use"),
+    batch: int = typer.Option(4, "--batch", min=1, max=64),
+    samples: int = typer.Option(8, "--samples", min=1, help="seal grinds to average"),
+    model: str = typer.Option(None, "--model", "-m"),
+    kernel: str = typer.Option(None, "--kernel", "-k"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Mining attempts/s, verify time per block and the seal's DoS cost ratio."""
+    import json
+
+    from poai import engine
+    from poai.chain.params import get_network
+    from poai.models.registry import load_registry
+    from poai.node.powbench import measure
+
+    params = get_network(network)
+    entry = load_registry().get(model) if model else load_registry().by_sha256(params.models[0])
+    m = engine.load(entry.name, kernel=kernel)
+    with console.status("measuring ...", spinner="dots") as status:
+        costs = measure(m, params, batch=batch, seal_samples=samples,
+                        on_step=lambda what: status.update(f"measuring {what} ..."))
+    if as_json:
+        print(json.dumps(costs.as_dict(), indent=2))
+        return
+    console.print(f"{params.name} network, {entry.name}, {m.kernel} kernel, batch {batch}")
+    console.print(f"mining        {costs.attempts_per_s:.2f} attempts/s")
+    console.print(f"verify        {costs.verify_ms:.0f} ms per block (one inference)")
+    console.print(f"seal          {costs.seal_s:.2f} s for {costs.seal_bits} bits (mean of {samples})")
+    console.print(f"DoS ratio     {costs.dos_ratio:.1f}x: an invalid block costs its sender that many "
+                  "verifications")
