@@ -168,3 +168,29 @@ def test_state_root_commits_to_changes_in_address_order():
     assert r1 == r2
     assert next_state_root(GENESIS_STATE_ROOT, {a: Account(1, 6), b: Account(0, 7)}) != r1
     assert next_state_root(r1, {}) != r1
+
+
+def test_protocol_doc_matches_parameters():
+    """docs/PROTOCOL.md's network table states the values params.py holds."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in doc.splitlines() if line.startswith("| ") and line.count("|") == 5}
+    nets = [NETWORKS[n] for n in ("main", "test", "dev")]
+
+    def row(label):
+        return next(v for k, v in rows.items() if k.startswith(label))
+
+    assert row("chain id") == [str(p.chain_id) for p in nets]
+    assert row("peer magic") == [f"`{p.magic.decode()}`" for p in nets]
+    assert [c.split()[0] for c in row("genesis bits")] == [f"`{p.genesis_bits:#010x}`" for p in nets]
+    assert row("pow limit bits") == [f"`{p.pow_limit_bits:#010x}`" for p in nets]
+    assert row("retarget rule") == [p.retarget for p in nets]
+    assert row("target spacing") == [str(p.target_spacing) for p in nets]
+    assert row("tokens per attempt") == [str(p.n_tokens) for p in nets]
+    assert row("seal bits") == [str(p.seal_bits) for p in nets]
+    assert row("halving interval") == [f"{p.halving_interval:,}" for p in nets]
+    assert row("coinbase maturity") == [str(p.coinbase_maturity) for p in nets]
+    assert row("max future time") == [str(p.max_future) for p in nets]
+    assert row("genesis time") == [str(p.genesis_time) for p in nets]

@@ -111,8 +111,11 @@ class Header:
     def core_bytes(self) -> bytes:
         return _pack(self.core_fields())
 
+    def fields(self) -> list:
+        return self.core_fields() + [self.proof, self.seal]
+
     def encode(self) -> bytes:
-        return _pack(self.core_fields() + [self.proof, self.seal])
+        return _pack(self.fields())
 
     @property
     def id(self) -> bytes:
@@ -153,8 +156,11 @@ class Coinbase:
     miner: bytes
     value: int
 
+    def fields(self) -> list:
+        return [self.height, self.miner, self.value.to_bytes(32, "big")]
+
     def encode(self) -> bytes:
-        return _pack([self.height, self.miner, self.value.to_bytes(32, "big")])
+        return _pack(self.fields())
 
     @property
     def id(self) -> bytes:
@@ -187,13 +193,7 @@ class Block:
         return self.header.height
 
     def encode(self) -> bytes:
-        return _pack(
-            [
-                self.header.core_fields() + [self.header.proof, self.header.seal],
-                [self.coinbase.height, self.coinbase.miner, self.coinbase.value.to_bytes(32, "big")],
-                list(self.txs),
-            ]
-        )
+        return _pack([self.header.fields(), self.coinbase.fields(), list(self.txs)])
 
     @classmethod
     def decode(cls, data: bytes, max_bytes: int) -> "Block":

@@ -129,6 +129,18 @@ def _w(work: int) -> bytes:
     return work.to_bytes(32, "big")
 
 
+_REC_COLS = (blocks_t.c.id, blocks_t.c.prev, blocks_t.c.height, blocks_t.c.time, blocks_t.c.bits,
+             blocks_t.c.work, blocks_t.c.status, blocks_t.c.reason)
+
+
+def _insert_block(c, rec: BlockRecord, data: bytes) -> None:
+    """Insert a block row unless the id is already stored."""
+    if c.execute(select(blocks_t.c.id).where(blocks_t.c.id == rec.id)).first() is None:
+        c.execute(insert(blocks_t).values(id=rec.id, prev=rec.prev, height=rec.height, time=rec.time,
+                                          bits=rec.bits, work=_w(rec.work), status=rec.status,
+                                          reason=rec.reason, data=data))
+
+
 def _rec(row) -> BlockRecord:
     return BlockRecord(
         id=row.id,
@@ -232,16 +244,7 @@ class Store:
     def record(self, block_id: bytes) -> BlockRecord | None:
         with self.engine.connect() as c:
             row = c.execute(
-                select(
-                    blocks_t.c.id,
-                    blocks_t.c.prev,
-                    blocks_t.c.height,
-                    blocks_t.c.time,
-                    blocks_t.c.bits,
-                    blocks_t.c.work,
-                    blocks_t.c.status,
-                    blocks_t.c.reason,
-                ).where(blocks_t.c.id == block_id)
+                select(*_REC_COLS).where(blocks_t.c.id == block_id)
             ).first()
         return _rec(row) if row is not None else None
 
@@ -251,20 +254,7 @@ class Store:
 
     def add_block(self, rec: BlockRecord, data: bytes) -> None:
         with self.engine.begin() as c:
-            if c.execute(select(blocks_t.c.id).where(blocks_t.c.id == rec.id)).first() is None:
-                c.execute(
-                    insert(blocks_t).values(
-                        id=rec.id,
-                        prev=rec.prev,
-                        height=rec.height,
-                        time=rec.time,
-                        bits=rec.bits,
-                        work=_w(rec.work),
-                        status=rec.status,
-                        reason=rec.reason,
-                        data=data,
-                    )
-                )
+            _insert_block(c, rec, data)
 
     def set_status(self, block_id: bytes, status: int, reason: str | None = None) -> None:
         with self.engine.begin() as c:
@@ -274,16 +264,7 @@ class Store:
         """Blocks not known invalid, most cumulative work first (ties: lower height, then id)."""
         with self.engine.connect() as c:
             rows = c.execute(
-                select(
-                    blocks_t.c.id,
-                    blocks_t.c.prev,
-                    blocks_t.c.height,
-                    blocks_t.c.time,
-                    blocks_t.c.bits,
-                    blocks_t.c.work,
-                    blocks_t.c.status,
-                    blocks_t.c.reason,
-                )
+                select(*_REC_COLS)
                 .where(blocks_t.c.status != INVALID)
                 .order_by(blocks_t.c.work.desc(), blocks_t.c.height, blocks_t.c.id)
                 .limit(limit)
@@ -355,23 +336,8 @@ class Store:
         the block's bytes when it is not stored yet (stored in the same
         transaction)."""
         with self.engine.begin() as c:
-            if (
-                data is not None
-                and c.execute(select(blocks_t.c.id).where(blocks_t.c.id == rec.id)).first() is None
-            ):
-                c.execute(
-                    insert(blocks_t).values(
-                        id=rec.id,
-                        prev=rec.prev,
-                        height=rec.height,
-                        time=rec.time,
-                        bits=rec.bits,
-                        work=_w(rec.work),
-                        status=rec.status,
-                        reason=rec.reason,
-                        data=data,
-                    )
-                )
+            if data is not None:
+                _insert_block(c, rec, data)
             top = c.execute(
                 select(main_t.c.height, main_t.c.id).order_by(main_t.c.height.desc()).limit(1)
             ).first()
