@@ -108,6 +108,12 @@ class ChainError(PoaiError):
     reason = "chain-error"
 
 
+class UnknownNetworkError(ChainError, ValueError):
+    """A network name that is not main, test or dev."""
+
+    reason = "unknown-network"
+
+
 class ValidationError(ChainError):
     """A block, header or transaction breaks a consensus rule.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from poai.errors import UnknownNetworkError
+
 COIN = 10**18
 PROTOCOL_VERSION = 1  # the chain protocol (headers, blocks, rules)
 HEADER_VERSION = 1
@@ -120,7 +122,7 @@ def get_network(name: str) -> NetworkParams:
     try:
         return NETWORKS[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})") from None
+        raise UnknownNetworkError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})") from None
 
 
 def network_for_chain_id(chain_id: int) -> NetworkParams | None:

@@ -230,7 +230,7 @@ def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_di
 
 @chain_app.command("verify")
 def verify(
-    start: int = typer.Option(1, "--from", min=1, help="first height to re-verify"),
+    start: int = typer.Option(1, "--from", min=1, help="re-run inference from this height (rules: all)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel"),
     data_dir: Path = DATA_DIR,
 ) -> None:
@@ -251,7 +251,7 @@ def verify(
         console=console,
     ) as progress:
         task = progress.add_task("verifying", total=tip.height)
-        bad = verify_chain(chain, on_block=lambda h: progress.update(task, completed=h))
+        bad = verify_chain(chain, start=start, on_block=lambda h: progress.update(task, completed=h))
     if bad is not None:
         height, block_id, reason, message = bad
         console.print(f"[bold red]block {height} ({block_id.hex()}) is invalid: {reason}[/] — {message}")
@@ -358,8 +358,13 @@ def tx_show(tx_hash: str = typer.Argument(...), data_dir: Path = DATA_DIR) -> No
     """Where a transaction is: mined (block, height) or pending."""
     from poai.node.mempool import Mempool
 
+    try:
+        h = bytes.fromhex(tx_hash.strip().removeprefix("0x"))
+    except ValueError:
+        h = b""
+    if len(h) != 32:
+        raise PoaiError(f"{tx_hash!r} is not a transaction hash (0x and 64 hex digits)", reason="bad-tx-hash")
     params, store, chain = datadir(data_dir).open_chain()
-    h = bytes.fromhex(tx_hash.removeprefix("0x"))
     loc = store.tx_location(h)
     if loc is not None:
         console.print(f"mined in block {loc.height} ({loc.block_id.hex()}), index {loc.idx}")
@@ -380,7 +385,6 @@ def quiz(
     """Show an attempt's quiz, loss and fingerprint (and its proof digest)."""
     from poai import engine
     from poai.models.registry import load_registry
-    from poai.node.chainstate import ModelCache
     from poai.node.miner import Miner
     from poai.pow.proof import evaluate
 
@@ -390,14 +394,13 @@ def quiz(
         block = _find_block(chain, str(height))
         header = block.header
         entry = load_registry().by_sha256(header.model.hex())
+        m = engine.load(entry.name)
     else:
         entry = load_registry().get(model) if model else load_registry().by_sha256(params.models[0])
         m = engine.load(entry.name)
         header = Miner(chain, m, bytes(20)).template()[0].header
     if nonce is not None:
         header = header.with_(nonce=nonce)
-    m = engine.load(entry.name)
-    ModelCache().put(entry.sha256, m)
     ev = evaluate(m, header.core_bytes(), params.n_tokens)
     a = ev.attempt
     console.print(

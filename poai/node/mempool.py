@@ -8,8 +8,8 @@ while ``poai mine`` runs, and nothing pending is lost in a crash.  Policy
 * the transaction must decode for this network (poai.chain.tx.decode_tx);
 * its nonce must be at least the sender's account nonce ("tx-nonce-too-low")
   and at most MAX_NONCE_GAP above it ("tx-nonce-gap");
-* the sender's balance must cover all its pending transactions' max_cost up
-  to and including this one ("tx-insufficient-funds");
+* the sender's balance must cover the max_cost of all its pending
+  transactions together with this one ("tx-insufficient-funds");
 * a transaction with the same sender and nonce is replaced only by one with
   a strictly higher effective gas price ("replacement-underpriced");
 * the same transaction twice: "already-known"; gas price below
@@ -52,17 +52,24 @@ class Mempool:
         self.clock = clock
 
     def pending(self) -> list[tuple[Transaction, int]]:
-        """Every pooled transaction that still decodes, with its time added."""
+        """Every pooled transaction that still decodes and has not expired,
+        with its time added (expired or undecodable rows are removed)."""
         out = []
+        cutoff = int(self.clock()) - self.expiry
+        gone = []
         for row in self.store.pool_rows():
+            if row.added < cutoff:
+                gone.append(row.hash)
+                continue
             try:
                 out.append((decode_tx(row.raw, self.params.chain_id), row.added))
             except PoaiError:
-                self.store.pool_remove([row.hash])
+                gone.append(row.hash)
+        self.store.pool_remove(gone)
         return out
 
     def __len__(self) -> int:
-        return len(self.store.pool_rows())
+        return len(self.pending())
 
     def add(self, raw: bytes) -> Transaction:
         tx = decode_tx(raw, self.params.chain_id)
@@ -100,7 +107,7 @@ class Mempool:
                         reason="replacement-underpriced",
                     )
                 replaces.append(other.hash)
-            elif other.nonce < tx.nonce:
+            else:
                 spend += other.max_cost
         if spend > acc.balance:
             raise TxError(
@@ -163,11 +170,20 @@ class Mempool:
                 except PoaiError:
                     pass
         drop = []
+        by_sender: dict[bytes, list[Transaction]] = {}
         for tx, _ in self.pending():
-            if (
-                tx.raw in mined
-                or self.store.tx_location(tx.hash) is not None
-                or tx.nonce < self.store.account(tx.sender).nonce
-            ):
+            if tx.raw in mined or self.store.tx_location(tx.hash) is not None:
                 drop.append(tx.hash)
+            else:
+                by_sender.setdefault(tx.sender, []).append(tx)
+        for sender, txs in by_sender.items():
+            acc = self.store.account(sender)
+            spend = 0
+            for tx in sorted(txs, key=lambda t: t.nonce):
+                if tx.nonce < acc.nonce:
+                    drop.append(tx.hash)     # nonce used
+                    continue
+                spend += tx.max_cost
+                if spend > acc.balance:
+                    drop.append(tx.hash)     # funds gone
         self.store.pool_remove(drop)
