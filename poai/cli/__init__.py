@@ -25,12 +25,13 @@ err_console = Console(stderr=True)
 def _register() -> None:
     # Imported here so that `poai --help` stays fast and each module owns its
     # commands.
-    from poai.cli import chain_cmd, engine_cmd, models_cmd, wallet_cmd
+    from poai.cli import chain_cmd, engine_cmd, models_cmd, node_cmd, wallet_cmd
 
     app.add_typer(models_cmd.app, name="models")
     app.add_typer(wallet_cmd.app, name="keys")
     engine_cmd.register(app)
     chain_cmd.register(app)
+    node_cmd.register(app)
 
 
 def main() -> None:

@@ -225,8 +225,11 @@ class ChainState:
             rec = replace(rec, status=VERIFIED)
             self.store.connect(rec, delta, delta.txs, data)
             return AcceptResult("connected", block.id, connected=[block])
-        if proof_checked:
-            rec = replace(rec, status=VERIFIED)
+        # A side block: its proof is checked before it is stored, so storage holds
+        # only blocks that cost real inference (the seal has already priced the check).
+        if not proof_checked:
+            self._check_proof(block)
+        rec = replace(rec, status=VERIFIED)
         self.store.add_block(rec, data)
         result = AcceptResult("side", block.id)
         if rec.work > tip.work:

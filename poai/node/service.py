@@ -1,0 +1,100 @@
+"""The running node as the RPC, the explorer and the metrics see it.
+
+A NodeService bundles one data directory's chain state, store and mempool
+with the live figures of a running node (peers, mining, verification time,
+bans).  The peer layer (poai.net) and the miner thread update those figures;
+readers (poai.rpc) only call the methods below.  Thread-safe: the chain state
+serialises block acceptance with its lock; the rest are plain reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from poai.chain.params import NetworkParams
+
+
+@dataclass
+class MiningStatus:
+    enabled: bool = False
+    address: bytes | None = None
+    attempts: int = 0
+    attempts_per_s: float = 0.0
+    blocks_found: int = 0
+    batch: int = 0
+
+
+@dataclass
+class PeerInfo:
+    address: str  # "host:port"
+    inbound: bool
+    height: int
+    user_agent: str = ""
+    connected_since: float = field(default_factory=time.time)
+
+
+class NodeService:
+    def __init__(self, params: NetworkParams, store, chain, mempool, *, clock=time.time) -> None:
+        self.params = params
+        self.store = store
+        self.chain = chain
+        self.mempool = mempool
+        self.clock = clock
+        self.started = clock()
+        self.mining = MiningStatus()
+        self.verify_ms: deque[float] = deque(maxlen=100)  # recent block verification times
+        self.bans: dict[str, tuple[float, str]] = {}  # host -> (until, reason)
+        self.ban_count = 0
+        self._peers: dict[str, PeerInfo] = {}
+        self._lock = threading.Lock()
+        self.relay_tx = None  # set by the peer layer: callable(raw tx) announcing it
+        self.relay_block = None  # set by the peer layer: callable(block) announcing it
+        self.listen: str | None = None
+
+    # --- peers (written by poai.net) ------------------------------------------
+    def peer_up(self, info: PeerInfo) -> None:
+        with self._lock:
+            self._peers[info.address] = info
+
+    def peer_down(self, address: str) -> None:
+        with self._lock:
+            self._peers.pop(address, None)
+
+    def peers(self) -> list[PeerInfo]:
+        with self._lock:
+            return list(self._peers.values())
+
+    # --- writes from the RPC ----------------------------------------------------
+    def submit_tx(self, raw: bytes):
+        """Add a signed transaction to the mempool and announce it to peers."""
+        tx = self.mempool.add(raw)
+        if self.relay_tx is not None:
+            self.relay_tx(tx.raw)
+        return tx
+
+    def submit_block(self, data: bytes):
+        """Validate a block (inference included), connect it if it wins, announce it."""
+        t0 = time.perf_counter()
+        result = self.chain.accept_block(data)
+        self.verify_ms.append((time.perf_counter() - t0) * 1000.0)
+        if result.connected or result.disconnected:
+            self.mempool.reconcile(result.connected, result.disconnected)
+        if result.status == "connected" and self.relay_block is not None:
+            for block in result.connected:
+                self.relay_block(block)
+        return result
+
+    # --- figures ------------------------------------------------------------------
+    def mean_verify_ms(self) -> float | None:
+        return sum(self.verify_ms) / len(self.verify_ms) if self.verify_ms else None
+
+    def syncing(self) -> dict | None:
+        """None when no peer reports a higher chain, else start/current/highest heights."""
+        tip = self.chain.tip().height
+        best = max((p.height for p in self.peers()), default=tip)
+        if best <= tip:
+            return None
+        return {"startingBlock": 0, "currentBlock": tip, "highestBlock": best}
