@@ -160,7 +160,7 @@ def recent_points(node, count: int) -> list[ChainPoint]:
     """Height, time and bits of the last ``count`` main-chain blocks, oldest first."""
     tip = node.chain.tip().height
     lo = max(0, tip - count + 1)
-    with node.store.engine.connect() as c:
+    with node.store.reader.connect() as c:
         rows = c.execute(
             select(main_t.c.height, blocks_t.c.time, blocks_t.c.bits)
             .join(blocks_t, blocks_t.c.id == main_t.c.id)
@@ -453,7 +453,7 @@ def mined_blocks(node, addr: bytes, limit: int = MINED_LIMIT) -> list[tuple[int,
     pattern = b"\xc4\x14" + addr
     low = node.chain.tip().height - MINED_SCAN
     out = []
-    with node.store.engine.connect() as c:
+    with node.store.reader.connect() as c:
         rows = c.execute(
             select(main_t.c.height, main_t.c.id)
             .join(blocks_t, blocks_t.c.id == main_t.c.id)

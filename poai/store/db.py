@@ -163,18 +163,12 @@ class Store:
         if readonly and not self.path.exists():
             raise StoreError(f"no chain database at {self.path} (run `poai init` or `poai mine` first)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(
-            f"sqlite:///{self.path}", future=True, connect_args={"timeout": 30, "check_same_thread": False}
-        )
-
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+        # Two engines on one file: writes begin with BEGIN IMMEDIATE (the write
+        # lock is taken before the first read, so check-then-write is atomic
+        # against other processes); reads begin a deferred transaction (a
+        # consistent snapshot that never blocks a writer in WAL mode).
+        self.engine = self._make_engine("BEGIN IMMEDIATE")
+        self.reader = self._make_engine("BEGIN")
 
         try:
             if not readonly:
@@ -182,12 +176,34 @@ class Store:
         except OperationalError as exc:
             raise StoreError(f"cannot open the chain database {self.path}: {exc.orig}") from None
 
+    def _make_engine(self, begin: str):
+        engine = create_engine(
+            f"sqlite:///{self.path}", future=True, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None      # SQLAlchemy's begin event issues BEGIN itself
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            conn.exec_driver_sql(begin)
+
+        return engine
+
     def close(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
     # --- meta ---------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(select(meta_t.c.value).where(meta_t.c.key == key)).scalar()
 
     def set_meta(self, key: str, value: bytes, conn=None) -> None:
@@ -242,14 +258,14 @@ class Store:
         return self.record(block_id) is not None
 
     def record(self, block_id: bytes) -> BlockRecord | None:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             row = c.execute(
                 select(*_REC_COLS).where(blocks_t.c.id == block_id)
             ).first()
         return _rec(row) if row is not None else None
 
     def block_bytes(self, block_id: bytes) -> bytes | None:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(select(blocks_t.c.data).where(blocks_t.c.id == block_id)).scalar()
 
     def add_block(self, rec: BlockRecord, data: bytes) -> None:
@@ -262,7 +278,7 @@ class Store:
 
     def best_candidates(self, limit: int = 16) -> list[BlockRecord]:
         """Blocks not known invalid, most cumulative work first (ties: lower height, then id)."""
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             rows = c.execute(
                 select(*_REC_COLS)
                 .where(blocks_t.c.status != INVALID)
@@ -272,27 +288,27 @@ class Store:
         return [_rec(r) for r in rows]
 
     def children(self, block_id: bytes) -> list[bytes]:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return [r[0] for r in c.execute(select(blocks_t.c.id).where(blocks_t.c.prev == block_id))]
 
     def block_count(self) -> int:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(select(func.count()).select_from(blocks_t)).scalar()
 
     # --- main chain -----------------------------------------------------------
     def tip(self) -> BlockRecord:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             row = c.execute(select(main_t.c.id).order_by(main_t.c.height.desc()).limit(1)).first()
         if row is None:
             raise StoreError(f"{self.path} has no chain (run `poai init`)")
         return self.record(row[0])
 
     def main_id(self, height: int) -> bytes | None:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(select(main_t.c.id).where(main_t.c.height == height)).scalar()
 
     def main_ids(self, start: int, stop: int) -> list[bytes]:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             rows = c.execute(
                 select(main_t.c.id)
                 .where(main_t.c.height >= start, main_t.c.height < stop)
@@ -301,7 +317,7 @@ class Store:
         return [r[0] for r in rows]
 
     def account(self, address: bytes) -> Account:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             row = c.execute(
                 select(accounts_t.c.nonce, accounts_t.c.balance).where(accounts_t.c.address == address)
             ).first()
@@ -310,13 +326,13 @@ class Store:
         return Account(nonce=row.nonce, balance=int.from_bytes(row.balance, "big"))
 
     def tx_location(self, tx_hash: bytes):
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(
                 select(txs_t.c.block_id, txs_t.c.height, txs_t.c.idx).where(txs_t.c.hash == tx_hash)
             ).first()
 
     def txs_of(self, address: bytes, limit: int = 100):
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(
                 select(txs_t.c.hash, txs_t.c.block_id, txs_t.c.height, txs_t.c.idx)
                 .where((txs_t.c.sender == address) | (txs_t.c.recipient == address))
@@ -362,9 +378,15 @@ class Store:
                     )
                 )
             c.execute(update(blocks_t).where(blocks_t.c.id == rec.id).values(status=VERIFIED, reason=None))
+            for h, _, _ in txs:      # mined: out of the mempool in the same transaction
+                c.execute(delete(pool_t).where(pool_t.c.hash == h))
 
-    def disconnect_tip(self) -> BlockRecord:
-        """Undo the tip block (one transaction); returns its record."""
+    def disconnect_tip(self, readd=None, now: int = 0) -> BlockRecord:
+        """Undo the tip block (one transaction); returns its record.
+
+        readd(block bytes) -> [(hash, raw, sender, nonce)]: the block's
+        transactions, put back into the mempool in the same transaction (the
+        pool's policy re-checks them afterwards), so a crash cannot lose them."""
         with self.engine.begin() as c:
             top = c.execute(
                 select(main_t.c.height, main_t.c.id).order_by(main_t.c.height.desc()).limit(1)
@@ -380,6 +402,11 @@ class Store:
             self._write_accounts(c, before)
             c.execute(delete(txs_t).where(txs_t.c.block_id == top.id))
             c.execute(delete(main_t).where(main_t.c.height == top.height))
+            if readd is not None:
+                block_data = c.execute(select(blocks_t.c.data).where(blocks_t.c.id == top.id)).scalar()
+                for h, raw, sender, nonce in readd(block_data):
+                    c.execute(delete(pool_t).where(pool_t.c.hash == h))
+                    c.execute(insert(pool_t).values(hash=h, raw=raw, sender=sender, nonce=nonce, added=now))
         return self.record(top.id)
 
     @staticmethod
@@ -395,7 +422,7 @@ class Store:
 
     # --- mempool rows (policy lives in poai.node.mempool) ---------------------
     def pool_rows(self):
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(
                 select(pool_t.c.hash, pool_t.c.raw, pool_t.c.added).order_by(pool_t.c.added, pool_t.c.hash)
             ).all()
