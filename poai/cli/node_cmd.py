@@ -60,7 +60,9 @@ def run(
     params, store, chain = dd.open_chain(models=models)
     service = NodeService(params, store, chain, Mempool(store, params))
     listen_at = parse_hostport(listen, params.default_port) if listen else ("0.0.0.0", params.default_port)
-    peers = [parse_hostport(p, params.default_port) for p in peer]
+    # --peer, else $POAI_SEEDS (comma-separated), else the network's seed list
+    seeds = [s for s in os.environ.get("POAI_SEEDS", "").split(",") if s.strip()] or list(params.seeds)
+    peers = [parse_hostport(p.strip(), params.default_port) for p in (peer or seeds)]
     rpc_at = parse_hostport(rpc) if rpc else None
     mine = mine or mine_blocks is not None
     miner = (
