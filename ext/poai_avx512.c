@@ -11,7 +11,7 @@
  *   int64 arithmetic on 8 lanes at a time: vpmuldq for scale*isum and
  *   minv*asum (exact 32x32->64, |inner| < 2^47), then + 2^(s-1) and
  *   vpsravq (arithmetic shift) by s = 17 - e.
- *   Four tokens share each widened weight vector (8 independent chains).
+ *   NT_WIDE tokens share each widened weight vector (2 x NT_WIDE independent chains).
  */
 #include "poai_packed.h"
 
@@ -21,27 +21,29 @@
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define INLINE __attribute__((always_inline)) inline
 
-/* rshift_round(inner, s) for 8 lanes, added to acc. */
-T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, const int32_t *sc0,
-                                     const int32_t *sc1, const int32_t *mn, const int64_t *s,
+/* rshift_round(inner, s) for 8 lanes, added to acc.  sc0, sc1 and mn are
+ * the lanes' weight data already widened to int64 (once per group, shared by
+ * the tile's tokens); sc1 / mn are used only when has_sc1 / has_mn. */
+T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, __m512i sc0, __m512i sc1,
+                                     __m512i mn, int has_sc1, int has_mn, const int64_t *s,
                                      const int64_t *rnd, const int64_t *asum) {
     __m512i inner;
-    if (sc1) {
-        inner = _mm512_add_epi64(
-            _mm512_mul_epi32(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)sc0)),
-                             _mm512_cvtepi32_epi64(i0)),
-            _mm512_mul_epi32(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)sc1)),
-                             _mm512_cvtepi32_epi64(i1)));
+    if (has_sc1) {
+        inner = _mm512_add_epi64(_mm512_mul_epi32(sc0, _mm512_cvtepi32_epi64(i0)),
+                                 _mm512_mul_epi32(sc1, _mm512_cvtepi32_epi64(i1)));
     } else {
-        inner = _mm512_mul_epi32(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)sc0)),
-                                 _mm512_cvtepi32_epi64(_mm256_add_epi32(i0, i1))); /* < 2^27 */
+        inner = _mm512_mul_epi32(sc0, _mm512_cvtepi32_epi64(_mm256_add_epi32(i0, i1))); /* < 2^27 */
     }
-    if (mn) /* asum < 2^20: its low 32 bits are its value */
-        inner = _mm512_add_epi64(inner, _mm512_mul_epi32(
-            _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)mn)), _mm512_loadu_si512(asum)));
+    if (has_mn) /* asum < 2^20: its low 32 bits are its value */
+        inner = _mm512_add_epi64(inner, _mm512_mul_epi32(mn, _mm512_loadu_si512(asum)));
     /* rshift_round(inner, s), s in [0, 32]; rnd = 2^(s-1) or 0 */
     __m512i r = _mm512_add_epi64(inner, _mm512_loadu_si512(rnd));
     return _mm512_add_epi64(acc, _mm512_srav_epi64(r, _mm512_loadu_si512(s)));
+}
+
+/* 8 int32 weight values widened to int64 (zero when p is NULL). */
+T512 static INLINE __m512i widen8(const int32_t *p) {
+    return p ? _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)p)) : _mm512_setzero_si512();
 }
 
 /* The 2g activation values of pair k, repeated to fill 16 lanes. */
@@ -55,54 +57,65 @@ T512 static INLINE __m512i bcast(const int G, const int16_t *a) {
     }
 }
 
-/* One row set against NT (1..4) tokens; G and NT are constants after inlining. */
+/* One row set against NT (1..8) tokens; G and NT are constants after inlining
+ * (the per-token arrays then live in registers). */
 T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, int64_t ng,
                                   const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
                                   const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
                                   const int64_t *const *asum, int64_t (*lanes)[16]) {
-    __m512i lo[4], hi[4];
+    __m512i lo[POAI_MAX_NT], hi[POAI_MAX_NT];
+#pragma GCC unroll 8
     for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
     for (int64_t gi = 0; gi < ng; gi++) {
         const int8_t *wg = w + gi * 512;
         int64_t ao = gi * 32 * G;
-        __m512i x0 = _mm512_setzero_si512(), x1 = x0, x2 = x0, x3 = x0;
-        __m512i y0 = x0, y1 = x0, y2 = x0, y3 = x0;
+        /* two partial sums per token (pairs 0-7 and 8-15): |each| < 2^26 */
+        __m512i x[POAI_MAX_NT], y[POAI_MAX_NT];
+#pragma GCC unroll 8
+        for (int u = 0; u < NT; u++) x[u] = y[u] = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
-            x0 = _mm512_dpwssd_epi32(x0, wv, bcast(G, a[0] + ao + k * 2 * G));
-            if (NT > 1) x1 = _mm512_dpwssd_epi32(x1, wv, bcast(G, a[1] + ao + k * 2 * G));
-            if (NT > 2) x2 = _mm512_dpwssd_epi32(x2, wv, bcast(G, a[2] + ao + k * 2 * G));
-            if (NT > 3) x3 = _mm512_dpwssd_epi32(x3, wv, bcast(G, a[3] + ao + k * 2 * G));
+#pragma GCC unroll 8
+            for (int u = 0; u < NT; u++) x[u] = _mm512_dpwssd_epi32(x[u], wv, bcast(G, a[u] + ao + k * 2 * G));
         }
 #pragma GCC unroll 8
         for (int k = 8; k < 16; k++) {
             __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
-            y0 = _mm512_dpwssd_epi32(y0, wv, bcast(G, a[0] + ao + k * 2 * G));
-            if (NT > 1) y1 = _mm512_dpwssd_epi32(y1, wv, bcast(G, a[1] + ao + k * 2 * G));
-            if (NT > 2) y2 = _mm512_dpwssd_epi32(y2, wv, bcast(G, a[2] + ao + k * 2 * G));
-            if (NT > 3) y3 = _mm512_dpwssd_epi32(y3, wv, bcast(G, a[3] + ao + k * 2 * G));
+#pragma GCC unroll 8
+            for (int u = 0; u < NT; u++) y[u] = _mm512_dpwssd_epi32(y[u], wv, bcast(G, a[u] + ao + k * 2 * G));
         }
-        __m512i xs[4] = {x0, x1, x2, x3}, ys[4] = {y0, y1, y2, y3};
         int64_t wl = gi * 16, al = gi * 16;
+        /* the group's weight data, widened once for all NT tokens */
+        const int has_sc1 = sc1 != 0, has_mn = mn != 0;
+        __m512i sc0l = widen8(sc0 + wl), sc0h = widen8(sc0 + wl + 8);
+        __m512i sc1l = widen8(has_sc1 ? sc1 + wl : 0), sc1h = widen8(has_sc1 ? sc1 + wl + 8 : 0);
+        __m512i mnl = widen8(has_mn ? mn + wl : 0), mnh = widen8(has_mn ? mn + wl + 8 : 0);
+#pragma GCC unroll 8
         for (int u = 0; u < NT; u++) {
-            lo[u] = epilogue8(lo[u], _mm512_castsi512_si256(xs[u]), _mm512_castsi512_si256(ys[u]),
-                              sc0 + wl, sc1 ? sc1 + wl : 0, mn ? mn + wl : 0,
-                              s[u] + al, rnd[u] + al, asum[u] + al);
-            hi[u] = epilogue8(hi[u], _mm512_extracti64x4_epi64(xs[u], 1),
-                              _mm512_extracti64x4_epi64(ys[u], 1), sc0 + wl + 8,
-                              sc1 ? sc1 + wl + 8 : 0, mn ? mn + wl + 8 : 0,
+            lo[u] = epilogue8(lo[u], _mm512_castsi512_si256(x[u]), _mm512_castsi512_si256(y[u]),
+                              sc0l, sc1l, mnl, has_sc1, has_mn, s[u] + al, rnd[u] + al, asum[u] + al);
+            hi[u] = epilogue8(hi[u], _mm512_extracti64x4_epi64(x[u], 1),
+                              _mm512_extracti64x4_epi64(y[u], 1), sc0h, sc1h, mnh, has_sc1, has_mn,
                               s[u] + al + 8, rnd[u] + al + 8, asum[u] + al + 8);
         }
     }
+#pragma GCC unroll 8
     for (int u = 0; u < NT; u++) {
         _mm512_storeu_si512(lanes[u], lo[u]);
         _mm512_storeu_si512(lanes[u] + 8, hi[u]);
     }
 }
 
-#define ROWSET_FN(G, NT)                                                                      \
+#ifndef NT_WIDE
+#define NT_WIDE 4   /* tokens per wide call (8 spills registers: measured slower) */
+#endif
+#define WIDE_(G, NT) rowset_##G##_##NT
+#define WIDE2(G, NT) WIDE_(G, NT)
+#define WIDE(G) WIDE2(G, NT_WIDE)
+#define ROWSET_FN(G, NT) ROWSET_FN_(G, NT)
+#define ROWSET_FN_(G, NT)                                                                     \
     T512 static void rowset_##G##_##NT(const int8_t *w, int64_t ng, const int16_t *const *a,  \
                                        const int32_t *sc0, const int32_t *sc1,                \
                                        const int32_t *mn,                                     \
@@ -110,24 +123,24 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
                                        const int64_t *const *asum, int64_t (*lanes)[16]) {     \
         rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
     }
-ROWSET_FN(16, 4) ROWSET_FN(16, 1) ROWSET_FN(8, 4) ROWSET_FN(8, 1) ROWSET_FN(4, 4)
-ROWSET_FN(4, 1) ROWSET_FN(2, 4) ROWSET_FN(2, 1) ROWSET_FN(1, 4) ROWSET_FN(1, 1)
+ROWSET_FN(16, NT_WIDE) ROWSET_FN(16, 1) ROWSET_FN(8, NT_WIDE) ROWSET_FN(8, 1) ROWSET_FN(4, NT_WIDE)
+ROWSET_FN(4, 1) ROWSET_FN(2, NT_WIDE) ROWSET_FN(2, 1) ROWSET_FN(1, NT_WIDE) ROWSET_FN(1, 1)
 
 /* g -> the inner kernels for that group size */
 static void pick(int64_t g, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
-    case 16: *wide = rowset_16_4; *one = rowset_16_1; break;
-    case 8: *wide = rowset_8_4; *one = rowset_8_1; break;
-    case 4: *wide = rowset_4_4; *one = rowset_4_1; break;
-    case 2: *wide = rowset_2_4; *one = rowset_2_1; break;
-    default: *wide = rowset_1_4; *one = rowset_1_1; break;
+    case 16: *wide = WIDE(16); *one = rowset_16_1; break;
+    case 8: *wide = WIDE(8); *one = rowset_8_1; break;
+    case 4: *wide = WIDE(4); *one = rowset_4_1; break;
+    case 2: *wide = WIDE(2); *one = rowset_2_1; break;
+    default: *wide = WIDE(1); *one = rowset_1_1; break;
     }
 }
 
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
     poai_rowset_fn wide, one;
     pick(poai_packed_group(K), &wide, &one);
-    poai_packed_drive(wide, 4, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    poai_packed_drive(wide, NT_WIDE, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }
 /* Peak int8 VNNI rate probe for the benchmark: iters x 12 independent
  * vpdpbusd on registers (64 u8*s8 MACs each); returns a value that depends

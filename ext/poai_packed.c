@@ -100,8 +100,8 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
             int64_t r0 = c * RS_CHUNK, r1 = r0 + RS_CHUNK < nrs ? r0 + RS_CHUNK : nrs;
             for (int64_t t = t0; t < t1;) {
                 int nt = t1 - t >= nt_wide ? nt_wide : 1;
-                const int16_t *ar[4];
-                const int64_t *st[4], *rt[4], *at[4];
+                const int16_t *ar[POAI_MAX_NT];
+                const int64_t *st[POAI_MAX_NT], *rt[POAI_MAX_NT], *at[POAI_MAX_NT];
                 for (int u = 0; u < nt; u++) {
                     int64_t o = (t + u) * ng * POAI_LANES;
                     ar[u] = qa + (t + u) * K;
@@ -110,7 +110,7 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
                     at[u] = asum + o;
                 }
                 for (int64_t rs = r0; rs < r1; rs++) {
-                    int64_t lanes[4][16];
+                    int64_t lanes[POAI_MAX_NT][16];
                     int64_t wo = rs * ng * POAI_LANES;
                     (nt == nt_wide ? wide : one)(wp + rs * ng * 512, ng, ar, psc0 + wo,
                                                  psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0, st, rt,

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #define POAI_LANES 16
+#define POAI_MAX_NT 8   /* most tokens one inner-kernel call takes */
 
 /* Blocks per group g, rows per row set P and row sets for a matrix. */
 int64_t poai_packed_group(int64_t K);
@@ -81,7 +82,7 @@ typedef void (*poai_rowset_fn)(const int8_t *w, int64_t ng, const int16_t *const
                                const int64_t *const *asum, int64_t (*lanes)[16]);
 
 /* The shared driver of the SIMD variants: token tiles, OpenMP over chunks
- * of row sets, `wide` (taking nt_wide tokens, at most 4) and `one` (1 token)
+ * of row sets, `wide` (taking nt_wide tokens, at most POAI_MAX_NT) and `one` (1 token)
  * inner kernels for the matrix's group size. */
 void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, const int16_t *qa,
                        const int64_t *s, const int64_t *rnd, const int64_t *asum, int64_t T,
