@@ -108,6 +108,7 @@ class Miner:
         on_progress=None,
         should_stop=lambda: False,
         refresh_s: float = 20.0,
+        should_pause=lambda: False,
     ) -> MinerStats:
         """Mine until ``blocks`` blocks are found (None: until should_stop()).
         on_progress(stats) is called after every batch."""
@@ -120,6 +121,12 @@ class Miner:
             made = time.monotonic()
             nonce = int.from_bytes(os.urandom(8), "big") >> 1
             while not should_stop():
+                if should_pause():
+                    # A block from a peer is being verified: it will most likely move
+                    # the tip, so give it the cores instead of mining on a stale one.
+                    while should_pause() and not should_stop():
+                        time.sleep(0.005)
+                    break
                 headers = [block.header.with_(nonce=(nonce + i) % (1 << 64)) for i in range(self.batch)]
                 nonce += self.batch
                 results = evaluate_batch(

@@ -51,7 +51,10 @@ class MinerThread:
     def _run(self) -> None:
         try:
             self.miner.mine(
-                blocks=self.blocks, on_progress=self._progress, should_stop=self.stop_event.is_set
+                blocks=self.blocks,
+                on_progress=self._progress,
+                should_stop=self.stop_event.is_set,
+                should_pause=self.service.verifying.is_set,
             )
             if self.blocks is not None:
                 log.info("mined %d block(s); mining stops, the node goes on", self.blocks)

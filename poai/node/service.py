@@ -53,6 +53,7 @@ class NodeService:
         self.relay_tx = None  # set by the peer layer: callable(raw tx) announcing it
         self.relay_block = None  # set by the peer layer: callable(block) announcing it
         self.listen: str | None = None
+        self.verifying = threading.Event()   # set while a peer's block is being verified
 
     # --- peers (written by poai.net) ------------------------------------------
     def peer_up(self, info: PeerInfo) -> None:
@@ -78,7 +79,11 @@ class NodeService:
     def submit_block(self, data: bytes):
         """Validate a block (inference included), connect it if it wins, announce it."""
         t0 = time.perf_counter()
-        result = self.chain.accept_block(data)
+        self.verifying.set()
+        try:
+            result = self.chain.accept_block(data)
+        finally:
+            self.verifying.clear()
         self.verify_ms.append((time.perf_counter() - t0) * 1000.0)
         if result.connected or result.disconnected:
             self.mempool.reconcile(result.connected, result.disconnected)
