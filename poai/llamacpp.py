@@ -97,7 +97,7 @@ def eval_logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)], dtype=np.float64)
 
 
-def answer_quiz(path: str | os.PathLike, prompt: str, *, gpu_layers: int = 0, max_tokens: int = 16) -> str:
+def answer_quiz(path: str | os.PathLike, prompt: str, *, gpu_layers: int = 0, max_tokens: int = 48) -> str:
     """llama.cpp's greedy answer to a quiz, through the model's chat template
     (for people: `poai quiz --answer`; never consensus)."""
     llm = load(path, n_ctx=512, logits_all=False, n_gpu_layers=gpu_layers)
