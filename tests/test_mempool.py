@@ -451,3 +451,36 @@ def test_undecodable_rows_are_dropped(store, pool):
     assert len(store.pool_rows()) == 2
     assert hashes(pool) == {good.hash}
     assert len(pool) == 1 and len(store.pool_rows()) == 1
+
+
+def test_concurrent_adds_of_one_nonce_admit_exactly_one(store, clock):
+    """Check and insert are one write transaction: of two same-nonce, same-price
+    transactions added at the same moment from two connections, one wins."""
+    import threading
+
+    fund(store, A)
+    raws = [eth2(KA, 0, value=1), eth2(KA, 0, value=2)]
+    outcomes: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def add(i: int) -> None:
+        own = Store(store.path)              # its own engines, as another process would have
+        pool = Mempool(own, PARAMS, clock=clock)
+        barrier.wait()
+        try:
+            outcomes[i] = pool.add(raws[i]).hash
+        except PoaiError as exc:
+            outcomes[i] = exc.reason
+        finally:
+            own.close()
+
+    for _ in range(5):
+        store.pool_remove([row.hash for row in store.pool_rows()])
+        threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(type(o).__name__ for o in outcomes) == ["bytes", "str"], outcomes
+        assert "replacement-underpriced" in outcomes
+        assert len(store.pool_rows()) == 1

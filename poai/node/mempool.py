@@ -51,7 +51,7 @@ class Mempool:
         self.min_gas_price = min_gas_price
         self.clock = clock
 
-    def pending(self) -> list[tuple[Transaction, int]]:
+    def pending(self, conn=None) -> list[tuple[Transaction, int]]:
         """Every pooled transaction that still decodes and has not expired,
         with its time added (expired or undecodable rows are removed)."""
         out = []
@@ -65,7 +65,7 @@ class Mempool:
                 out.append((decode_tx(row.raw, self.params.chain_id), row.added))
             except PoaiError:
                 gone.append(row.hash)
-        self.store.pool_remove(gone)
+        self.store.pool_remove(gone, conn)
         return out
 
     def __len__(self) -> int:
@@ -73,6 +73,12 @@ class Mempool:
 
     def add(self, raw: bytes) -> Transaction:
         tx = decode_tx(raw, self.params.chain_id)
+        # One write transaction from the checks to the insert: two processes
+        # adding at once cannot both pass the same-nonce or size rules.
+        with self.store.write() as conn:
+            return self._add(tx, conn)
+
+    def _add(self, tx: Transaction, conn) -> Transaction:
         now = int(self.clock())
         if self.store.tx_location(tx.hash) is not None:
             raise MempoolError(f"transaction {tx.hash.hex()} is already in a block", reason="already-mined")
@@ -91,7 +97,7 @@ class Mempool:
                 f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the account's {acc.nonce}",
                 reason="tx-nonce-gap",
             )
-        pool = self.pending()
+        pool = self.pending(conn)
         replaces = []
         spend = tx.max_cost
         for other, _ in pool:
@@ -123,7 +129,7 @@ class Mempool:
                     reason="mempool-full",
                 )
             replaces.append(cheapest[0].hash)
-        self.store.pool_put(tx.hash, tx.raw, tx.sender, tx.nonce, now, replaces)
+        self.store.pool_put(tx.hash, tx.raw, tx.sender, tx.nonce, now, replaces, conn=conn)
         return tx
 
     def select(self, limit: int) -> list[Transaction]:

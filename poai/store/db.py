@@ -427,18 +427,34 @@ class Store:
                 select(pool_t.c.hash, pool_t.c.raw, pool_t.c.added).order_by(pool_t.c.added, pool_t.c.hash)
             ).all()
 
+    def write(self):
+        """A write transaction (BEGIN IMMEDIATE): while it is open no other
+        connection, in any process, commits; reads through the store's other
+        methods see everything committed before it began."""
+        return self.engine.begin()
+
     def pool_put(
-        self, tx_hash: bytes, raw: bytes, sender: bytes, nonce: int, added: int, replaces: list[bytes] = ()
+        self, tx_hash: bytes, raw: bytes, sender: bytes, nonce: int, added: int, replaces: list[bytes] = (),
+        conn=None,
     ) -> None:
-        with self.engine.begin() as c:
+        def run(c):
             for h in replaces:
                 c.execute(delete(pool_t).where(pool_t.c.hash == h))
             c.execute(delete(pool_t).where(pool_t.c.hash == tx_hash))
             c.execute(insert(pool_t).values(hash=tx_hash, raw=raw, sender=sender, nonce=nonce, added=added))
 
-    def pool_remove(self, hashes) -> None:
+        if conn is not None:
+            return run(conn)
+        with self.engine.begin() as c:
+            run(c)
+
+    def pool_remove(self, hashes, conn=None) -> None:
         hashes = list(hashes)
         if not hashes:
+            return
+        if conn is not None:
+            for h in hashes:
+                conn.execute(delete(pool_t).where(pool_t.c.hash == h))
             return
         with self.engine.begin() as c:
             for h in hashes:
