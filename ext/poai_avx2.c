@@ -27,27 +27,42 @@ T256 static INLINE __m256i term4(__m256i acc, __m256i inner, const int64_t *s, c
     return _mm256_add_epi64(acc, _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(r, sg), sv), sg));
 }
 
+/* A group half's weight data (8 lanes) widened to int64, as two 4-lane
+ * vectors each; computed once and shared by the tile's tokens. */
+typedef struct { __m256i s0[2], s1[2], mn[2]; int has_s1, has_mn; } wdata8;
+
+T256 static INLINE __m256i widen4(const int32_t *p) {
+    return p ? _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)p)) : _mm256_setzero_si256();
+}
+
+T256 static INLINE wdata8 load_wdata8(const int32_t *sc0, const int32_t *sc1, const int32_t *mn) {
+    wdata8 w;
+    w.has_s1 = sc1 != 0;
+    w.has_mn = mn != 0;
+    for (int h = 0; h < 2; h++) {
+        w.s0[h] = widen4(sc0 + 4 * h);
+        w.s1[h] = widen4(sc1 ? sc1 + 4 * h : 0);
+        w.mn[h] = widen4(mn ? mn + 4 * h : 0);
+    }
+    return w;
+}
+
 /* 8 lanes (i0/i1: the int32 sums of each block's two halves) into acc[0..1]. */
-T256 static INLINE void epilogue8(__m256i acc[2], __m256i i0, __m256i i1, const int32_t *sc0,
-                                  const int32_t *sc1, const int32_t *mn, const int64_t *s,
-                                  const int64_t *rnd, const int64_t *asum) {
+T256 static INLINE void epilogue8(__m256i acc[2], __m256i i0, __m256i i1, const wdata8 *w,
+                                  const int64_t *s, const int64_t *rnd, const int64_t *asum) {
     for (int h = 0; h < 2; h++) {
         __m128i a0 = h ? _mm256_extracti128_si256(i0, 1) : _mm256_castsi256_si128(i0);
         __m128i a1 = h ? _mm256_extracti128_si256(i1, 1) : _mm256_castsi256_si128(i1);
-        __m256i s0 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(sc0 + 4 * h)));
         __m256i inner;
-        if (sc1) {
-            __m256i s1 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(sc1 + 4 * h)));
-            inner = _mm256_add_epi64(_mm256_mul_epi32(s0, _mm256_cvtepi32_epi64(a0)),
-                                     _mm256_mul_epi32(s1, _mm256_cvtepi32_epi64(a1)));
+        if (w->has_s1) {
+            inner = _mm256_add_epi64(_mm256_mul_epi32(w->s0[h], _mm256_cvtepi32_epi64(a0)),
+                                     _mm256_mul_epi32(w->s1[h], _mm256_cvtepi32_epi64(a1)));
         } else {
-            inner = _mm256_mul_epi32(s0, _mm256_cvtepi32_epi64(_mm_add_epi32(a0, a1)));
+            inner = _mm256_mul_epi32(w->s0[h], _mm256_cvtepi32_epi64(_mm_add_epi32(a0, a1)));
         }
-        if (mn) {
-            __m256i mv = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(mn + 4 * h)));
+        if (w->has_mn)
             inner = _mm256_add_epi64(inner, _mm256_mul_epi32(
-                mv, _mm256_loadu_si256((const __m256i *)(asum + 4 * h))));
-        }
+                w->mn[h], _mm256_loadu_si256((const __m256i *)(asum + 4 * h))));
         acc[h] = term4(acc[h], inner, s + 4 * h, rnd + 4 * h);
     }
 }
@@ -89,11 +104,10 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
                 if (NT > 1) y1 = _mm256_add_epi32(y1, _mm256_madd_epi16(wv, bcast(G, a[1] + ao + k * 2 * G, h)));
             }
             int64_t l8 = wl + 8 * h;
-            epilogue8(&acc[0][2 * h], x0, y0, sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0,
-                      s[0] + l8, rnd[0] + l8, asum[0] + l8);
+            wdata8 wd = load_wdata8(sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0);
+            epilogue8(&acc[0][2 * h], x0, y0, &wd, s[0] + l8, rnd[0] + l8, asum[0] + l8);
             if (NT > 1)
-                epilogue8(&acc[1][2 * h], x1, y1, sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0,
-                          s[1] + l8, rnd[1] + l8, asum[1] + l8);
+                epilogue8(&acc[1][2 * h], x1, y1, &wd, s[1] + l8, rnd[1] + l8, asum[1] + l8);
         }
     }
     for (int u = 0; u < NT; u++)
