@@ -346,19 +346,20 @@ class P2PNode:
 
     async def _on_inv(self, peer, items) -> None:
         want = []
+        in_flight = self._in_flight_all()
+        pooled: set[bytes] = set()
+        if any(kind == INV_TX for kind, _ in items):
+            pooled = {row.hash for row in self.service.store.pool_rows()}
         for kind, h in items:
-            if kind == INV_BLOCK and not self.service.store.has_block(h) and h not in self._in_flight_all():
+            if kind == INV_BLOCK and h not in in_flight and not self.service.store.has_block(h):
                 want.append((kind, h))
-            elif kind == INV_TX and self.service.store.tx_location(h) is None and not self._pool_has(h):
+            elif kind == INV_TX and h not in pooled and self.service.store.tx_location(h) is None:
                 want.append((kind, h))
         if want:
             for kind, h in want:
                 if kind == INV_BLOCK:
                     peer.in_flight.add(h)
             await peer.send("getdata", [[k, h] for k, h in want])
-
-    def _pool_has(self, h: bytes) -> bool:
-        return any(row.hash == h for row in self.service.store.pool_rows())
 
     def _in_flight_all(self) -> set[bytes]:
         out: set[bytes] = set()

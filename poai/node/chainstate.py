@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from poai.chain import validate
 from poai.chain.block import Block, Coinbase
-from poai.chain.difficulty import compact_to_target, median_time_past, work_for_bits
+from poai.chain.difficulty import median_time_past, work_for_bits
 from poai.chain.params import NetworkParams
 from poai.chain.state import connect_block
 from poai.errors import PoaiError, StoreError, ValidationError
@@ -243,10 +243,8 @@ class ChainState:
 
     def _check_proof(self, block: Block) -> None:
         h = block.header
-        digest = self.proof_digest(block)
-        validate.check_proof(h, digest)
-        if int.from_bytes(digest, "big") > compact_to_target(h.bits):  # implied by equality; kept explicit
-            raise ValidationError("the proof digest is above the target", reason="proof-above-target")
+        # check_header_alone already required h.proof <= target; equality carries it over.
+        validate.check_proof(h, self.proof_digest(block))
 
     def _mark_invalid(self, block_id: bytes, reason: str) -> None:
         stack = [block_id]

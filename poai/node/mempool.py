@@ -50,6 +50,14 @@ class Mempool:
         self.expiry = expiry
         self.min_gas_price = min_gas_price
         self.clock = clock
+        self._decoded: dict[bytes, Transaction] = {}   # hash -> decoded (signature recovery once)
+
+    def _decode(self, tx_hash: bytes, raw: bytes) -> Transaction:
+        tx = self._decoded.get(tx_hash)
+        if tx is None or tx.raw != raw:
+            tx = decode_tx(raw, self.params.chain_id)
+            self._decoded[tx_hash] = tx
+        return tx
 
     def pending(self, conn=None) -> list[tuple[Transaction, int]]:
         """Every pooled transaction that still decodes and has not expired,
@@ -62,10 +70,13 @@ class Mempool:
                 gone.append(row.hash)
                 continue
             try:
-                out.append((decode_tx(row.raw, self.params.chain_id), row.added))
+                out.append((self._decode(row.hash, row.raw), row.added))
             except PoaiError:
                 gone.append(row.hash)
         self.store.pool_remove(gone, conn)
+        live = {tx.hash for tx, _ in out}
+        for h in [h for h in self._decoded if h not in live]:
+            del self._decoded[h]
         return out
 
     def __len__(self) -> int:

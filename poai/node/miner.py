@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from poai.chain.block import Block, Coinbase, Header, block_tx_root
+from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
 from poai.chain.difficulty import compact_to_target
 from poai.chain.params import HEADER_VERSION
 from poai.chain.state import _Overlay, apply_transfer, connect_block
@@ -144,8 +144,6 @@ class Miner:
                 )
                 if found is not None:
                     t0 = time.perf_counter()
-                    from poai.chain.block import grind_seal
-
                     sealed = grind_seal(found, self.chain.params.seal_bits)
                     stats.last_seal_s = time.perf_counter() - t0
                     new = Block(header=sealed, coinbase=block.coinbase, txs=block.txs)
