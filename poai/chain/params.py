@@ -44,6 +44,7 @@ class NetworkParams:
     max_block_bytes: int = 1 << 20
     max_block_txs: int = 2000
     max_reorg_depth: int = 1000  # node policy: deeper reorganisations need a resync
+    min_base_fee: int = 10**9  # consensus floor of the EIP-1559 base fee (1 gwei): no free transactions
     seeds: tuple[str, ...] = ()  # HOST:PORT nodes dialled first to learn addresses (none published yet)
 
     def reward(self, height: int) -> int:

@@ -338,13 +338,18 @@ def _rlp_list(payload: bytes, what: str) -> list:
     return items
 
 
-def decode_tx(raw: bytes, chain_id: int) -> Transaction:
+def decode_tx(raw: bytes, chain_id: int, *, sender: bytes | None = None) -> Transaction:
     """Decode and check a signed transfer for the network ``chain_id``.
 
     Checks everything that needs no state: encoding, type, chain id, transfer-only shape,
     gas bounds, fee fields and the signature (low s, recovers a sender).  Nonce and
     balance are the state's business.  Raises :class:`TxError` (reasons:
     :data:`REJECT_REASONS`).
+
+    ``sender``: the sender recovered when this exact transaction was first accepted
+    (stored beside it in a block or the mempool).  Recovery, the costly step (one
+    secp256k1 point recovery), is then skipped; every other check still runs.  Only
+    pass a sender this node recovered itself, never one a peer claims.
     """
     raw = bytes(raw)
     if len(raw) > MAX_TX_SIZE:
@@ -455,7 +460,10 @@ def decode_tx(raw: bytes, chain_id: int) -> Transaction:
         value=value,
         data=data,
     )
-    sender = recover_sender(digest, y_parity, r, s)
+    if sender is None:
+        sender = recover_sender(digest, y_parity, r, s)
+    elif len(sender) != 20:
+        raise ValueError("a stored sender is 20 bytes")
     return Transaction(
         tx_type=tx_type,
         chain_id=tx_chain_id,
