@@ -17,12 +17,14 @@ from sqlalchemy import insert
 from poai.chain.block import Block, Coinbase, Header
 from poai.chain.params import COIN, get_network
 from poai.chain.state import Account
+from poai.chain import fees
 from poai.chain.tx import INTRINSIC_GAS, decode_tx, sign_transfer
 from poai.errors import MempoolError, PoaiError, TxError
 from poai.node.chainstate import ChainState
 from poai.node.mempool import MAX_NONCE_GAP, Mempool
 from poai.store import Store
 from poai.store.db import txs_t
+from poai.store.pool import pool_t, row_values
 
 PARAMS = get_network("dev")
 CHAIN_ID = PARAMS.chain_id  # 29773
@@ -65,9 +67,13 @@ def fund(store: Store, addr: bytes, balance: int = RICH, nonce: int = 0) -> None
         Store._write_accounts(c, {addr: Account(nonce, balance)})
 
 
-def eth2(key: bytes, nonce: int, *, tip: int = 1, cap: int | None = None, value: int = 1,
+GWEI = 10**9
+BASE = PARAMS.min_base_fee  # the next base fee without a chain (1 gwei)
+
+
+def eth2(key: bytes, nonce: int, *, tip: int = GWEI, cap: int | None = None, value: int = 1,
          to: bytes = SINK, chain_id: int = CHAIN_ID, gas: int = INTRINSIC_GAS) -> bytes:
-    """A type-2 transfer signed by eth-account."""
+    """A type-2 transfer signed by eth-account; the fee cap defaults to BASE + tip."""
     fields = {
         "type": 2,
         "chainId": chain_id,
@@ -75,13 +81,13 @@ def eth2(key: bytes, nonce: int, *, tip: int = 1, cap: int | None = None, value:
         "to": to_checksum_address(to),
         "value": value,
         "gas": gas,
-        "maxFeePerGas": tip if cap is None else cap,
+        "maxFeePerGas": BASE + tip if cap is None else cap,
         "maxPriorityFeePerGas": tip,
     }
     return bytes(EthAccount.sign_transaction(fields, key).raw_transaction)
 
 
-def eth0(key: bytes, nonce: int, *, price: int = 1, value: int = 1, to: bytes = SINK,
+def eth0(key: bytes, nonce: int, *, price: int = BASE + GWEI, value: int = 1, to: bytes = SINK,
          chain_id: int = CHAIN_ID) -> bytes:
     """A legacy EIP-155 transfer signed by eth-account."""
     fields = {"chainId": chain_id, "nonce": nonce, "to": to_checksum_address(to), "value": value,
@@ -89,11 +95,11 @@ def eth0(key: bytes, nonce: int, *, price: int = 1, value: int = 1, to: bytes = 
     return bytes(EthAccount.sign_transaction(fields, key).raw_transaction)
 
 
-def poai2(key: bytes, nonce: int, *, tip: int = 1, cap: int | None = None, value: int = 1,
+def poai2(key: bytes, nonce: int, *, tip: int = GWEI, cap: int | None = None, value: int = 1,
           to: bytes = SINK) -> bytes:
     """A type-2 transfer signed by poai itself."""
     return sign_transfer(key, chain_id=CHAIN_ID, nonce=nonce, to=to, value=value,
-                         max_fee_per_gas=tip if cap is None else cap, max_priority_fee_per_gas=tip).raw
+                         max_fee_per_gas=BASE + tip if cap is None else cap, max_priority_fee_per_gas=tip).raw
 
 
 def reason_of(pool: Mempool, raw: bytes, exc=PoaiError) -> str:
@@ -124,16 +130,18 @@ def fake_block(height: int, *raws: bytes) -> Block:
 def test_accepts_eth_account_type2_and_legacy_and_poai_signed(store, pool):
     fund(store, A)
     fund(store, B)
-    t2 = pool.add(eth2(KA, 0, tip=3, cap=7, value=5))
-    t0 = pool.add(eth0(KA, 1, price=4, value=6))
-    tp = pool.add(poai2(KB, 0, tip=2))
-    assert (t2.sender, t2.nonce, t2.value, t2.effective_gas_price) == (A, 0, 5, 3)
-    assert (t0.sender, t0.nonce, t0.tx_type, t0.effective_gas_price) == (A, 1, 0, 4)
+    t2 = pool.add(eth2(KA, 0, tip=3 * GWEI, cap=BASE + 7 * GWEI, value=5))
+    t0 = pool.add(eth0(KA, 1, price=BASE + 4 * GWEI, value=6))
+    tp = pool.add(poai2(KB, 0, tip=2 * GWEI))
+    assert (t2.sender, t2.nonce, t2.value, fees.tip_per_gas(t2, BASE)) == (A, 0, 5, 3 * GWEI)
+    assert (t0.sender, t0.nonce, t0.tx_type, fees.tip_per_gas(t0, BASE)) == (A, 1, 0, 4 * GWEI)
     assert tp.sender == B
     assert hashes(pool) == {t2.hash, t0.hash, tp.hash}
     assert len(pool) == 3
-    # Stored raw bytes round-trip exactly.
-    assert {tx.raw for tx, _ in pool.pending()} == {t2.raw, t0.raw, tp.raw}
+    # Stored raw bytes round-trip exactly, and so does the sender recovered at admission.
+    assert {(tx.raw, tx.sender) for tx, _ in pool.pending()} == {(t2.raw, A), (t0.raw, A), (tp.raw, B)}
+    assert pool.get(t2.hash) == t2 and pool.get(b"\x07" * 32) is None
+    assert pool.pending_of(A) == [t2, t0] and pool.pending_of(C) == []
 
 
 def test_decode_errors_pass_through(store, pool):
@@ -167,23 +175,24 @@ def test_unfunded_sender_is_insufficient_funds(pool):
 
 
 def test_insufficient_funds_uses_max_cost_not_the_effective_fee(store, pool):
-    # tip 1 (the fee actually paid) but cap 10: Ethereum requires value + gas * cap up front.
-    value = 1000
-    fund(store, A, value + INTRINSIC_GAS * 10 - 1)
-    assert reason_of(pool, eth2(KA, 0, tip=1, cap=10, value=value), TxError) == "tx-insufficient-funds"
-    fund(store, A, value + INTRINSIC_GAS * 10)
-    pool.add(eth2(KA, 0, tip=1, cap=10, value=value))
+    # Pays BASE + 1 gwei per gas but offers up to 10 gwei: Ethereum requires value + gas * cap up front.
+    value, cap = 1000, 10 * GWEI
+    fund(store, A, value + INTRINSIC_GAS * cap - 1)
+    assert reason_of(pool, eth2(KA, 0, cap=cap, value=value), TxError) == "tx-insufficient-funds"
+    fund(store, A, value + INTRINSIC_GAS * cap)
+    pool.add(eth2(KA, 0, cap=cap, value=value))
 
 
 def test_insufficient_funds_counts_pending_spend(store, pool):
-    cost = 1000 + INTRINSIC_GAS * 2
+    price = BASE + 2 * GWEI
+    cost = 1000 + INTRINSIC_GAS * price
     fund(store, A, 2 * cost + cost // 2)  # enough for two, not three
-    pool.add(eth2(KA, 0, tip=2, value=1000))
-    pool.add(eth0(KA, 1, price=2, value=1000))
-    assert reason_of(pool, eth2(KA, 2, tip=2, value=1000), TxError) == "tx-insufficient-funds"
+    pool.add(eth2(KA, 0, tip=2 * GWEI, value=1000))
+    pool.add(eth0(KA, 1, price=price, value=1000))
+    assert reason_of(pool, eth2(KA, 2, tip=2 * GWEI, value=1000), TxError) == "tx-insufficient-funds"
     # Another sender is unaffected by A's pending spend.
     fund(store, B, cost)
-    pool.add(eth2(KB, 0, tip=2, value=1000))
+    pool.add(eth2(KB, 0, tip=2 * GWEI, value=1000))
     assert len(pool) == 3
 
 
@@ -204,59 +213,116 @@ def test_already_known_and_already_mined(store, pool):
     assert len(pool) == 1
 
 
-def test_replacement_needs_a_strictly_higher_effective_price(store, pool):
+def test_replacement_needs_tip_and_fee_cap_ten_percent_higher(store, pool):
     fund(store, A)
-    old = pool.add(eth2(KA, 0, tip=5, cap=100, value=1))
-    # Same price, different value: another transaction at the same nonce.
-    assert reason_of(pool, eth2(KA, 0, tip=5, cap=100, value=2), MempoolError) == "replacement-underpriced"
-    assert reason_of(pool, eth0(KA, 0, price=4), MempoolError) == "replacement-underpriced"
-    # A higher fee cap with the same tip does not raise the effective price (base fee 0).
-    assert reason_of(pool, eth2(KA, 0, tip=5, cap=500), MempoolError) == "replacement-underpriced"
+    old = pool.add(eth2(KA, 0, tip=10 * GWEI, cap=100 * GWEI, value=1))
+    for tip, cap in (
+        (10 * GWEI, 100 * GWEI),            # same price, different value
+        (11 * GWEI, 100 * GWEI),            # tip +10%, cap the same
+        (10 * GWEI, 110 * GWEI),            # cap +10%, tip the same
+        (10_500_000_000, 105 * GWEI),       # both +5%: under the bump
+        (11 * GWEI - 1, 200 * GWEI),        # tip one wei short of the bump
+        (50 * GWEI, 110 * GWEI - 1),        # cap one wei short of the bump
+    ):
+        assert reason_of(pool, eth2(KA, 0, tip=tip, cap=cap, value=2), MempoolError) == \
+            "replacement-underpriced", (tip, cap)
+    # Legacy: gasPrice is both caps, so 99 gwei raises the tip but not the fee cap.
+    assert reason_of(pool, eth0(KA, 0, price=99 * GWEI), MempoolError) == "replacement-underpriced"
     assert hashes(pool) == {old.hash}
-    new = pool.add(eth0(KA, 0, price=6, value=3))
+    new = pool.add(eth2(KA, 0, tip=11 * GWEI, cap=110 * GWEI, value=3))  # exactly +10% on both
     assert hashes(pool) == {new.hash}
-    # The replaced one is gone for good: it may even come back only by outbidding again.
+    # The replaced one is gone for good: it may come back only by outbidding again.
     assert reason_of(pool, old.raw, MempoolError) == "replacement-underpriced"
-    newer = pool.add(poai2(KA, 0, tip=7, cap=7))
+    newer = pool.add(eth0(KA, 0, price=121 * GWEI))
     assert hashes(pool) == {newer.hash}
+
+
+def test_replacement_of_a_tiny_tip_still_needs_strictly_more(store, pool):
+    fund(store, A)
+    pool.add(eth2(KA, 0, tip=5, cap=BASE + 5))   # 10% of 5 wei rounds down to 0: strictly more applies
+    assert reason_of(pool, eth2(KA, 0, tip=5, cap=2 * BASE), MempoolError) == "replacement-underpriced"
+    pool.add(eth2(KA, 0, tip=6, cap=2 * BASE))
 
 
 def test_replacement_leaves_other_nonces_alone(store, pool):
     fund(store, A)
-    t0 = pool.add(eth2(KA, 0, tip=1))
-    t1 = pool.add(eth2(KA, 1, tip=1))
-    r1 = pool.add(eth2(KA, 1, tip=2))
+    t0 = pool.add(eth2(KA, 0))
+    t1 = pool.add(eth2(KA, 1))
+    r1 = pool.add(eth2(KA, 1, tip=2 * GWEI))
     assert hashes(pool) == {t0.hash, r1.hash}
     assert t1.hash not in hashes(pool)
 
 
-def test_fee_too_low(store, clock):
+def test_fee_below_base_fee_and_fee_too_low(store, clock):
     fund(store, A)
-    pool = Mempool(store, PARAMS, min_gas_price=10, clock=clock)
-    assert reason_of(pool, eth0(KA, 0, price=9), MempoolError) == "fee-too-low"
-    # Type 2: the effective price (the tip, base fee 0) is what counts, not the cap.
-    assert reason_of(pool, eth2(KA, 0, tip=9, cap=1000), MempoolError) == "fee-too-low"
-    pool.add(eth2(KA, 0, tip=10, cap=10))
-    pool.add(eth0(KA, 1, price=10))
+    pool = Mempool(store, PARAMS, min_tip=10, clock=clock)
+    # The fee cap must reach the base fee, whatever the tip.
+    assert reason_of(pool, eth2(KA, 0, tip=10, cap=BASE - 1), TxError) == "tx-fee-below-base-fee"
+    assert reason_of(pool, eth0(KA, 0, price=BASE - 1), TxError) == "tx-fee-below-base-fee"
+    # The tip at the base fee, min(tip cap, fee cap - base), must reach min_tip.
+    assert reason_of(pool, eth0(KA, 0, price=BASE + 9), MempoolError) == "fee-too-low"
+    assert reason_of(pool, eth2(KA, 0, tip=9, cap=100 * GWEI), MempoolError) == "fee-too-low"
+    assert reason_of(pool, eth2(KA, 0, tip=GWEI, cap=BASE + 9), MempoolError) == "fee-too-low"
+    pool.add(eth2(KA, 0, tip=GWEI, cap=BASE + 10))
+    pool.add(eth0(KA, 1, price=BASE + 10))
     assert len(pool) == 2
+    # The default minimum tip is 1 wei: paying exactly the base fee is not enough.
+    default = Mempool(store, PARAMS, clock=clock)
+    assert reason_of(default, eth2(KA, 2, tip=GWEI, cap=BASE), MempoolError) == "fee-too-low"
+    default.add(eth2(KA, 2, tip=1, cap=BASE + 1))
 
 
-def test_mempool_full_evicts_the_cheapest_for_a_pricier_one(store, clock):
+def test_admission_and_templates_follow_the_base_fee_callable(store, clock):
+    for a in (A, B, C):
+        fund(store, a)
+    base = [BASE]
+    pool = Mempool(store, PARAMS, base_fee=lambda: base[0], clock=clock)
+    assert pool.next_base_fee() == BASE
+    low_cap = pool.add(eth2(KA, 0, tip=2 * GWEI, cap=BASE + 2 * GWEI))   # tip 2 gwei now, less later
+    steady = pool.add(eth2(KB, 0, tip=GWEI, cap=10 * GWEI))
+    assert [tx.sender for tx in pool.select(10)] == [A, B]     # 2 gwei before 1 gwei
+    # At base 2.5 gwei A's tip shrinks to 0.5 gwei: B first.  At 4 gwei A cannot pay the base fee.
+    assert [tx.sender for tx in pool.select(10, base_fee=BASE + 3 * GWEI // 2)] == [B, A]
+    assert [tx.hash for tx in pool.select(10, base_fee=4 * GWEI)] == [steady.hash]
+    base[0] = 4 * GWEI
+    assert pool.next_base_fee() == 4 * GWEI
+    assert [tx.hash for tx in pool.select(10)] == [steady.hash]
+    assert reason_of(pool, eth2(KC, 0, tip=GWEI, cap=4 * GWEI - 1), TxError) == "tx-fee-below-base-fee"
+    pool.add(eth2(KC, 0, tip=GWEI, cap=5 * GWEI))
+    assert low_cap.hash in hashes(pool)     # a raised base fee does not evict: it may fall again
+
+
+def test_mempool_full_evicts_the_lowest_tip_at_the_base_fee(store, clock):
     for a in ADDRS:
         fund(store, a)
     pool = Mempool(store, PARAMS, max_txs=3, clock=clock)
-    cheap = pool.add(eth2(KA, 0, tip=1))
-    mid = pool.add(eth2(KB, 0, tip=2))
-    top = pool.add(eth0(KC, 0, price=3))
-    assert reason_of(pool, eth2(KD, 0, tip=1), MempoolError) == "mempool-full"  # equal: not more
+    cheap = pool.add(eth2(KA, 0, tip=GWEI))
+    mid = pool.add(eth2(KB, 0, tip=2 * GWEI))
+    top = pool.add(eth0(KC, 0, price=BASE + 3 * GWEI))
+    assert reason_of(pool, eth2(KD, 0, tip=GWEI), MempoolError) == "mempool-full"  # equal: not more
     assert hashes(pool) == {cheap.hash, mid.hash, top.hash}
-    rich = pool.add(eth2(KD, 0, tip=5))
+    rich = pool.add(eth2(KD, 0, tip=5 * GWEI))
     assert hashes(pool) == {mid.hash, top.hash, rich.hash}
     assert len(pool) == 3
-    assert reason_of(pool, eth2(KE, 0, tip=2), MempoolError) == "mempool-full"
+    assert reason_of(pool, eth2(KE, 0, tip=2 * GWEI), MempoolError) == "mempool-full"
     # Replacing a pooled transaction in a full pool evicts nobody else.
-    repl = pool.add(eth2(KB, 0, tip=4))
+    repl = pool.add(eth2(KB, 0, tip=4 * GWEI))
     assert hashes(pool) == {repl.hash, top.hash, rich.hash}
+
+
+def test_eviction_finds_a_tip_limited_by_the_fee_cap(store, clock):
+    """The lowest tip min(tip cap, fee cap - base) need not have the lowest tip cap."""
+    for a in ADDRS:
+        fund(store, a)
+    pool = Mempool(store, PARAMS, max_txs=2, clock=clock)
+    p1 = pool.add(eth2(KA, 0, tip=3 * GWEI, cap=10 * GWEI))                 # tips 3 gwei
+    p2 = pool.add(eth2(KB, 0, tip=3_500_000_000, cap=3_500_000_000))        # tip cap 3.5, tips 2.5 gwei
+    c = pool.add(eth2(KC, 0, tip=2_800_000_000, cap=10 * GWEI))             # evicts p2, not p1
+    assert hashes(pool) == {p1.hash, c.hash}
+    d = pool.add(eth2(KD, 0, tip=2_900_000_000, cap=10 * GWEI))             # evicts c
+    assert hashes(pool) == {p1.hash, d.hash}
+    assert reason_of(pool, eth2(KE, 0, tip=2_900_000_000, cap=10 * GWEI), MempoolError) == "mempool-full"
+    assert p2.hash not in hashes(pool)
 
 
 def test_expiry_with_a_fake_clock(store, clock):
@@ -289,27 +355,66 @@ def test_expired_transactions_are_gone_before_select_runs(store, clock):
     pool.add(raw)  # submitted again: a fresh transaction, not "already-known"
 
 
+# --- spam ---------------------------------------------------------------------------
+
+
+def test_a_thousand_zero_fee_transactions_from_random_keys_are_all_refused(store, pool):
+    """Audit finding: a zero-fee transfer from an unfunded key was accepted, relayed and
+    mined.  Now every one is refused with a stable reason and leaves no trace."""
+    import os
+
+    reasons: dict[str, int] = {}
+    for i in range(1000):
+        key = os.urandom(32)
+        if i % 4 == 0:
+            raw = eth0(key, 0, price=0, value=0)
+        elif i % 4 == 1:
+            raw = eth2(key, 0, tip=0, cap=0, value=0)
+        elif i % 4 == 2:
+            raw = eth2(key, 0, tip=0, cap=BASE, value=0)    # the base fee, no tip
+        else:
+            raw = eth2(key, 0, tip=GWEI, value=0)           # fees right, but nothing to pay them with
+        with pytest.raises(PoaiError) as info:
+            pool.add(raw)
+        reasons[info.value.reason] = reasons.get(info.value.reason, 0) + 1
+    assert reasons == {"tx-fee-below-base-fee": 500, "fee-too-low": 250, "tx-insufficient-funds": 250}
+    assert len(pool) == 0
+    with store.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM accounts").scalar() == 0
+
+
+def test_a_funded_transfer_with_eth_account_suggested_fees_is_admitted_and_selected(store, pool):
+    """eth-account / web3.py's default: maxFeePerGas = 2 * base fee + tip, tip 1 gwei."""
+    fund(store, A, COIN)
+    fields = {"type": 2, "chainId": CHAIN_ID, "nonce": 0, "to": to_checksum_address(SINK), "value": 10**15,
+              "gas": INTRINSIC_GAS, "maxPriorityFeePerGas": GWEI, "maxFeePerGas": 2 * BASE + GWEI}
+    raw = bytes(EthAccount.sign_transaction(fields, KA).raw_transaction)
+    tx = pool.add(raw)
+    assert pool.select(10) == [tx]
+    assert fees.fee_split(tx, BASE) == (INTRINSIC_GAS * BASE, INTRINSIC_GAS * GWEI)
+
+
 # --- select -----------------------------------------------------------------------
 
 
 def test_select_nonce_order_within_a_sender(store, pool):
     fund(store, A, nonce=3)
     # Added out of order, the later nonces paying more: nonce order still wins.
-    raws = {5: eth2(KA, 5, tip=9), 4: eth0(KA, 4, price=5), 3: eth2(KA, 3, tip=1)}
+    raws = {5: eth2(KA, 5, tip=9 * GWEI), 4: eth0(KA, 4, price=BASE + 5 * GWEI), 3: eth2(KA, 3, tip=GWEI)}
     for n in (5, 4, 3):
         pool.add(raws[n])
     assert [tx.nonce for tx in pool.select(10)] == [3, 4, 5]
     assert [tx.raw for tx in pool.select(10)] == [raws[3], raws[4], raws[5]]
 
 
-def test_select_highest_price_first_across_senders(store, pool):
+def test_select_highest_tip_first_across_senders(store, pool):
     for a in (A, B, C):
         fund(store, a)
-    pool.add(eth2(KA, 0, tip=3))
-    pool.add(eth0(KB, 0, price=7))
-    pool.add(eth2(KC, 0, tip=5, cap=50))
-    pool.add(eth2(KA, 1, tip=100))  # pays most, but waits for A's nonce 0
-    pool.add(eth2(KC, 1, tip=4))
+    pool.add(eth2(KA, 0, tip=3 * GWEI))
+    pool.add(eth0(KB, 0, price=BASE + 7 * GWEI))
+    pool.add(eth2(KC, 0, tip=5 * GWEI, cap=50 * GWEI))
+    pool.add(eth2(KA, 1, tip=100 * GWEI))  # pays most, but waits for A's nonce 0
+    pool.add(eth2(KC, 1, tip=4 * GWEI))
     chosen = pool.select(10)
     assert [(tx.sender, tx.nonce) for tx in chosen] == [(B, 0), (C, 0), (C, 1), (A, 0), (A, 1)]
     assert [(tx.sender, tx.nonce) for tx in pool.select(2)] == [(B, 0), (C, 0)]
@@ -327,22 +432,33 @@ def test_select_skips_gaps(store, pool):
 
 
 def test_select_respects_balance_and_credits_recipients(store, pool):
-    cost = 1000 + INTRINSIC_GAS
+    cost = 1000 + INTRINSIC_GAS * (BASE + GWEI)     # max_cost, and what the transfer spends
     fund(store, A)
     fund(store, B)
     pool.add(eth2(KA, 0, value=1000))
     pool.add(eth2(KA, 1, value=1000))
-    b0 = pool.add(eth2(KB, 0, tip=9, value=10))
+    b0 = pool.add(eth2(KB, 0, tip=9 * GWEI, value=10))
     # The balance drops after admission (say a block spent it): only nonce 0 is covered.
     fund(store, A, cost + cost // 2)
     assert [(tx.sender, tx.nonce) for tx in pool.select(10)] == [(B, 0), (A, 0)]
-    # B paying A (first, as it pays more) covers A's nonce 1 within the same template.
+    # B paying A (first, as it tips more) covers A's nonce 1 within the same template.
     pool.store.pool_remove([b0.hash])
-    pool.add(eth2(KB, 0, tip=9, value=cost, to=A))
+    pool.add(eth2(KB, 0, tip=9 * GWEI, value=cost, to=A))
     assert [(tx.sender, tx.nonce) for tx in pool.select(10)] == [(B, 0), (A, 0), (A, 1)]
     fund(store, A, cost - 1)
     pool.store.pool_remove([tx.hash for tx, _ in pool.pending() if tx.sender == B])
     assert pool.select(10) == []
+
+
+def test_select_credit_wakes_a_waiting_sender_that_tips_less(store, pool):
+    cost = 1000 + INTRINSIC_GAS * (BASE + GWEI)
+    fund(store, A, cost)
+    fund(store, B)
+    a0 = pool.add(eth2(KA, 0, value=1000))
+    fund(store, A, 0)     # A cannot pay its transfer now, until B's transfer to it lands in the template
+    b0 = pool.add(eth2(KB, 0, tip=3 * GWEI, value=cost, to=A))
+    assert pool.select(10) == [b0, a0]
+    assert pool.select(1) == [b0]
 
 
 # --- reconcile ----------------------------------------------------------------------
@@ -355,7 +471,7 @@ def test_reconcile_removes_mined_transactions(store, pool):
     a1 = pool.add(eth2(KA, 1))
     b0 = pool.add(eth2(KB, 0))
     # A block with a0 and b0 connects: the state moves on, the transactions are indexed.
-    fund(store, A, RICH - 1 - INTRINSIC_GAS, nonce=1)
+    fund(store, A, RICH - 1 - INTRINSIC_GAS * (BASE + GWEI), nonce=1)
     pool.reconcile([fake_block(1, a0.raw, b0.raw)], [])
     assert hashes(pool) == {a1.hash}
 
@@ -374,7 +490,7 @@ def test_reconcile_returns_transactions_of_disconnected_blocks(store, pool):
     fund(store, A)
     fund(store, B)
     fund(store, C)
-    a0, a1 = eth2(KA, 0), eth0(KA, 1, price=2)
+    a0, a1 = eth2(KA, 0), eth0(KA, 1, price=BASE + 2 * GWEI)
     b0, c0 = eth2(KB, 0), eth2(KC, 0)
     # The old branch had [a0] at height 1 and [a1, b0] at height 2; the new one has c0 and b0.
     # After the switch the state is the new branch's: A back at nonce 0, B and C moved on.
@@ -390,7 +506,8 @@ def test_reconcile_returns_transactions_of_disconnected_blocks(store, pool):
 def test_reconcile_does_not_return_invalid_disconnected_transactions(store, pool):
     fund(store, A, nonce=1)  # A's nonce 0 is used on the new branch
     fund(store, B, balance=0)  # B has no funds there
-    pool.reconcile([], [fake_block(1, eth2(KA, 0), eth2(KB, 0), b"\x00garbage")])
+    fund(store, C)
+    pool.reconcile([], [fake_block(1, eth2(KA, 0), eth2(KB, 0), b"\x00garbage", eth2(KC, 0, tip=0))])
     assert len(pool) == 0
 
 
@@ -400,6 +517,24 @@ def test_reconcile_drops_transactions_whose_funds_are_gone(store, pool):
     fund(store, A, balance=0)  # a block elsewhere spent everything (say with a higher nonce path)
     pool.reconcile([fake_block(1)], [])
     assert len(pool) == 0
+
+
+def test_reconcile_keeps_the_cap_when_a_disconnected_block_comes_back(store, clock):
+    for a in ADDRS:
+        fund(store, a)
+    pool = Mempool(store, PARAMS, max_txs=3, clock=clock)
+    low = pool.add(eth2(KA, 0, tip=GWEI))
+    pool.add(eth2(KB, 0, tip=2 * GWEI))
+    pool.add(eth2(KC, 0, tip=6 * GWEI))
+    back = [eth2(KD, 0, tip=5 * GWEI), eth2(KE, 0, tip=4 * GWEI), eth2(KF, 0, tip=GWEI // 2)]
+    # As ChainState does it: Store.disconnect_tip puts two back without policy, reconcile trims.
+    for raw in back[:2]:
+        store.pool_put(decode_tx(raw, CHAIN_ID), clock.t)
+    assert len(pool) == 5
+    pool.reconcile([], [fake_block(1, *back)])
+    assert len(pool) == 3
+    assert hashes(pool) == {h(eth2(KC, 0, tip=6 * GWEI)), h(back[0]), h(back[1])}
+    assert low.hash not in hashes(pool)
 
 
 # --- sharing and robustness -----------------------------------------------------------
@@ -415,10 +550,10 @@ def test_two_mempools_on_one_database_share_transactions(tmp_path, store, clock)
         t = p1.add(eth2(KA, 0))
         assert hashes(p2) == {t.hash}
         assert reason_of(p2, t.raw, MempoolError) == "already-known"
-        u = p2.add(eth2(KB, 0, tip=3))
+        u = p2.add(eth2(KB, 0, tip=3 * GWEI))
         assert hashes(p1) == {t.hash, u.hash}
         # A replacement through one is seen by the other.
-        r = p2.add(eth2(KA, 0, tip=2))
+        r = p2.add(eth2(KA, 0, tip=2 * GWEI))
         assert hashes(p1) == {r.hash, u.hash}
         assert [tx.hash for tx in p1.select(10)] == [u.hash, r.hash]
         p1.reconcile([fake_block(1, u.raw)], [])
@@ -429,7 +564,7 @@ def test_two_mempools_on_one_database_share_transactions(tmp_path, store, clock)
 
 def test_another_process_adds_to_the_same_pool(tmp_path, store, pool):
     fund(store, A)
-    raw = eth2(KA, 0, tip=4)
+    raw = eth2(KA, 0, tip=4 * GWEI)
     code = (
         "import sys; from poai.store import Store; from poai.chain.params import get_network; "
         "from poai.node.mempool import Mempool; "
@@ -447,7 +582,9 @@ def test_another_process_adds_to_the_same_pool(tmp_path, store, pool):
 def test_undecodable_rows_are_dropped(store, pool):
     fund(store, A)
     good = pool.add(eth2(KA, 0))
-    store.pool_put(b"\x01" * 32, b"\xc0", A, 1, int(pool.clock()))  # not a transaction (older format)
+    junk = dict(row_values(good, int(pool.clock())), hash=b"\x01" * 32, raw=b"\xc0", nonce=1)
+    with store.write() as c:
+        c.execute(insert(pool_t).values(**junk))
     assert len(store.pool_rows()) == 2
     assert hashes(pool) == {good.hash}
     assert len(pool) == 1 and len(store.pool_rows()) == 1
@@ -484,3 +621,40 @@ def test_concurrent_adds_of_one_nonce_admit_exactly_one(store, clock):
         assert sorted(type(o).__name__ for o in outcomes) == ["bytes", "str"], outcomes
         assert "replacement-underpriced" in outcomes
         assert len(store.pool_rows()) == 1
+
+
+def test_threads_sharing_one_mempool(store, pool):
+    """No state is cached in the Mempool: threads adding, listing and selecting at once
+    through one object (as the RPC, the peer loop and the miner do) see no error."""
+    import threading
+
+    senders = list(zip(KEYS, ADDRS, strict=True))
+    for _, a in senders:
+        fund(store, a)
+    raws = {a: [eth2(k, n, tip=(n + 1) * GWEI) for n in range(6)] for k, a in senders}
+    errors: list = []
+
+    def adder(a: bytes) -> None:
+        try:
+            for raw in raws[a]:
+                pool.add(raw)
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(15):
+                pool.pending()
+                pool.select(20)
+                len(pool)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder, args=(a,)) for a in ADDRS] + \
+        [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(pool) == 36 and len(pool.select(100)) == 36

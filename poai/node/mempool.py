@@ -1,36 +1,61 @@
 """The mempool: pending transfers, validated against the tip's state.
 
-Kept in the data directory's database (table ``mempool``) so that every
+Kept in the data directory's database (poai.store.pool) so that every
 process on it shares one pool: ``poai tx submit`` and ``poai send`` add to it
 while ``poai mine`` runs, and nothing pending is lost in a crash.  Policy
-(non-consensus, every rejection a MempoolError or TxError with a reason):
+(relay policy, not consensus; every rejection a MempoolError or TxError with
+a stable reason), where ``base`` is the next block's base fee (the
+``base_fee`` callable; without one, the consensus floor params.min_base_fee)
+and a transaction's tip is ``min(tip cap, fee cap - base)``
+(poai.chain.fees.tip_per_gas):
 
 * the transaction must decode for this network (poai.chain.tx.decode_tx);
+* its fee cap (maxFeePerGas; legacy gasPrice) must reach base
+  ("tx-fee-below-base-fee") and its tip must be at least min_tip
+  ("fee-too-low"; default 1 wei, as geth's txpool.pricelimit), so no
+  transaction is free: spam costs 21000 * base per transaction;
 * its nonce must be at least the sender's account nonce ("tx-nonce-too-low")
   and at most MAX_NONCE_GAP above it ("tx-nonce-gap");
-* the sender's balance must cover the max_cost of all its pending
-  transactions together with this one ("tx-insufficient-funds");
-* a transaction with the same sender and nonce is replaced only by one with
-  a strictly higher effective gas price ("replacement-underpriced");
-* the same transaction twice: "already-known"; gas price below
-  min_gas_price: "fee-too-low";
-* at most max_txs transactions: when full, the lowest-priced one is evicted
-  if the new one pays strictly more, else "mempool-full";
+* the sender's balance must cover the max_cost (value + gas * fee cap) of
+  all its pending transactions together with this one
+  ("tx-insufficient-funds"); an unfunded key cannot pass;
+* a transaction with the same sender and nonce is replaced only by one whose
+  tip cap and fee cap are both strictly higher and at least PRICE_BUMP_PCT
+  percent higher (geth's 10% price bump), else "replacement-underpriced";
+* the same transaction twice: "already-known"; one already in a main block:
+  "already-mined";
+* at most max_txs transactions: when full, the one with the lowest tip at
+  base is evicted if the new one's tip is strictly higher, else
+  "mempool-full";
 * transactions older than expiry seconds are dropped.
 After the chain moves (reconcile): mined transactions leave the pool,
-transactions of disconnected blocks come back, and those the new state makes
-invalid (nonce used, funds gone) are dropped.
+transactions of disconnected blocks come back, those the new state makes
+invalid (nonce used, funds gone) are dropped, and the pool is trimmed back
+to max_txs.
+
+Cost: admission is a few indexed lookups (O(log n)) in one BEGIN IMMEDIATE
+transaction; nothing decodes the pool, and a Transaction is rebuilt from a
+row with its stored sender (no signature recovery).  No state is cached in
+this object, so any number of threads may share it.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
+from dataclasses import replace
 
+from eth_hash.auto import keccak
+
+from poai.chain import fees
 from poai.chain.params import NetworkParams
-from poai.chain.tx import Transaction, decode_tx
+from poai.chain.tx import INTRINSIC_GAS, Transaction, decode_tx, recover_sender
 from poai.errors import MempoolError, PoaiError, TxError
 
 MAX_NONCE_GAP = 64
+PRICE_BUMP_PCT = 10  # geth's txpool.pricebump: a replacement pays at least 10% more tip and fee cap
+DEFAULT_MIN_TIP = 1  # wei per gas (geth's txpool.pricelimit default)
+_NOT_RECOVERED = bytes(20)  # placeholder sender of a probe decode; never stored
 
 
 class Mempool:
@@ -39,65 +64,107 @@ class Mempool:
         store,
         params: NetworkParams,
         *,
+        base_fee=None,
+        min_tip: int = DEFAULT_MIN_TIP,
         max_txs: int = 5000,
         expiry: int = 3 * 3600,
-        min_gas_price: int = 0,
         clock=time.time,
     ) -> None:
+        """base_fee: a zero-argument callable giving the next block's base fee
+        (e.g. ChainState.next_base_fee); None: params.min_base_fee."""
         self.store = store
         self.params = params
+        self._base_fee = base_fee
+        self.min_tip = min_tip
         self.max_txs = max_txs
         self.expiry = expiry
-        self.min_gas_price = min_gas_price
         self.clock = clock
-        self._decoded: dict[bytes, Transaction] = {}   # hash -> decoded (signature recovery once)
 
-    def _decode(self, tx_hash: bytes, raw: bytes) -> Transaction:
-        tx = self._decoded.get(tx_hash)
-        if tx is None or tx.raw != raw:
-            tx = decode_tx(raw, self.params.chain_id)
-            self._decoded[tx_hash] = tx
-        return tx
+    def next_base_fee(self) -> int:
+        """The base fee admission and templates price against (wei per gas)."""
+        if self._base_fee is None:
+            return self.params.min_base_fee
+        return int(self._base_fee())
 
-    def pending(self, conn=None) -> list[tuple[Transaction, int]]:
-        """Every pooled transaction that still decodes and has not expired,
-        with its time added (expired or undecodable rows are removed)."""
-        out = []
-        cutoff = int(self.clock()) - self.expiry
-        gone = []
-        for row in self.store.pool_rows():
-            if row.added < cutoff:
-                gone.append(row.hash)
-                continue
+    def _tx(self, raw: bytes, sender: bytes) -> Transaction:
+        return decode_tx(bytes(raw), self.params.chain_id, sender=bytes(sender))
+
+    # --- reading ------------------------------------------------------------
+    def pending(self) -> list[tuple[Transaction, int]]:
+        """Every pooled transaction that has not expired, with its time added,
+        oldest first (a listing: it decodes every row; rows that no longer
+        decode are removed)."""
+        self.expire()
+        out, gone = [], []
+        for row in self.store.pool.rows():
             try:
-                out.append((self._decode(row.hash, row.raw), row.added))
+                out.append((self._tx(row.raw, row.sender), row.added))
             except PoaiError:
                 gone.append(row.hash)
-        self.store.pool_remove(gone, conn)
-        live = {tx.hash for tx, _ in out}
-        for h in [h for h in self._decoded if h not in live]:
-            del self._decoded[h]
+        self.store.pool.remove(gone)
+        return out
+
+    def get(self, tx_hash: bytes) -> Transaction | None:
+        """One pending transaction by hash (a primary-key lookup), or None."""
+        row = self.store.pool.raw_of(tx_hash)
+        if row is None or row.added < int(self.clock()) - self.expiry:
+            return None
+        try:
+            return self._tx(row.raw, row.sender)
+        except PoaiError:
+            return None
+
+    def pending_of(self, sender: bytes) -> list[Transaction]:
+        """A sender's pending transactions in nonce order (an index range)."""
+        cutoff = int(self.clock()) - self.expiry
+        out = []
+        for entry, raw in self.store.pool.of_sender(sender):
+            if entry.added >= cutoff:
+                try:
+                    out.append(self._tx(raw, sender))
+                except PoaiError:
+                    pass
         return out
 
     def __len__(self) -> int:
-        return len(self.pending())
+        self.expire()
+        return self.store.pool.count()
 
+    # --- admission ------------------------------------------------------------
     def add(self, raw: bytes) -> Transaction:
-        tx = decode_tx(raw, self.params.chain_id)
+        base = self.next_base_fee()
+        # The fee rules first, on the decoded fields, before the one costly
+        # step (recovering the sender): refusing spam costs a decode only.
+        probe = decode_tx(raw, self.params.chain_id, sender=_NOT_RECOVERED)
+        self._check_fee(probe, base)
+        tx = replace(probe, sender=recover_sender(probe.signing_digest, probe.y_parity, probe.r, probe.s))
         # One write transaction from the checks to the insert: two processes
         # adding at once cannot both pass the same-nonce or size rules.
         with self.store.write() as conn:
-            return self._add(tx, conn)
+            return self._add(tx, base, conn)
 
-    def _add(self, tx: Transaction, conn) -> Transaction:
-        now = int(self.clock())
-        if self.store.tx_location(tx.hash) is not None:
-            raise MempoolError(f"transaction {tx.hash.hex()} is already in a block", reason="already-mined")
-        if tx.effective_gas_price < self.min_gas_price:
+    def _check_fee(self, tx: Transaction, base: int) -> int:
+        """The tip per gas ``tx`` pays at ``base``; raises below base or min_tip."""
+        tip = fees.tip_per_gas(tx, base)   # TxError "tx-fee-below-base-fee" when the cap is below base
+        if tip < self.min_tip:
             raise MempoolError(
-                f"gas price {tx.effective_gas_price} is below this node's minimum {self.min_gas_price}",
+                f"tip {tip} wei per gas at base fee {base} is below this node's minimum {self.min_tip}",
                 reason="fee-too-low",
             )
+        return tip
+
+    def _add(self, tx: Transaction, base: int, conn) -> Transaction:
+        """Check ``tx`` against the pool and state and insert it (module
+        docstring).  Raises before writing anything, so a caller may go on
+        with the same transaction after a rejection."""
+        now = int(self.clock())
+        pool = self.store.pool
+        pool.expire(now - self.expiry, conn)
+        if self.store.tx_location(tx.hash) is not None:
+            raise MempoolError(f"transaction {tx.hash.hex()} is already in a block", reason="already-mined")
+        if pool.raw_of(tx.hash, conn) is not None:
+            raise MempoolError(f"transaction {tx.hash.hex()} is already pending", reason="already-known")
+        tip = self._check_fee(tx, base)
         acc = self.store.account(tx.sender)
         if tx.nonce < acc.nonce:
             raise TxError(
@@ -108,21 +175,13 @@ class Mempool:
                 f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the account's {acc.nonce}",
                 reason="tx-nonce-gap",
             )
-        pool = self.pending(conn)
         replaces = []
         spend = tx.max_cost
-        for other, _ in pool:
-            if other.hash == tx.hash:
-                raise MempoolError(f"transaction {tx.hash.hex()} is already pending", reason="already-known")
-            if other.sender != tx.sender:
-                continue
-            if other.nonce == tx.nonce:
-                if tx.effective_gas_price <= other.effective_gas_price:
-                    raise MempoolError(
-                        f"a transaction with nonce {tx.nonce} is pending at gas price "
-                        f"{other.effective_gas_price}; a replacement must pay more",
-                        reason="replacement-underpriced",
-                    )
+        for other, _raw in pool.of_sender(tx.sender, conn):
+            if other.nonce < acc.nonce:
+                replaces.append(other.hash)     # stale: its nonce is used (reconcile would drop it)
+            elif other.nonce == tx.nonce:
+                self._check_replacement(tx, other)
                 replaces.append(other.hash)
             else:
                 spend += other.max_cost
@@ -131,76 +190,146 @@ class Mempool:
                 f"balance {acc.balance} does not cover this and the pending transactions ({spend})",
                 reason="tx-insufficient-funds",
             )
-        others = [(o, a) for o, a in pool if o.hash not in replaces]
-        if len(others) >= self.max_txs:
-            cheapest = min(others, key=lambda p: (p[0].effective_gas_price, -p[1]))
-            if cheapest[0].effective_gas_price >= tx.effective_gas_price:
+        if pool.count(conn) - len(replaces) >= self.max_txs:
+            cheapest = pool.cheapest(base, conn)
+            if cheapest is not None and cheapest.tip_at(base) >= tip:
                 raise MempoolError(
-                    "the mempool is full and this transaction pays no more than the cheapest",
+                    f"the mempool is full ({self.max_txs}) and this transaction's tip {tip} is no more "
+                    f"than the lowest pooled tip {cheapest.tip_at(base)}",
                     reason="mempool-full",
                 )
-            replaces.append(cheapest[0].hash)
-        self.store.pool_put(tx.hash, tx.raw, tx.sender, tx.nonce, now, replaces, conn=conn)
+            if cheapest is not None:
+                replaces.append(cheapest.hash)
+        pool.remove(replaces, conn)
+        pool.put(tx, now, conn)
         return tx
 
-    def select(self, limit: int) -> list[Transaction]:
-        """Transactions for a block template: per sender in nonce order from
-        the account nonce, highest effective gas price first across senders,
-        each covered by the sender's balance at that point."""
+    @staticmethod
+    def _check_replacement(tx: Transaction, old) -> None:
+        """geth's rule: both caps strictly higher, and each at least the bump above."""
+        need_cap = old.fee_cap * (100 + PRICE_BUMP_PCT) // 100
+        need_tip = old.tip_cap * (100 + PRICE_BUMP_PCT) // 100
+        if (tx.max_fee_per_gas <= old.fee_cap or tx.max_priority_fee_per_gas <= old.tip_cap
+                or tx.max_fee_per_gas < need_cap or tx.max_priority_fee_per_gas < need_tip):
+            raise MempoolError(
+                f"a transaction with nonce {tx.nonce} is pending at fee cap {old.fee_cap} and tip cap "
+                f"{old.tip_cap}; a replacement must raise both by more than that and by at least "
+                f"{PRICE_BUMP_PCT}% (to {max(need_cap, old.fee_cap + 1)} and {max(need_tip, old.tip_cap + 1)})",
+                reason="replacement-underpriced",
+            )
+
+    # --- block templates --------------------------------------------------------
+    def select(self, limit: int, base_fee: int | None = None) -> list[Transaction]:
+        """Transactions for a block template at ``base_fee`` (default: the next
+        block's): fee cap at least the base fee, highest tip first across
+        senders, per sender in nonce order from the account nonce, each
+        covered (max_cost) by the sender's balance at that point, which the
+        template's earlier transfers lower (value + 21000 * (base + tip)) or
+        raise (value received)."""
+        base = self.next_base_fee() if base_fee is None else base_fee
         self.expire()
-        by_sender: dict[bytes, dict[int, Transaction]] = {}
-        for tx, _ in self.pending():
-            by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
-        state = {s: self.store.account(s) for s in by_sender}
+        if limit <= 0:
+            return []
+        queues: dict[bytes, list] = {}       # sender -> its entries from the account nonce on, in order
+        balance: dict[bytes, int] = {}
+        for entry, acc_nonce, acc_balance in self.store.pool.by_sender_with_accounts(min_fee_cap=base):
+            q = queues.setdefault(entry.sender, [])
+            balance[entry.sender] = acc_balance
+            if entry.nonce == acc_nonce + len(q):     # contiguous from the account nonce
+                q.append(entry)
+        heap: list = []             # (-tip, hash, sender): ready heads, highest tip first
+        waiting: set[bytes] = set()  # senders whose head their balance does not cover yet
+
+        def offer(sender: bytes) -> None:
+            q = queues.get(sender)
+            if not q:
+                return
+            head = q[0]
+            if balance[sender] >= head.max_cost:
+                heapq.heappush(heap, (-head.tip_at(base), head.hash, sender))
+                waiting.discard(sender)
+            else:
+                waiting.add(sender)
+
+        for sender in queues:
+            offer(sender)
         chosen: list[Transaction] = []
-        while len(chosen) < limit:
-            ready = []
-            for s, txs in by_sender.items():
-                nxt = txs.get(state[s].nonce)
-                if nxt is not None and state[s].balance >= nxt.max_cost:
-                    ready.append(nxt)
-            if not ready:
-                break
-            best = max(ready, key=lambda t: (t.effective_gas_price, t.hash))
-            acc = state[best.sender]
-            state[best.sender] = type(acc)(acc.nonce + 1, acc.balance - best.value - best.fee)
-            if best.to in state:
-                rcpt = state[best.to]
-                state[best.to] = type(rcpt)(rcpt.nonce, rcpt.balance + best.value)
-            chosen.append(best)
+        while heap and len(chosen) < limit:
+            _, tx_hash, sender = heapq.heappop(heap)
+            entry = queues[sender].pop(0)
+            row = self.store.pool.raw_of(tx_hash)
+            tx = None
+            if row is not None:
+                try:
+                    tx = self._tx(row.raw, row.sender)
+                except PoaiError:
+                    tx = None
+            if tx is None:       # removed meanwhile: the sender's later nonces cannot follow
+                queues[sender] = []
+                continue
+            chosen.append(tx)
+            balance[sender] -= tx.value + INTRINSIC_GAS * (base + entry.tip_at(base))
+            if tx.to in balance:
+                balance[tx.to] += tx.value
+                if tx.to in waiting:
+                    offer(tx.to)
+            offer(sender)
         return chosen
 
+    # --- upkeep -------------------------------------------------------------------
     def expire(self) -> None:
+        """Drop rows older than expiry seconds; takes the write lock only when
+        there is one (readers such as the RPC call this through pending())."""
         cutoff = int(self.clock()) - self.expiry
-        self.store.pool_remove([row.hash for row in self.store.pool_rows() if row.added < cutoff])
+        oldest = self.store.pool.oldest_added()
+        if oldest is not None and oldest < cutoff:
+            self.store.pool.expire(cutoff)
 
     def reconcile(self, connected, disconnected) -> None:
         """After a chain change: disconnected blocks' transactions come back
-        (if still valid), connected blocks' leave, stale ones are dropped."""
-        mined = {tx_raw for b in connected for tx_raw in b.txs}
+        (if still valid), connected blocks' leave, stale ones are dropped and
+        the pool is trimmed to max_txs (lowest tip first)."""
+        mined = {keccak(bytes(raw)) for b in connected for raw in b.txs}
+        pooled_or_mined = set(mined)
+        fresh = []
         for block in disconnected:
-            for raw in block.txs:
-                if raw in mined:
+            hashes = [keccak(bytes(raw)) for raw in block.txs]
+            have = self.store.pool.has(h for h in hashes if h not in pooled_or_mined)
+            for raw, h in zip(block.txs, hashes, strict=True):
+                if h in pooled_or_mined or h in have:
+                    # Store.disconnect_tip put it back already (with its stored sender).
                     continue
+                pooled_or_mined.add(h)
                 try:
-                    self.add(raw)
+                    fresh.append(decode_tx(raw, self.params.chain_id))   # recovers the sender
                 except PoaiError:
                     pass
+        base = self.next_base_fee()
+        with self.store.write() as conn:
+            pool = self.store.pool
+            pool.remove(mined, conn)
+            for tx in fresh:
+                try:
+                    self._add(tx, base, conn)
+                except PoaiError:
+                    pass
+            pool.remove(self._invalid(conn), conn)
+            while pool.count(conn) > self.max_txs:
+                cheapest = pool.cheapest(base, conn)
+                pool.remove([cheapest.hash], conn)
+
+    def _invalid(self, conn) -> list[bytes]:
+        """Rows the state now refuses: a used nonce, or a cumulative max_cost
+        (in nonce order) beyond the sender's balance.  One query over the
+        index columns, joined with the accounts."""
         drop = []
-        by_sender: dict[bytes, list[Transaction]] = {}
-        for tx, _ in self.pending():
-            if tx.raw in mined or self.store.tx_location(tx.hash) is not None:
-                drop.append(tx.hash)
-            else:
-                by_sender.setdefault(tx.sender, []).append(tx)
-        for sender, txs in by_sender.items():
-            acc = self.store.account(sender)
-            spend = 0
-            for tx in sorted(txs, key=lambda t: t.nonce):
-                if tx.nonce < acc.nonce:
-                    drop.append(tx.hash)     # nonce used
-                    continue
-                spend += tx.max_cost
-                if spend > acc.balance:
-                    drop.append(tx.hash)     # funds gone
-        self.store.pool_remove(drop)
+        spend: dict[bytes, int] = {}
+        for entry, acc_nonce, acc_balance in self.store.pool.by_sender_with_accounts(conn):
+            if entry.nonce < acc_nonce:
+                drop.append(entry.hash)          # nonce used
+                continue
+            total = spend.get(entry.sender, 0) + entry.max_cost
+            spend[entry.sender] = total
+            if total > acc_balance:
+                drop.append(entry.hash)          # funds gone
+        return drop

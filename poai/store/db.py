@@ -16,14 +16,25 @@ Tables
     accounts(address, nonce, balance)      state at the tip (balance 32 bytes BE)
     undo(id, data)                         account values before a main block
     txs(hash, block_id, height, idx, ...)  transactions of main blocks
-    mempool(hash, raw, sender, nonce, added)
-                                           pending transactions, shared by every
-                                           process on the data directory
+    mempool(hash, raw, sender, nonce, ...) pending transactions, shared by every
+                                           process on the data directory; the
+                                           rows and their indexes are
+                                           poai.store.pool's
+
+Busy database: another process holding the write lock makes a write wait.
+SQLite's busy handler waits up to BUSY_ATTEMPT_MS per attempt; a write that
+still cannot begin is retried with back-off for up to BUSY_LIMIT_S seconds
+(each retry logged at warning), then fails with StoreError "store-busy".  No
+sqlite/SQLAlchemy exception leaves this module: every one becomes a
+StoreError ("store-busy" for a lock, else "store-error").
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +55,19 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from poai.chain.state import Account, BlockDelta
-from poai.errors import StoreError
+from poai.errors import PoaiError, StoreError
+from poai.store import pool as poolrows
+from poai.store.pool import PoolStore, pool_t
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+# 2: the mempool table gained fee columns and indexes (poai.store.pool.migrate).
+SCHEMA_VERSION = 2
+BUSY_ATTEMPT_MS = 1000   # SQLite's own busy wait per attempt (its handler polls every few ms)
+BUSY_LIMIT_S = 10.0      # total time a write may wait for the lock before "store-busy"
 STORED, VERIFIED, INVALID = 0, 1, 2
 
 metadata = MetaData()
@@ -102,15 +120,6 @@ txs_t = Table(
     Column("recipient", LargeBinary(20), nullable=False, index=True),
 )
 
-pool_t = Table(
-    "mempool",
-    metadata,
-    Column("hash", LargeBinary(32), primary_key=True),
-    Column("raw", LargeBinary, nullable=False),
-    Column("sender", LargeBinary(20), nullable=False, index=True),
-    Column("nonce", BigInteger, nullable=False),
-    Column("added", BigInteger, nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,24 @@ def _rec(row) -> BlockRecord:
     )
 
 
+def _is_busy(exc: DBAPIError) -> bool:
+    msg = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, OperationalError) and ("locked" in msg or "busy" in msg)
+
+
+def _store_error(path, what: str, exc: DBAPIError) -> StoreError:
+    """The StoreError for a database exception (never let sqlite's escape)."""
+    reason = "store-busy" if _is_busy(exc) else "store-error"
+    return StoreError(f"chain database {path}: {what} failed: {getattr(exc, 'orig', exc)}", reason=reason)
+
+
+def _rollback(trans) -> None:
+    try:
+        trans.rollback()
+    except DBAPIError:
+        pass            # the connection is gone; sqlite rolls back an unfinished transaction itself
+
+
 class Store:
     """One data directory's database.  Not shared between threads: each
     thread or process opens its own Store on the same file."""
@@ -167,28 +194,35 @@ class Store:
         # lock is taken before the first read, so check-then-write is atomic
         # against other processes); reads begin a deferred transaction (a
         # consistent snapshot that never blocks a writer in WAL mode).
-        self.engine = self._make_engine("BEGIN IMMEDIATE")
-        self.reader = self._make_engine("BEGIN")
+        self.busy_limit = BUSY_LIMIT_S
+        self.engine = self._make_engine("BEGIN IMMEDIATE", BUSY_ATTEMPT_MS)
+        self.reader = self._make_engine("BEGIN", int(BUSY_LIMIT_S * 1000))
+        self.pool = PoolStore(self)
+        if not readonly:
+            try:
+                with self.write() as c:
+                    metadata.create_all(c)
+                    poolrows.create(c)          # creates or migrates the mempool table
+                    have = c.execute(select(meta_t.c.value).where(meta_t.c.key == "schema")).scalar()
+                    if have is not None and int(have) < SCHEMA_VERSION:
+                        self.set_meta("schema", str(SCHEMA_VERSION).encode(), conn=c)
+            except StoreError as exc:
+                raise StoreError(f"cannot open the chain database {self.path}: {exc}", reason=exc.reason) from None
 
-        try:
-            if not readonly:
-                metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise StoreError(f"cannot open the chain database {self.path}: {exc.orig}") from None
-
-    def _make_engine(self, begin: str):
+    def _make_engine(self, begin: str, busy_ms: int):
         engine = create_engine(
-            f"sqlite:///{self.path}", future=True, connect_args={"timeout": 30, "check_same_thread": False}
+            f"sqlite:///{self.path}", future=True,
+            connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
         )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
             dbapi_conn.isolation_level = None      # SQLAlchemy's begin event issues BEGIN itself
             cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")   # first: the next pragmas may wait
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -197,13 +231,73 @@ class Store:
 
         return engine
 
+    # --- transactions -------------------------------------------------------
+    @contextmanager
+    def read(self):
+        """A read snapshot (deferred BEGIN; never blocks a writer in WAL mode)."""
+        try:
+            with self.reader.connect() as c:
+                yield c
+        except DBAPIError as exc:
+            raise _store_error(self.path, "read", exc) from None
+
+    @contextmanager
+    def write(self):
+        """A write transaction (BEGIN IMMEDIATE): while it is open no other
+        connection, in any process, commits; reads through the store's other
+        methods see everything committed before it began.  Waits for a busy
+        lock as the module docstring says; commits on leaving, rolls back on
+        an exception."""
+        conn, trans = self._begin_write()
+        try:
+            yield conn
+            trans.commit()
+        except DBAPIError as exc:
+            _rollback(trans)
+            raise _store_error(self.path, "write", exc) from None
+        except BaseException:
+            _rollback(trans)
+            raise
+        finally:
+            conn.close()
+
+    def _begin_write(self):
+        """(connection, transaction) with the write lock held; retries a busy
+        lock with back-off (50 ms doubling to 1 s) until busy_limit seconds."""
+        deadline = time.monotonic() + self.busy_limit
+        delay = 0.05
+        attempt = 0
+        while True:
+            conn = None
+            try:
+                conn = self.engine.connect()
+                return conn, conn.begin()
+            except DBAPIError as exc:
+                if conn is not None:
+                    conn.close()
+                if not _is_busy(exc):
+                    raise _store_error(self.path, "write", exc) from None
+                attempt += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"the chain database {self.path} stayed locked by another writer for "
+                        f"{self.busy_limit:g} s ({attempt} attempts)",
+                        reason="store-busy",
+                    ) from None
+                pause = min(delay, left)
+                log.warning("the chain database %s is locked by another writer; retry %d in %.2f s",
+                            self.path, attempt, pause)
+                time.sleep(pause)
+                delay = min(2 * delay, 1.0)
+
     def close(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
 
     # --- meta ---------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:
-        with self.reader.connect() as c:
+        with self.read() as c:
             return c.execute(select(meta_t.c.value).where(meta_t.c.key == key)).scalar()
 
     def set_meta(self, key: str, value: bytes, conn=None) -> None:
@@ -214,12 +308,12 @@ class Store:
         if conn is not None:
             run(conn)
         else:
-            with self.engine.begin() as c:
+            with self.write() as c:
                 run(c)
 
     def initialise(self, network: str, genesis_id: bytes, genesis_bytes: bytes, genesis) -> None:
         """Write the genesis block as the chain's first main block (once)."""
-        with self.engine.begin() as c:
+        with self.write() as c:
             have = c.execute(select(meta_t.c.value).where(meta_t.c.key == "network")).scalar()
             if have is not None:
                 if have.decode() != network:
@@ -258,27 +352,27 @@ class Store:
         return self.record(block_id) is not None
 
     def record(self, block_id: bytes) -> BlockRecord | None:
-        with self.reader.connect() as c:
+        with self.read() as c:
             row = c.execute(
                 select(*_REC_COLS).where(blocks_t.c.id == block_id)
             ).first()
         return _rec(row) if row is not None else None
 
     def block_bytes(self, block_id: bytes) -> bytes | None:
-        with self.reader.connect() as c:
+        with self.read() as c:
             return c.execute(select(blocks_t.c.data).where(blocks_t.c.id == block_id)).scalar()
 
     def add_block(self, rec: BlockRecord, data: bytes) -> None:
-        with self.engine.begin() as c:
+        with self.write() as c:
             _insert_block(c, rec, data)
 
     def set_status(self, block_id: bytes, status: int, reason: str | None = None) -> None:
-        with self.engine.begin() as c:
+        with self.write() as c:
             c.execute(update(blocks_t).where(blocks_t.c.id == block_id).values(status=status, reason=reason))
 
     def best_candidates(self, limit: int = 16) -> list[BlockRecord]:
         """Blocks not known invalid, most cumulative work first (ties: lower height, then id)."""
-        with self.reader.connect() as c:
+        with self.read() as c:
             rows = c.execute(
                 select(*_REC_COLS)
                 .where(blocks_t.c.status != INVALID)
@@ -288,27 +382,27 @@ class Store:
         return [_rec(r) for r in rows]
 
     def children(self, block_id: bytes) -> list[bytes]:
-        with self.reader.connect() as c:
+        with self.read() as c:
             return [r[0] for r in c.execute(select(blocks_t.c.id).where(blocks_t.c.prev == block_id))]
 
     def block_count(self) -> int:
-        with self.reader.connect() as c:
+        with self.read() as c:
             return c.execute(select(func.count()).select_from(blocks_t)).scalar()
 
     # --- main chain -----------------------------------------------------------
     def tip(self) -> BlockRecord:
-        with self.reader.connect() as c:
+        with self.read() as c:
             row = c.execute(select(main_t.c.id).order_by(main_t.c.height.desc()).limit(1)).first()
         if row is None:
             raise StoreError(f"{self.path} has no chain (run `poai init`)")
         return self.record(row[0])
 
     def main_id(self, height: int) -> bytes | None:
-        with self.reader.connect() as c:
+        with self.read() as c:
             return c.execute(select(main_t.c.id).where(main_t.c.height == height)).scalar()
 
     def main_ids(self, start: int, stop: int) -> list[bytes]:
-        with self.reader.connect() as c:
+        with self.read() as c:
             rows = c.execute(
                 select(main_t.c.id)
                 .where(main_t.c.height >= start, main_t.c.height < stop)
@@ -317,7 +411,7 @@ class Store:
         return [r[0] for r in rows]
 
     def account(self, address: bytes) -> Account:
-        with self.reader.connect() as c:
+        with self.read() as c:
             row = c.execute(
                 select(accounts_t.c.nonce, accounts_t.c.balance).where(accounts_t.c.address == address)
             ).first()
@@ -326,13 +420,13 @@ class Store:
         return Account(nonce=row.nonce, balance=int.from_bytes(row.balance, "big"))
 
     def tx_location(self, tx_hash: bytes):
-        with self.reader.connect() as c:
+        with self.read() as c:
             return c.execute(
                 select(txs_t.c.block_id, txs_t.c.height, txs_t.c.idx).where(txs_t.c.hash == tx_hash)
             ).first()
 
     def txs_of(self, address: bytes, limit: int = 100):
-        with self.reader.connect() as c:
+        with self.read() as c:
             return c.execute(
                 select(txs_t.c.hash, txs_t.c.block_id, txs_t.c.height, txs_t.c.idx)
                 .where((txs_t.c.sender == address) | (txs_t.c.recipient == address))
@@ -351,7 +445,7 @@ class Store:
         txs: (hash, sender, recipient) per transaction, in block order; data:
         the block's bytes when it is not stored yet (stored in the same
         transaction)."""
-        with self.engine.begin() as c:
+        with self.write() as c:
             if data is not None:
                 _insert_block(c, rec, data)
             top = c.execute(
@@ -384,10 +478,13 @@ class Store:
     def disconnect_tip(self, readd=None, now: int = 0) -> BlockRecord:
         """Undo the tip block (one transaction); returns its record.
 
-        readd(block bytes) -> [(hash, raw, sender, nonce)]: the block's
-        transactions, put back into the mempool in the same transaction (the
-        pool's policy re-checks them afterwards), so a crash cannot lose them."""
-        with self.engine.begin() as c:
+        readd: put the block's transactions back into the mempool in the same
+        transaction (the pool's policy re-checks them afterwards), so a crash
+        cannot lose them.  True: decoded here with the senders kept in the
+        transaction index (no signature recovery); or, as before, a callable
+        readd(block bytes) -> [(hash, raw, sender, nonce)].  now: their time
+        added (unix seconds)."""
+        with self.write() as c:
             top = c.execute(
                 select(main_t.c.height, main_t.c.id).order_by(main_t.c.height.desc()).limit(1)
             ).first()
@@ -399,15 +496,38 @@ class Store:
             before = {
                 bytes(a): Account(n, int.from_bytes(b, "big")) for a, n, b in msgpack.unpackb(data, raw=False)
             }
+            senders = {
+                r.idx: bytes(r.sender)
+                for r in c.execute(select(txs_t.c.idx, txs_t.c.sender).where(txs_t.c.block_id == top.id))
+            }
             self._write_accounts(c, before)
             c.execute(delete(txs_t).where(txs_t.c.block_id == top.id))
             c.execute(delete(main_t).where(main_t.c.height == top.height))
-            if readd is not None:
+            if readd:
                 block_data = c.execute(select(blocks_t.c.data).where(blocks_t.c.id == top.id)).scalar()
-                for h, raw, sender, nonce in readd(block_data):
-                    c.execute(delete(pool_t).where(pool_t.c.hash == h))
-                    c.execute(insert(pool_t).values(hash=h, raw=raw, sender=sender, nonce=nonce, added=now))
+                for tx in self._readd_txs(block_data, senders, readd):
+                    self.pool.put(tx, now, c)
         return self.record(top.id)
+
+    @staticmethod
+    def _readd_txs(block_data: bytes, senders: dict[int, bytes], readd) -> list:
+        """The disconnected block's transactions as Transactions (see disconnect_tip)."""
+        from poai.chain.block import Block
+        from poai.chain.tx import decode_tx
+
+        block = Block.decode(block_data, len(block_data))
+        chain_id = block.header.chain_id
+        if callable(readd):
+            pairs = [(raw, sender) for _h, raw, sender, _n in readd(block_data)]
+        else:
+            pairs = [(raw, senders.get(i)) for i, raw in enumerate(block.txs)]
+        out = []
+        for raw, sender in pairs:
+            try:
+                out.append(decode_tx(raw, chain_id, sender=sender))
+            except PoaiError:
+                continue        # cannot happen for a connected block; the pool would drop it anyway
+        return out
 
     @staticmethod
     def _write_accounts(c, values: dict[bytes, Account]) -> None:
@@ -420,42 +540,18 @@ class Store:
                     )
                 )
 
-    # --- mempool rows (policy lives in poai.node.mempool) ---------------------
+    # --- mempool rows (poai.store.pool; policy lives in poai.node.mempool) -----
     def pool_rows(self):
-        with self.reader.connect() as c:
-            return c.execute(
-                select(pool_t.c.hash, pool_t.c.raw, pool_t.c.added).order_by(pool_t.c.added, pool_t.c.hash)
-            ).all()
+        """Every pooled row (hash, raw, sender, added), oldest first."""
+        return self.pool.rows()
 
-    def write(self):
-        """A write transaction (BEGIN IMMEDIATE): while it is open no other
-        connection, in any process, commits; reads through the store's other
-        methods see everything committed before it began."""
-        return self.engine.begin()
-
-    def pool_put(
-        self, tx_hash: bytes, raw: bytes, sender: bytes, nonce: int, added: int, replaces: list[bytes] = (),
-        conn=None,
-    ) -> None:
-        def run(c):
-            for h in replaces:
-                c.execute(delete(pool_t).where(pool_t.c.hash == h))
-            c.execute(delete(pool_t).where(pool_t.c.hash == tx_hash))
-            c.execute(insert(pool_t).values(hash=tx_hash, raw=raw, sender=sender, nonce=nonce, added=added))
-
-        if conn is not None:
-            return run(conn)
-        with self.engine.begin() as c:
-            run(c)
+    def pool_put(self, tx, added: int, replaces=(), conn=None) -> None:
+        """Insert a Transaction (replacing its slot), deleting ``replaces`` first."""
+        if conn is None:
+            with self.write() as c:
+                return self.pool_put(tx, added, replaces, c)
+        self.pool.remove(replaces, conn)
+        self.pool.put(tx, added, conn)
 
     def pool_remove(self, hashes, conn=None) -> None:
-        hashes = list(hashes)
-        if not hashes:
-            return
-        if conn is not None:
-            for h in hashes:
-                conn.execute(delete(pool_t).where(pool_t.c.hash == h))
-            return
-        with self.engine.begin() as c:
-            for h in hashes:
-                c.execute(delete(pool_t).where(pool_t.c.hash == h))
+        self.pool.remove(hashes, conn)
