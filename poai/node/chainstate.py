@@ -290,7 +290,7 @@ class ChainState:
                     return False
                 self.store.set_status(rec.id, VERIFIED)
         while self.store.tip().id != fork.id:
-            old = self.store.disconnect_tip(self._pool_rows_of, int(self.clock()))
+            old = self.store.disconnect_tip(True, int(self.clock()))  # txs back to the pool, senders kept
             result.disconnected.append(self.block(old.id))
         by_height = {blocks[rec.id].height: blocks[rec.id] for rec in branch}
         for rec in branch:
@@ -310,16 +310,6 @@ class ChainState:
             self.store.connect(rec, delta, delta.txs)
             result.connected.append(block)
         return True
-
-    def _pool_rows_of(self, data: bytes) -> list[tuple[bytes, bytes, bytes, int]]:
-        """Mempool rows for a disconnected block's transactions."""
-        from poai.chain.tx import decode_tx
-
-        rows = []
-        for raw in Block.decode(data, self.params.max_block_bytes).txs:
-            tx = decode_tx(raw, self.params.chain_id)
-            rows.append((tx.hash, tx.raw, tx.sender, tx.nonce))
-        return rows
 
     def _adopt_orphans(self, parent_id: bytes, result: AcceptResult) -> None:
         queue = [parent_id]
