@@ -180,7 +180,7 @@ def test_an_old_mempool_table_is_migrated(tmp_path):
             names = {r[0] for r in c.exec_driver_sql("SELECT name FROM sqlite_master")}
         assert "mempool_v1" not in names and "ix_mempool_sender" not in names
         assert {"mempool_sender_nonce", "mempool_tip_cap", "mempool_fee_cap", "mempool_count"} <= names
-        entry = s.pool.of_sender(ADDRS[1])[0][0]
+        entry = s.pool.of_sender(ADDRS[1])[0]
         assert (entry.nonce, entry.fee_cap, entry.tip_cap) == (4, PARAMS.min_base_fee + 3 * GWEI, 3 * GWEI)
     finally:
         s.close()

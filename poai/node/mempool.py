@@ -118,7 +118,7 @@ class Mempool:
         """A sender's pending transactions in nonce order (an index range)."""
         cutoff = int(self.clock()) - self.expiry
         out = []
-        for entry, raw in self.store.pool.of_sender(sender):
+        for entry, raw in self.store.pool.raws_of_sender(sender):
             if entry.added >= cutoff:
                 try:
                     out.append(self._tx(raw, sender))
@@ -141,6 +141,7 @@ class Mempool:
         # One write transaction from the checks to the insert: two processes
         # adding at once cannot both pass the same-nonce or size rules.
         with self.store.write() as conn:
+            self.store.pool.expire(int(self.clock()) - self.expiry, conn)
             return self._add(tx, base, conn)
 
     def _check_fee(self, tx: Transaction, base: int) -> int:
@@ -159,35 +160,34 @@ class Mempool:
         with the same transaction after a rejection."""
         now = int(self.clock())
         pool = self.store.pool
-        pool.expire(now - self.expiry, conn)
-        if self.store.tx_location(tx.hash) is not None:
+        if pool.is_mined(tx.hash, conn):
             raise MempoolError(f"transaction {tx.hash.hex()} is already in a block", reason="already-mined")
         if pool.raw_of(tx.hash, conn) is not None:
             raise MempoolError(f"transaction {tx.hash.hex()} is already pending", reason="already-known")
         tip = self._check_fee(tx, base)
-        acc = self.store.account(tx.sender)
-        if tx.nonce < acc.nonce:
+        acc_nonce, acc_balance = pool.account(tx.sender, conn)
+        if tx.nonce < acc_nonce:
             raise TxError(
-                f"nonce {tx.nonce} is already used (account nonce {acc.nonce})", reason="tx-nonce-too-low"
+                f"nonce {tx.nonce} is already used (account nonce {acc_nonce})", reason="tx-nonce-too-low"
             )
-        if tx.nonce > acc.nonce + MAX_NONCE_GAP:
+        if tx.nonce > acc_nonce + MAX_NONCE_GAP:
             raise MempoolError(
-                f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the account's {acc.nonce}",
+                f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the account's {acc_nonce}",
                 reason="tx-nonce-gap",
             )
         replaces = []
         spend = tx.max_cost
-        for other, _raw in pool.of_sender(tx.sender, conn):
-            if other.nonce < acc.nonce:
+        for other in pool.of_sender(tx.sender, conn):
+            if other.nonce < acc_nonce:
                 replaces.append(other.hash)     # stale: its nonce is used (reconcile would drop it)
             elif other.nonce == tx.nonce:
                 self._check_replacement(tx, other)
                 replaces.append(other.hash)
             else:
                 spend += other.max_cost
-        if spend > acc.balance:
+        if spend > acc_balance:
             raise TxError(
-                f"balance {acc.balance} does not cover this and the pending transactions ({spend})",
+                f"balance {acc_balance} does not cover this and the pending transactions ({spend})",
                 reason="tx-insufficient-funds",
             )
         if pool.count(conn) - len(replaces) >= self.max_txs:
@@ -230,13 +230,16 @@ class Mempool:
         self.expire()
         if limit <= 0:
             return []
-        queues: dict[bytes, list] = {}       # sender -> its entries from the account nonce on, in order
+        queues: dict[bytes, list] = {}       # sender -> its (entry, raw) from the account nonce on
         balance: dict[bytes, int] = {}
-        for entry, acc_nonce, acc_balance in self.store.pool.by_sender_with_accounts(min_fee_cap=base):
+        for entry, acc_nonce, acc_balance, raw in self.store.pool.by_sender_with_accounts(
+                min_fee_cap=base, with_raw=True):
             q = queues.setdefault(entry.sender, [])
             balance[entry.sender] = acc_balance
             if entry.nonce == acc_nonce + len(q):     # contiguous from the account nonce
-                q.append(entry)
+                q.append((entry, raw))
+        for q in queues.values():
+            q.reverse()                               # pop() from the end: the lowest nonce
         heap: list = []             # (-tip, hash, sender): ready heads, highest tip first
         waiting: set[bytes] = set()  # senders whose head their balance does not cover yet
 
@@ -244,7 +247,7 @@ class Mempool:
             q = queues.get(sender)
             if not q:
                 return
-            head = q[0]
+            head = q[-1][0]
             if balance[sender] >= head.max_cost:
                 heapq.heappush(heap, (-head.tip_at(base), head.hash, sender))
                 waiting.discard(sender)
@@ -255,16 +258,11 @@ class Mempool:
             offer(sender)
         chosen: list[Transaction] = []
         while heap and len(chosen) < limit:
-            _, tx_hash, sender = heapq.heappop(heap)
-            entry = queues[sender].pop(0)
-            row = self.store.pool.raw_of(tx_hash)
-            tx = None
-            if row is not None:
-                try:
-                    tx = self._tx(row.raw, row.sender)
-                except PoaiError:
-                    tx = None
-            if tx is None:       # removed meanwhile: the sender's later nonces cannot follow
+            _, _, sender = heapq.heappop(heap)
+            entry, raw = queues[sender].pop()
+            try:
+                tx = self._tx(raw, sender)
+            except PoaiError:    # cannot be mined: the sender's later nonces cannot follow it
                 queues[sender] = []
                 continue
             chosen.append(tx)
@@ -307,6 +305,7 @@ class Mempool:
         base = self.next_base_fee()
         with self.store.write() as conn:
             pool = self.store.pool
+            pool.expire(int(self.clock()) - self.expiry, conn)
             pool.remove(mined, conn)
             for tx in fresh:
                 try:
