@@ -107,10 +107,13 @@ class Mempool:
     def get(self, tx_hash: bytes) -> Transaction | None:
         """One pending transaction by hash (a primary-key lookup), or None."""
         row = self.store.pool.raw_of(tx_hash)
-        if row is None or row.added < int(self.clock()) - self.expiry:
+        if row is None:
+            return None
+        raw, sender, added = row
+        if added < int(self.clock()) - self.expiry:
             return None
         try:
-            return self._tx(row.raw, row.sender)
+            return self._tx(raw, sender)
         except PoaiError:
             return None
 
@@ -162,7 +165,7 @@ class Mempool:
         pool = self.store.pool
         if pool.is_mined(tx.hash, conn):
             raise MempoolError(f"transaction {tx.hash.hex()} is already in a block", reason="already-mined")
-        if pool.raw_of(tx.hash, conn) is not None:
+        if pool.contains(tx.hash, conn):
             raise MempoolError(f"transaction {tx.hash.hex()} is already pending", reason="already-known")
         tip = self._check_fee(tx, base)
         acc_nonce, acc_balance = pool.account(tx.sender, conn)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,12 +164,17 @@ def _rec(row) -> BlockRecord:
     )
 
 
-def _is_busy(exc: DBAPIError) -> bool:
+# What a database call may raise: SQLAlchemy's wrapper, or sqlite3's own from
+# the hot paths that use the driver connection directly (poai.store.pool).
+_DB_ERRORS = (DBAPIError, sqlite3.Error)
+
+
+def _is_busy(exc) -> bool:
     msg = str(getattr(exc, "orig", exc)).lower()
-    return isinstance(exc, OperationalError) and ("locked" in msg or "busy" in msg)
+    return isinstance(exc, (OperationalError, sqlite3.OperationalError)) and ("locked" in msg or "busy" in msg)
 
 
-def _store_error(path, what: str, exc: DBAPIError) -> StoreError:
+def _store_error(path, what: str, exc) -> StoreError:
     """The StoreError for a database exception (never let sqlite's escape)."""
     reason = "store-busy" if _is_busy(exc) else "store-error"
     return StoreError(f"chain database {path}: {what} failed: {getattr(exc, 'orig', exc)}", reason=reason)
@@ -177,7 +183,7 @@ def _store_error(path, what: str, exc: DBAPIError) -> StoreError:
 def _rollback(trans) -> None:
     try:
         trans.rollback()
-    except DBAPIError:
+    except _DB_ERRORS:
         pass            # the connection is gone; sqlite rolls back an unfinished transaction itself
 
 
@@ -238,7 +244,7 @@ class Store:
         try:
             with self.reader.connect() as c:
                 yield c
-        except DBAPIError as exc:
+        except _DB_ERRORS as exc:
             raise _store_error(self.path, "read", exc) from None
 
     @contextmanager
@@ -252,7 +258,7 @@ class Store:
         try:
             yield conn
             trans.commit()
-        except DBAPIError as exc:
+        except _DB_ERRORS as exc:
             _rollback(trans)
             raise _store_error(self.path, "write", exc) from None
         except BaseException:
@@ -272,7 +278,7 @@ class Store:
             try:
                 conn = self.engine.connect()
                 return conn, conn.begin()
-            except DBAPIError as exc:
+            except _DB_ERRORS as exc:
                 if conn is not None:
                     conn.close()
                 if not _is_busy(exc):

@@ -198,75 +198,87 @@ def migrate(conn) -> None:
     log.info("mempool migrated to the indexed layout: %d of %d rows kept", kept, len(rows))
 
 
+def _dbapi(conn):
+    """The sqlite3 connection under a SQLAlchemy connection, for the hot paths:
+    statements on it join the transaction SQLAlchemy began (BEGIN IMMEDIATE),
+    which SQLAlchemy commits (pysqlite commits whatever transaction is open)."""
+    return conn.connection.dbapi_connection
+
+
 class PoolStore:
     """Row access for the mempool over a Store's engines.  Methods that take
     ``conn`` run in the caller's write transaction (Store.write()) when it is
-    given; without it they read a snapshot or open their own write transaction."""
+    given; without it they read a snapshot or open their own write
+    transaction.  Reads the chain store's accounts and txs tables too (in the
+    caller's transaction, so admission sees one state)."""
 
     def __init__(self, store) -> None:
         self.store = store
 
-    def _run(self, conn, fn):
+    def _all(self, conn, sql: str, params=()) -> list:
+        """Every row of one statement: on ``conn``'s sqlite3 connection, or in a read snapshot."""
         if conn is not None:
-            return fn(conn)
+            return _dbapi(conn).execute(sql, params).fetchall()
         with self.store.read() as c:
-            return fn(c)
+            return c.exec_driver_sql(sql, params).all()
+
+    def _one(self, conn, sql: str, params=()):
+        rows = self._all(conn, sql, params)
+        return rows[0] if rows else None
 
     # --- reads -------------------------------------------------------------
     def count(self, conn=None) -> int:
         """The number of rows (the trigger-kept count: no scan)."""
-        return self._run(conn, lambda c: c.exec_driver_sql(
-            "SELECT n FROM mempool_count WHERE id = 0").scalar() or 0)
+        row = self._one(conn, "SELECT n FROM mempool_count WHERE id = 0")
+        return row[0] if row is not None else 0
 
     def oldest_added(self) -> int | None:
         """The smallest time added (the first entry of the added index), or None."""
-        return self._run(None, lambda c: c.exec_driver_sql("SELECT min(added) FROM mempool").scalar())
+        return self._one(None, "SELECT min(added) FROM mempool")[0]
 
     def rows(self):
         """Every row (hash, raw, sender, added), oldest first."""
-        return self._run(None, lambda c: c.execute(
-            select(pool_t.c.hash, pool_t.c.raw, pool_t.c.sender, pool_t.c.added)
-            .order_by(pool_t.c.added, pool_t.c.hash)
-        ).all())
+        with self.store.read() as c:
+            return c.execute(
+                select(pool_t.c.hash, pool_t.c.raw, pool_t.c.sender, pool_t.c.added)
+                .order_by(pool_t.c.added, pool_t.c.hash)
+            ).all()
 
-    def raw_of(self, tx_hash: bytes, conn=None):
+    def raw_of(self, tx_hash: bytes, conn=None) -> tuple[bytes, bytes, int] | None:
         """(raw, sender, added) of one pooled transaction, or None."""
-        return self._run(conn, lambda c: c.execute(
-            select(pool_t.c.raw, pool_t.c.sender, pool_t.c.added).where(pool_t.c.hash == tx_hash)
-        ).first())
+        row = self._one(conn, "SELECT raw, sender, added FROM mempool WHERE hash = ?", (tx_hash,))
+        return None if row is None else (bytes(row[0]), bytes(row[1]), row[2])
+
+    def contains(self, tx_hash: bytes, conn=None) -> bool:
+        return self._one(conn, "SELECT 1 FROM mempool WHERE hash = ?", (tx_hash,)) is not None
 
     def has(self, hashes, conn=None) -> set[bytes]:
         """The subset of ``hashes`` that is pooled (primary-key lookups, 500 a query)."""
         hashes = list(hashes)
-
-        def run(c):
-            out = set()
-            for i in range(0, len(hashes), _CHUNK):
-                part = hashes[i:i + _CHUNK]
-                sql = f"SELECT hash FROM mempool WHERE hash IN ({', '.join('?' * len(part))})"
-                out.update(bytes(r[0]) for r in c.exec_driver_sql(sql, tuple(part)))
-            return out
-
-        return self._run(conn, run) if hashes else set()
+        out: set[bytes] = set()
+        for i in range(0, len(hashes), _CHUNK):
+            part = tuple(hashes[i:i + _CHUNK])
+            sql = f"SELECT hash FROM mempool WHERE hash IN ({', '.join('?' * len(part))})"
+            out.update(bytes(r[0]) for r in self._all(conn, sql, part))
+        return out
 
     def of_sender(self, sender: bytes, conn=None) -> list[PoolEntry]:
-        """A sender's rows in nonce order (an index range; at most MAX_NONCE_GAP + 1
-        above the account nonce, as admission allows)."""
-        return self._run(conn, lambda c: [_entry(r) for r in c.exec_driver_sql(
-            f"SELECT {_ENTRY} FROM mempool WHERE sender = ? ORDER BY nonce", (sender,))])
+        """A sender's rows in nonce order (an index range; admission keeps at
+        most MAX_NONCE_GAP + 1 of them above the account nonce)."""
+        return [_entry(r) for r in self._all(
+            conn, f"SELECT {_ENTRY} FROM mempool WHERE sender = ? ORDER BY nonce", (sender,))]
 
     def raws_of_sender(self, sender: bytes) -> list[tuple[PoolEntry, bytes]]:
         """Like of_sender, with each row's raw bytes."""
-        return self._run(None, lambda c: [(_entry(r), bytes(r[7])) for r in c.exec_driver_sql(
-            f"SELECT {_ENTRY}, raw FROM mempool WHERE sender = ? ORDER BY nonce", (sender,))])
+        return [(_entry(r), bytes(r[7])) for r in self._all(
+            None, f"SELECT {_ENTRY}, raw FROM mempool WHERE sender = ? ORDER BY nonce", (sender,))]
 
     def cheapest(self, base_fee: int, conn) -> PoolEntry | None:
         """The row with the lowest tip at ``base_fee`` (newest first among equals):
         the first row of the tip_cap or of the fee_cap index (module docstring)."""
         best = None
         for col in ("tip_cap", "fee_cap"):
-            row = conn.exec_driver_sql(
-                f"SELECT {_ENTRY} FROM mempool ORDER BY {col}, added DESC LIMIT 1").first()
+            row = self._one(conn, f"SELECT {_ENTRY} FROM mempool ORDER BY {col}, added DESC LIMIT 1")
             if row is not None:
                 e = _entry(row)
                 if best is None or (e.tip_at(base_fee), -e.added) < (best.tip_at(base_fee), -best.added):
@@ -275,35 +287,31 @@ class PoolStore:
 
     def account(self, address: bytes, conn) -> tuple[int, int]:
         """(nonce, balance) of an account in the caller's transaction; (0, 0) if none."""
-        row = conn.exec_driver_sql("SELECT nonce, balance FROM accounts WHERE address = ?", (address,)).first()
+        row = self._one(conn, "SELECT nonce, balance FROM accounts WHERE address = ?", (address,))
         return (0, 0) if row is None else (row[0], _i(row[1]))
 
     def is_mined(self, tx_hash: bytes, conn) -> bool:
         """Whether the main chain's transaction index holds ``tx_hash``."""
-        return conn.exec_driver_sql("SELECT 1 FROM txs WHERE hash = ?", (tx_hash,)).first() is not None
+        return self._one(conn, "SELECT 1 FROM txs WHERE hash = ?", (tx_hash,)) is not None
 
     def by_sender_with_accounts(self, conn=None, min_fee_cap: int | None = None, with_raw: bool = False):
         """Every row's index columns ordered by (sender, nonce), each with the
         sender's account nonce and balance (0, 0 when it has none): one query.
-        min_fee_cap: only rows whose fee cap reaches it.  Yields (entry,
-        nonce, balance) or, with_raw, (entry, nonce, balance, raw)."""
+        min_fee_cap: only rows whose fee cap reaches it.  Returns (entry,
+        nonce, balance) or, with_raw, (entry, nonce, balance, raw) tuples."""
         where, params = "", ()
         if min_fee_cap is not None:
             where, params = "WHERE m.fee_cap >= ?", (_u(min_fee_cap),)
         cols = ", ".join(f"m.{c.strip()}" for c in _ENTRY.split(","))
         sql = (f"SELECT {cols}, a.nonce, a.balance{', m.raw' if with_raw else ''} FROM mempool m "
                f"LEFT JOIN accounts a ON a.address = m.sender {where} ORDER BY m.sender, m.nonce")
+        out = []
+        for r in self._all(conn, sql, params):
+            item = (_entry(r), r[7] or 0, _i(r[8]) if r[8] is not None else 0)
+            out.append(item + (bytes(r[9]),) if with_raw else item)
+        return out
 
-        def run(c):
-            out = []
-            for r in c.exec_driver_sql(sql, params):
-                item = (_entry(r), r[7] or 0, _i(r[8]) if r[8] is not None else 0)
-                out.append(item + (bytes(r[9]),) if with_raw else item)
-            return out
-
-        return self._run(conn, run)
-
-    # --- writes ------------------------------------------------------------
+    # --- writes (in the caller's transaction when conn is given) -------------
     def put(self, tx: Transaction, added: int, conn) -> None:
         """Insert ``tx``; a row in its hash or (sender, nonce) slot is replaced."""
         self.put_many([tx], added, conn)
@@ -313,10 +321,10 @@ class PoolStore:
         txs = list(txs)
         if not txs:
             return
-        conn.exec_driver_sql("DELETE FROM mempool WHERE hash = ?", [(t.hash,) for t in txs])
-        conn.exec_driver_sql("DELETE FROM mempool WHERE sender = ? AND nonce = ?",
-                             [(t.sender, t.nonce) for t in txs])
-        conn.exec_driver_sql(_INSERT, [_insert_params(t, added) for t in txs])
+        db = _dbapi(conn)
+        db.executemany("DELETE FROM mempool WHERE hash = ?", [(t.hash,) for t in txs])
+        db.executemany("DELETE FROM mempool WHERE sender = ? AND nonce = ?", [(t.sender, t.nonce) for t in txs])
+        db.executemany(_INSERT, [_insert_params(t, added) for t in txs])
 
     def remove(self, hashes, conn=None) -> None:
         hashes = list(hashes)
@@ -326,17 +334,17 @@ class PoolStore:
             with self.store.write() as c:
                 self.remove(hashes, c)
             return
-        conn.exec_driver_sql("DELETE FROM mempool WHERE hash = ?", [(h,) for h in hashes])
+        _dbapi(conn).executemany("DELETE FROM mempool WHERE hash = ?", [(h,) for h in hashes])
 
     def expire(self, cutoff: int, conn=None) -> int:
         """Delete rows added before ``cutoff`` (unix seconds): an index range."""
         if conn is None:
             with self.store.write() as c:
                 return self.expire(cutoff, c)
-        return conn.exec_driver_sql("DELETE FROM mempool WHERE added < ?", (cutoff,)).rowcount
+        return _dbapi(conn).execute("DELETE FROM mempool WHERE added < ?", (cutoff,)).rowcount
 
     def clear(self, conn=None) -> None:
         if conn is None:
             with self.store.write() as c:
                 return self.clear(c)
-        conn.exec_driver_sql("DELETE FROM mempool")
+        _dbapi(conn).execute("DELETE FROM mempool")
