@@ -178,16 +178,12 @@ class Mempool:
                 f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the account's {acc_nonce}",
                 reason="tx-nonce-gap",
             )
-        replaces = []
-        spend = tx.max_cost
-        for other in pool.of_sender(tx.sender, conn):
-            if other.nonce < acc_nonce:
-                replaces.append(other.hash)     # stale: its nonce is used (reconcile would drop it)
-            elif other.nonce == tx.nonce:
-                self._check_replacement(tx, other)
-                replaces.append(other.hash)
-            else:
-                spend += other.max_cost
+        replaces = pool.below(tx.sender, acc_nonce, conn)   # stale: nonce used (reconcile drops them too)
+        other = pool.at_slot(tx.sender, tx.nonce, conn)
+        if other is not None:
+            self._check_replacement(tx, other)
+            replaces.append(other.hash)
+        spend = tx.max_cost + pool.pending_cost(tx.sender, acc_nonce, tx.nonce, conn)
         if spend > acc_balance:
             raise TxError(
                 f"balance {acc_balance} does not cover this and the pending transactions ({spend})",

@@ -268,6 +268,22 @@ class PoolStore:
         return [_entry(r) for r in self._all(
             conn, f"SELECT {_ENTRY} FROM mempool WHERE sender = ? ORDER BY nonce", (sender,))]
 
+    def at_slot(self, sender: bytes, nonce: int, conn=None) -> PoolEntry | None:
+        """The row in (sender, nonce), or None (one unique-index lookup)."""
+        row = self._one(conn, f"SELECT {_ENTRY} FROM mempool WHERE sender = ? AND nonce = ?", (sender, nonce))
+        return None if row is None else _entry(row)
+
+    def below(self, sender: bytes, nonce: int, conn=None) -> list[bytes]:
+        """Hashes of the sender's rows with a nonce below ``nonce`` (stale once the account passed it)."""
+        return [bytes(r[0]) for r in self._all(
+            conn, "SELECT hash FROM mempool WHERE sender = ? AND nonce < ?", (sender, nonce))]
+
+    def pending_cost(self, sender: bytes, from_nonce: int, except_nonce: int, conn=None) -> int:
+        """Sum of max_cost over the sender's rows from ``from_nonce`` on, but for ``except_nonce``."""
+        return sum(_i(r[0]) for r in self._all(
+            conn, "SELECT max_cost FROM mempool WHERE sender = ? AND nonce >= ? AND nonce != ?",
+            (sender, from_nonce, except_nonce)))
+
     def raws_of_sender(self, sender: bytes) -> list[tuple[PoolEntry, bytes]]:
         """Like of_sender, with each row's raw bytes."""
         return [(_entry(r), bytes(r[7])) for r in self._all(
