@@ -88,6 +88,10 @@ def test_policy_queries_use_the_indexes(store):
         ("SELECT hash FROM mempool ORDER BY tip_cap, added DESC LIMIT 1", "mempool_tip_cap"),
         ("SELECT hash FROM mempool ORDER BY fee_cap, added DESC LIMIT 1", "mempool_fee_cap"),
         ("SELECT hash FROM mempool WHERE sender = x'00' ORDER BY nonce", "mempool_sender_nonce"),
+        ("SELECT hash FROM mempool WHERE sender = x'00' AND nonce = 3", "mempool_sender_nonce"),
+        ("SELECT hash FROM mempool WHERE sender = x'00' AND nonce < 3", "mempool_sender_nonce"),
+        ("SELECT max_cost FROM mempool WHERE sender = x'00' AND nonce >= 3 AND nonce != 5",
+         "mempool_sender_nonce"),
         ("DELETE FROM mempool WHERE added < 5", "mempool_added"),
         ("SELECT min(added) FROM mempool", "mempool_added"),
     ):

@@ -25,6 +25,7 @@ faster recovery backend is in.  The signed transactions are cached in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -91,9 +92,12 @@ def fresh(tmp: Path, name: str, txs) -> tuple[Store, Mempool, Block]:
     with store.engine.begin() as c:
         Store._write_accounts(c, {s: Account(0, 100 * COIN) for s in senders})
     tip = store.tip()
-    header = Header(version=1, chain_id=PARAMS.chain_id, height=1, prev_hash=tip.id, tx_root=bytes(32),
-                    state_root=bytes(32), time=PARAMS.genesis_time + 1, bits=PARAMS.genesis_bits,
-                    model=bytes(32), miner=bytes(20), nonce=0)
+    fields = dict(version=1, chain_id=PARAMS.chain_id, height=1, prev_hash=tip.id, tx_root=bytes(32),
+                  state_root=bytes(32), time=PARAMS.genesis_time + 1, bits=PARAMS.genesis_bits,
+                  model=bytes(32), miner=bytes(20), nonce=0)
+    if "base_fee" in {f.name for f in dataclasses.fields(Header)}:   # chain protocol 2
+        fields["base_fee"] = PARAMS.min_base_fee
+    header = Header(**fields)
     block = Block(header=header, coinbase=Coinbase(height=1, miner=bytes(20), value=0),
                   txs=tuple(r for r, _ in txs))
     return store, Mempool(store, PARAMS), block

@@ -208,12 +208,12 @@ class Mempool:
         """geth's rule: both caps strictly higher, and each at least the bump above."""
         need_cap = old.fee_cap * (100 + PRICE_BUMP_PCT) // 100
         need_tip = old.tip_cap * (100 + PRICE_BUMP_PCT) // 100
-        if (tx.max_fee_per_gas <= old.fee_cap or tx.max_priority_fee_per_gas <= old.tip_cap
-                or tx.max_fee_per_gas < need_cap or tx.max_priority_fee_per_gas < need_tip):
+        need_cap, need_tip = max(need_cap, old.fee_cap + 1), max(need_tip, old.tip_cap + 1)
+        if tx.max_fee_per_gas < need_cap or tx.max_priority_fee_per_gas < need_tip:
             raise MempoolError(
                 f"a transaction with nonce {tx.nonce} is pending at fee cap {old.fee_cap} and tip cap "
-                f"{old.tip_cap}; a replacement must raise both by more than that and by at least "
-                f"{PRICE_BUMP_PCT}% (to {max(need_cap, old.fee_cap + 1)} and {max(need_tip, old.tip_cap + 1)})",
+                f"{old.tip_cap}; a replacement must raise both strictly and by at least "
+                f"{PRICE_BUMP_PCT}%: to {need_cap} and {need_tip}",
                 reason="replacement-underpriced",
             )
 

@@ -171,7 +171,8 @@ _DB_ERRORS = (DBAPIError, sqlite3.Error)
 
 def _is_busy(exc) -> bool:
     msg = str(getattr(exc, "orig", exc)).lower()
-    return isinstance(exc, (OperationalError, sqlite3.OperationalError)) and ("locked" in msg or "busy" in msg)
+    locked = "locked" in msg or "busy" in msg
+    return isinstance(exc, (OperationalError, sqlite3.OperationalError)) and locked
 
 
 def _store_error(path, what: str, exc) -> StoreError:
@@ -213,7 +214,9 @@ class Store:
                     if have is not None and int(have) < SCHEMA_VERSION:
                         self.set_meta("schema", str(SCHEMA_VERSION).encode(), conn=c)
             except StoreError as exc:
-                raise StoreError(f"cannot open the chain database {self.path}: {exc}", reason=exc.reason) from None
+                raise StoreError(
+                    f"cannot open the chain database {self.path}: {exc}", reason=exc.reason
+                ) from None
 
     def _make_engine(self, begin: str, busy_ms: int):
         engine = create_engine(

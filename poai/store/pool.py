@@ -339,7 +339,8 @@ class PoolStore:
             return
         db = _dbapi(conn)
         db.executemany("DELETE FROM mempool WHERE hash = ?", [(t.hash,) for t in txs])
-        db.executemany("DELETE FROM mempool WHERE sender = ? AND nonce = ?", [(t.sender, t.nonce) for t in txs])
+        db.executemany("DELETE FROM mempool WHERE sender = ? AND nonce = ?",
+                       [(t.sender, t.nonce) for t in txs])
         db.executemany(_INSERT, [_insert_params(t, added) for t in txs])
 
     def remove(self, hashes, conn=None) -> None:
