@@ -106,11 +106,19 @@ def test_one_block_periods_check_only_the_grace():
 
 def test_asert_networks_are_untouched():
     check_timewarp(
-        RULE_ASERT, height=INTERVAL, block_time=0, parent_time=10**9, period_first_time=None,
+        RULE_ASERT,
+        height=INTERVAL,
+        block_time=0,
+        parent_time=10**9,
+        period_first_time=None,
         retarget_interval=INTERVAL,
     )
     check_timewarp(
-        RULE_ASERT, height=INTERVAL - 1, block_time=0, parent_time=None, period_first_time=10**9,
+        RULE_ASERT,
+        height=INTERVAL - 1,
+        block_time=0,
+        parent_time=None,
+        period_first_time=10**9,
         retarget_interval=INTERVAL,
     )
 
@@ -242,10 +250,12 @@ def test_with_the_rule_the_attacker_gains_at_most_the_grace_per_period(start_bit
     and the target never passes 12/11 of the start (the fixed point x = 1 + x/12 of an
     attacker who gains 2 h a day), i.e. at most ~9% faster blocks than honest timestamps."""
     t0 = compact_to_target(start_bits)
-    run = simulate("timewarp", rule=True, start_bits=start_bits, max_blocks=15 * INTERVAL, max_real_s=30 * DAY)
+    run = simulate(
+        "timewarp", rule=True, start_bits=start_bits, max_blocks=15 * INTERVAL, max_real_s=30 * DAY
+    )
     assert len(run.times) == 15 * INTERVAL
     ends = _period_ends(run)
-    for prev_end, end in zip(ends, ends[1:]):
+    for prev_end, end in zip(ends, ends[1:], strict=False):
         first = prev_end + 1
         span = run.times[end] - run.times[first]
         real = run.real_us[end] // US - run.real_us[prev_end] // US
@@ -301,11 +311,11 @@ def test_spans_of_accepted_times_telescope(data):
         _timewarp(height, t, times[-1], times[first] if first is not None else None, SMALL_INTERVAL)
         times.append(t)
     periods = len(times) // SMALL_INTERVAL
-    spans = [times[p * SMALL_INTERVAL + SMALL_INTERVAL - 1] - times[p * SMALL_INTERVAL] for p in range(periods)]
+    firsts = [times[p * SMALL_INTERVAL] for p in range(periods)]
+    lasts = [times[p * SMALL_INTERVAL + SMALL_INTERVAL - 1] for p in range(periods)]
+    spans = [last - first for first, last in zip(firsts, lasts, strict=True)]
     assert min(spans) >= 0
     for a in range(periods):
         for b in range(a, periods):
             total = sum(spans[a : b + 1])
-            assert total <= times[b * SMALL_INTERVAL + SMALL_INTERVAL - 1] - times[a * SMALL_INTERVAL] + (
-                TIMEWARP_GRACE * (b - a)
-            )
+            assert total <= lasts[b] - firsts[a] + TIMEWARP_GRACE * (b - a)
