@@ -27,6 +27,7 @@ from poai.chain.difficulty import (
     median_time_past,
     next_bits,
     target_to_compact,
+    timewarp_min_time,
     timewarp_period_first_height,
 )
 from poai.chain.params import NETWORKS
@@ -95,6 +96,19 @@ def test_period_first_height_names_the_ancestor_the_check_needs():
         assert timewarp_period_first_height(RULE_WINDOW, height, INTERVAL) is None
     assert timewarp_period_first_height(RULE_ASERT, INTERVAL - 1, INTERVAL) is None
     assert timewarp_period_first_height(RULE_WINDOW, 5, 1) is None  # one-block periods
+
+
+@pytest.mark.parametrize("height", [INTERVAL, INTERVAL - 1, 5 * INTERVAL, 5 * INTERVAL - 1, 1, 0])
+def test_min_time_is_the_earliest_time_the_check_accepts(height):
+    kwargs = {"height": height, "parent_time": 2_000_000, "period_first_time": 1_990_000}
+    floor = timewarp_min_time(RULE_WINDOW, retarget_interval=INTERVAL, **kwargs)
+    if height in (1, 0):
+        assert floor is None
+        return
+    assert floor == (2_000_000 - TIMEWARP_GRACE if height % INTERVAL == 0 else 1_990_000)
+    _timewarp(height, floor, kwargs["parent_time"], kwargs["period_first_time"])
+    with pytest.raises(ValidationError):
+        _timewarp(height, floor - 1, kwargs["parent_time"], kwargs["period_first_time"])
 
 
 def test_one_block_periods_check_only_the_grace():
@@ -197,8 +211,15 @@ def simulate(strategy: str, *, rule: bool, start_bits: int, max_blocks: int, max
             time = now + MAIN.max_future
         else:
             time = mtp + 1
-            if rule and height % INTERVAL == 0:
-                time = max(time, run.times[parent] - TIMEWARP_GRACE)
+            if rule:
+                floor = timewarp_min_time(
+                    RULE_WINDOW,
+                    height=height,
+                    parent_time=run.times[parent],
+                    period_first_time=first_time,
+                    retarget_interval=INTERVAL,
+                )
+                time = max(time, floor if floor is not None else time)
         check_mtp(time, mtp)
         check_future_time(time, now, MAIN.max_future)
         try:

@@ -59,6 +59,7 @@ __all__ = [
     "TIMEWARP_GRACE",
     "timewarp_period_first_height",
     "check_timewarp",
+    "timewarp_min_time",
 ]
 
 #: Largest value of Bitcoin's 256-bit unsigned integers (targets live below 2**256).
@@ -571,6 +572,24 @@ def timewarp_period_first_height(rule: str, height: int, retarget_interval: int)
     return height - (interval - 1)
 
 
+def _timewarp_floor(rule, height, parent_time, period_first_time, interval) -> tuple[int, str] | None:
+    """(earliest allowed time, reject reason) at ``height``, or None where neither rule applies.
+
+    A height is never both first and last of a period (those with ``interval >= 2``
+    differ; one-block periods have no "last" rule), so at most one bound applies.
+    """
+    first_height = timewarp_period_first_height(rule, height, interval)
+    if rule == RULE_WINDOW and height > 0 and height % interval == 0:
+        if parent_time is None:
+            raise ValueError("the first block of a period needs parent_time")
+        return _require_int("parent_time", parent_time) - TIMEWARP_GRACE, "time-timewarp-attack"
+    if first_height is not None:
+        if period_first_time is None:
+            raise ValueError("the last block of a period needs period_first_time")
+        return _require_int("period_first_time", period_first_time), "time-negative-timespan"
+    return None
+
+
 def check_timewarp(
     rule: str,
     *,
@@ -594,27 +613,29 @@ def check_timewarp(
     ``ValueError`` (caller bug).  Runs beside :func:`check_mtp` and
     :func:`check_future_time`, not instead of them.
     """
-    first_height = timewarp_period_first_height(rule, height, retarget_interval)
     block_time = _require_int("block_time", block_time)
-    if rule != RULE_WINDOW:
-        return
-    if height > 0 and height % retarget_interval == 0:
-        if parent_time is None:
-            raise ValueError("check_timewarp needs parent_time for the first block of a period")
-        parent_time = _require_int("parent_time", parent_time)
-        if block_time < parent_time - TIMEWARP_GRACE:
-            raise ValidationError(
-                f"first block of a retarget period at {block_time}, more than {TIMEWARP_GRACE}s "
-                f"before its parent's {parent_time}",
-                reason="time-timewarp-attack",
-            )
-    if first_height is not None:
-        if period_first_time is None:
-            raise ValueError("check_timewarp needs period_first_time for the last block of a period")
-        period_first_time = _require_int("period_first_time", period_first_time)
-        if block_time < period_first_time:
-            raise ValidationError(
-                f"last block of a retarget period at {block_time}, before the period's first "
-                f"block (height {first_height}) at {period_first_time}",
-                reason="time-negative-timespan",
-            )
+    bound = _timewarp_floor(rule, height, parent_time, period_first_time, retarget_interval)
+    if bound is not None and block_time < bound[0]:
+        which = "first" if bound[1] == "time-timewarp-attack" else "last"
+        raise ValidationError(
+            f"time {block_time} of the {which} block of a retarget period (height {height}) "
+            f"is before {bound[0]}, the earliest BIP-54 allows",
+            reason=bound[1],
+        )
+
+
+def timewarp_min_time(
+    rule: str,
+    *,
+    height: int,
+    parent_time: int | None,
+    period_first_time: int | None,
+    retarget_interval: int,
+) -> int | None:
+    """The earliest time :func:`check_timewarp` accepts at ``height``; ``None`` if unbounded.
+
+    For a miner: ``max(clock, mtp + 1, this)`` passes both rules and the MTP.  Arguments
+    and ``ValueError`` as in :func:`check_timewarp`.
+    """
+    bound = _timewarp_floor(rule, height, parent_time, period_first_time, retarget_interval)
+    return None if bound is None else bound[0]
