@@ -5,7 +5,7 @@ an RFC 6979 (HMAC-SHA256) low-s signature with its y parity, and public-key reco
 from ``(digest, y_parity, r, s)``.  Two backends implement them:
 
 * ``reference``: the ``ecdsa`` package's curve arithmetic, written out step by step
-  (SEC 1 v2 §4.1.6 recovery); slow (~2.5 ms per recovery) and the definition.
+  (SEC 1 v2 §4.1.6 recovery); slow (2.5-4 ms per recovery) and the definition.
 * ``native``: libsecp256k1 through ``coincurve`` (~0.1 ms per recovery); used when
   ``coincurve`` imports.
 
