@@ -7,7 +7,9 @@ import hashlib
 import msgpack
 import pytest
 
-from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal, meets_seal, merkle_root, seal_hash
+from poai.chain.block import (
+    Block, Coinbase, Header, block_tx_root, grind_seal, meets_seal, merkle_root, seal_hash,
+)
 from poai.chain.params import COIN, NETWORKS, get_network
 from poai.chain.state import GENESIS_STATE_ROOT, Account, next_state_root
 from poai.chain.validate import genesis_block

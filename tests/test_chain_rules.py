@@ -94,7 +94,9 @@ def test_cheap_header_checks_come_before_inference(node, monkeypatch):
         "bad-tx-root": reseal(p, good, tx_root=b"\x05" * 32),
     }
     h = good.header
-    bad_seal = next(h.with_(seal=s) for s in range(h.seal + 1, h.seal + 1000) if not meets_seal(h.with_(seal=s), p.seal_bits))
+    bad_seal = next(
+        h.with_(seal=s) for s in range(h.seal + 1, h.seal + 1000) if not meets_seal(h.with_(seal=s), p.seal_bits)
+    )
     cases["bad-seal"] = replace(good, header=bad_seal)
     calls = []
     monkeypatch.setattr(node.chain, "infer_digest", lambda b: calls.append(b) or b"\x00" * 32)

@@ -40,7 +40,7 @@ class ChainReplay:
             parent_state_root=self.root,
             read=lambda a: self.state.get(a, EMPTY),
             matured=self._matured(p.height + 1),
-            period_first_time=validate.period_first_time(params, p.height + 1, lambda height: self.times[height]),
+            period_first_time=validate.period_first_time(params, p.height + 1, self.times.__getitem__),
         )
 
     def _matured(self, height: int):

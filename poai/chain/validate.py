@@ -95,6 +95,14 @@ def check_header_context(h: Header, ctx: BlockContext, params: NetworkParams) ->
     if h.height != parent.height + 1:
         raise ValidationError(f"height {h.height} after parent height {parent.height}", reason="bad-height")
     difficulty.check_mtp(h.time, ctx.mtp)
+    difficulty.check_timewarp(
+        params.retarget,
+        height=h.height,
+        block_time=h.time,
+        parent_time=parent.time,
+        period_first_time=ctx.period_first_time,
+        retarget_interval=params.retarget_interval,
+    )
     difficulty.check_future_time(h.time, ctx.now, params.max_future)
     if h.bits != ctx.expected_bits:
         raise ValidationError(
@@ -133,10 +141,8 @@ def expected_base_fee(params: NetworkParams, parent: ChainEntry) -> int:
 def period_first_time(params: NetworkParams, height: int, ancestor_time) -> int | None:
     """The window rule's time-warp check needs, for the last block of a retarget
     period, the time of the period's first block; None everywhere else."""
-    i = params.retarget_interval
-    if params.retarget != "window" or height % i != i - 1 or height < i - 1:
-        return None
-    return ancestor_time(height - (i - 1))
+    first = difficulty.timewarp_period_first_height(params.retarget, height, params.retarget_interval)
+    return None if first is None else ancestor_time(first)
 
 
 def check_block(

@@ -294,7 +294,7 @@ class P2PNode:
             log.info("peer %s follows another network (chain id %d); disconnecting", peer.name, chain_id)
             peer.close()
             return
-        if proto < 1:
+        if proto < wire.PROTOCOL_VERSION:
             peer.close()
             return
         peer.version = [proto, chain_id, genesis, height, work, nonce, port, agent]
@@ -480,7 +480,9 @@ class P2PNode:
         loop = self.loop
 
         def done(result, error) -> None:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._block_done(peer, block, result, error)))
+            loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(self._block_done(peer, block, result, error))
+            )
 
         if not self.service.scheduler.submit(data, source, done):
             log.info("block %s from %s dropped: verification queue full", block.id.hex()[:16], peer.name)

@@ -301,7 +301,9 @@ class ChainState:
         why = self.rejected.get(block.id)
         if why is not None:
             result.cached = True
-            raise ValidationError(f"block {block.id.hex()} was rejected before ({why})", reason="known-invalid")
+            raise ValidationError(
+                f"block {block.id.hex()} was rejected before ({why})", reason="known-invalid"
+            )
         validate.check_header_alone(h, self.params)
         # A core that went through inference before has one valid proof: a block
         # carrying another is rejected now, for free, whatever it looks like.
@@ -426,7 +428,8 @@ class ChainState:
         for rec in branch:
             if rec.status != VERIFIED:
                 try:
-                    validate.check_proof(blocks[rec.id].header, self.proof_digest(blocks[rec.id], gate, result))
+                    b = blocks[rec.id]
+                    validate.check_proof(b.header, self.proof_digest(b, gate, result))
                 except ValidationError as exc:
                     self._mark_invalid(rec.id, exc.reason)
                     return False
@@ -439,7 +442,9 @@ class ChainState:
             block = blocks[rec.id]
             parent = self.store.record(rec.prev)
             try:
-                ctx = replace(self.context(parent, branch=by_height), known_senders=self._known_senders(block))
+                ctx = replace(
+                    self.context(parent, branch=by_height), known_senders=self._known_senders(block)
+                )
                 delta = validate.check_block(block, ctx, self.params, state=True, proof=None)
             except ValidationError as exc:
                 self._mark_invalid(rec.id, exc.reason)

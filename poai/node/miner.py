@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from poai.chain import validate
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
-from poai.chain.difficulty import compact_to_target
+from poai.chain.difficulty import compact_to_target, timewarp_min_time
 from poai.chain.params import HEADER_VERSION
 from poai.chain.state import _Overlay, apply_transfer, connect_block
 from poai.errors import PoaiError, ValidationError
@@ -80,9 +80,17 @@ class Miner:
         parent = chain.block(tip.id)
         height = tip.height + 1
         when = max(int(self.clock()), chain.mtp(tip) + 1)
-        first = validate.period_first_time(params, height, lambda h: chain.ancestor_time(tip, h))
-        if first is not None:  # the window rule's time-warp guard: never before the period began
-            when = max(when, first)
+        floor = timewarp_min_time(
+            params.retarget,
+            height=height,
+            parent_time=tip.time,
+            period_first_time=validate.period_first_time(
+                params, height, lambda h: chain.ancestor_time(tip, h)
+            ),
+            retarget_interval=params.retarget_interval,
+        )
+        if floor is not None:  # BIP-54: never a time the time-warp rules refuse
+            when = max(when, floor)
         bits = chain.next_bits(tip)
         base_fee = chain.next_base_fee(tip)
         txs: list[bytes] = []
@@ -168,7 +176,7 @@ class Miner:
                     t0 = time.perf_counter()
                     sealed = grind_seal(
                         found, self.chain.params.seal_bits,
-                        should_stop=lambda: should_stop() or self.chain.tip().id != tip_id,
+                        should_stop=lambda t=tip_id: should_stop() or self.chain.tip().id != t,
                     )
                     stats.last_seal_s = time.perf_counter() - t0
                     if sealed is None:
