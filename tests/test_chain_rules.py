@@ -95,7 +95,9 @@ def test_cheap_header_checks_come_before_inference(node, monkeypatch):
     }
     h = good.header
     bad_seal = next(
-        h.with_(seal=s) for s in range(h.seal + 1, h.seal + 1000) if not meets_seal(h.with_(seal=s), p.seal_bits)
+        h.with_(seal=s)
+        for s in range(h.seal + 1, h.seal + 1000)
+        if not meets_seal(h.with_(seal=s), p.seal_bits)
     )
     cases["bad-seal"] = replace(good, header=bad_seal)
     calls = []
