@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
 from poai.chain.difficulty import compact_to_target
-from poai.chain.params import get_network
+from poai.chain.params import HEADER_VERSION, get_network
 from poai.chain.state import connect_block
 from poai.node.chainstate import ChainState, ModelCache
 from poai.node.mempool import Mempool
@@ -85,6 +85,7 @@ def craft(
     state_root=None,
     model=None,
     coinbase_miner=None,
+    base_fee_override=None,
 ) -> Block:
     """A block on ``parent`` (default the tip) with chosen contents, properly proven."""
     chain, params = node.chain, node.params
@@ -93,11 +94,13 @@ def craft(
     h_ = tip.height + 1 if height is None else height
     miner = miner or node.address
     fees = 0
+    from poai.chain.fees import fee_split
     from poai.chain.tx import decode_tx
 
+    base_fee = chain.next_base_fee(tip)
     for raw in txs:
         try:
-            fees += decode_tx(raw, params.chain_id).fee
+            fees += fee_split(decode_tx(raw, params.chain_id), base_fee)[1]
         except Exception:
             pass
     cb = Coinbase(
@@ -106,7 +109,7 @@ def craft(
         value=params.reward(h_) + fees if coinbase_value is None else coinbase_value,
     )
     header = Header(
-        version=1,
+        version=HEADER_VERSION,
         chain_id=params.chain_id,
         height=h_,
         prev_hash=tip.id,
@@ -114,6 +117,7 @@ def craft(
         state_root=bytes(32),
         time=time if time is not None else max(node.clock(), chain.mtp(tip) + 1),
         bits=bits if bits is not None else chain.next_bits(tip),
+        base_fee=base_fee if base_fee_override is None else base_fee_override,
         model=model or bytes.fromhex(node.model.entry.sha256),
         miner=miner,
         nonce=0,

@@ -7,7 +7,9 @@ import hashlib
 import msgpack
 import pytest
 
-from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal, id_meets_seal, merkle_root
+from poai.chain.block import (
+    Block, Coinbase, Header, block_tx_root, grind_seal, meets_seal, merkle_root, seal_hash,
+)
 from poai.chain.params import COIN, NETWORKS, get_network
 from poai.chain.state import GENESIS_STATE_ROOT, Account, next_state_root
 from poai.chain.validate import genesis_block
@@ -16,7 +18,7 @@ from poai.errors import DecodeError
 
 def header(**kw) -> Header:
     base = dict(
-        version=1,
+        version=2,
         chain_id=29773,
         height=5,
         prev_hash=b"\x01" * 32,
@@ -24,6 +26,7 @@ def header(**kw) -> Header:
         state_root=b"\x03" * 32,
         time=1795392100,
         bits=0x207FFFFF,
+        base_fee=10**9,
         model=b"\x04" * 32,
         miner=b"\x05" * 20,
         nonce=77,
@@ -38,8 +41,9 @@ def test_header_round_trip_and_id():
     h = header()
     data = h.encode()
     assert Header.decode(data) == h
-    assert h.id == hashlib.sha256(data).digest()
-    assert data[0] == 0x9D  # a fixed array of 13 fields, never a map
+    core_and_proof = msgpack.packb(h.core_fields() + [h.proof], use_bin_type=True)
+    assert h.id == hashlib.sha256(b"poai-block-id" + core_and_proof).digest()
+    assert data[0] == 0x9E  # a fixed array of 14 fields, never a map
     assert h.core_bytes() == msgpack.packb(h.core_fields(), use_bin_type=True)
     assert h.with_(proof=bytes(32), seal=0).core_bytes() == h.core_bytes()  # proof fields excluded
 
@@ -119,14 +123,31 @@ def test_merkle_root_rfc6962():
     assert block_tx_root(cb, [b"t"]) != block_tx_root(cb, [])
 
 
-def test_seal_prefilter():
+def test_seal_prefilter_is_memory_hard_scrypt_of_the_id():
     h = header(seal=0)
-    sealed = grind_seal(h, 12)
-    assert id_meets_seal(sealed.id, 12)
-    assert sealed.with_(seal=sealed.seal) == sealed
-    assert id_meets_seal(b"\xff" * 32, 0)
-    assert not id_meets_seal(b"\x00\x10" + b"\xff" * 30, 12)
-    assert id_meets_seal(b"\x00\x0f" + b"\xff" * 30, 12)
+    sealed = grind_seal(h, 6)
+    assert meets_seal(sealed, 6)
+    assert meets_seal(h, 0)  # no pre-filter at 0 bits
+    want = hashlib.scrypt(sealed.id, salt=b"poai-seal-v1" + sealed.seal.to_bytes(8, "big"),
+                          n=1 << 10, r=8, p=1, maxmem=1 << 23, dklen=32)
+    assert seal_hash(sealed.id, sealed.seal) == want
+    assert int.from_bytes(want, "big") >> (256 - 6) == 0
+    # some seal below the found one fails (the grind returns the first that passes)
+    assert all(not meets_seal(h.with_(seal=s), 6) for s in range(sealed.seal))
+
+
+def test_block_id_does_not_commit_to_the_seal():
+    """The seal-malleability fix: re-grinding the seal gives the same block id,
+    so an old proof can never be dressed up as a new block."""
+    h = header(seal=0)
+    first = grind_seal(h, 4)
+    second = grind_seal(h, 4, start=first.seal + 1)
+    assert first.seal != second.seal and first.encode() != second.encode()
+    assert first.id == second.id
+    # everything else the id does commit to
+    assert h.with_(proof=b"\x01" * 32).id != h.id
+    assert h.with_(nonce=h.nonce + 1).id != h.id
+    assert h.with_(base_fee=h.base_fee + 1).id != h.id
 
 
 def test_reward_schedule():

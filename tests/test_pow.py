@@ -133,7 +133,7 @@ def vector_cores() -> list[bytes]:
     out = []
     for i in range(4):
         h = Header(
-            version=1,
+            version=2,
             chain_id=29773,
             height=1 + i,
             prev_hash=hashlib.sha256(b"prev%d" % i).digest(),
@@ -141,6 +141,7 @@ def vector_cores() -> list[bytes]:
             state_root=bytes(32),
             time=1795392000 + i,
             bits=0x207FFFFF,
+            base_fee=10**9,
             model=bytes.fromhex("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
             miner=bytes([i]) * 20,
             nonce=i * 7,

@@ -7,11 +7,15 @@ bytes), every field has its type and range, and the input size is capped
 before parsing.  Anything else raises DecodeError ("malformed-...").
 
     header  = [version, chain_id, height, prev_hash, tx_root, state_root, time,
-               bits, model, miner, nonce, proof, seal]
-    core    = the msgpack array of the first 11 fields (all but proof, seal):
+               bits, base_fee, model, miner, nonce, proof, seal]
+    core    = the msgpack array of the first 12 fields (all but proof, seal):
               what the proof-of-work seed commits to
-    block id = SHA-256(header bytes)   (the seal makes it start with
-              seal_bits zero bits: the cheap pre-filter)
+    block id = SHA-256(b"poai-block-id" || msgpack([core fields..., proof]))
+              The seal is not part of the id: re-grinding the seal of a block
+              yields the same id, so it cannot mint a "new" block from an old
+              proof (the seal-malleability attack of chain protocol 1).
+    seal    = a u64 such that scrypt(id, b"poai-seal-v1" || seal) starts with
+              seal_bits zero bits: the memory-hard pre-filter (PROTOCOL.md 4.6)
     coinbase = [height, miner, value]
     block   = [header, coinbase, [raw Ethereum transaction, ...]]
     tx_root = merkle_root([coinbase id] + [keccak256 hash of each transaction])
@@ -29,6 +33,9 @@ from poai.errors import DecodeError
 U64 = (1 << 64) - 1
 U256 = (1 << 256) - 1
 MAX_HEADER_BYTES = 256
+HEADER_FIELDS = 14
+BLOCK_ID_TAG = b"poai-block-id"
+SEAL_TAG = b"poai-seal-v1"
 MAX_TX_BYTES = 1024
 ZERO32 = bytes(32)
 ZERO20 = bytes(20)
@@ -87,6 +94,7 @@ class Header:
     state_root: bytes
     time: int
     bits: int
+    base_fee: int  # EIP-1559 base fee per gas of this block (poai.chain.fees), burned
     model: bytes  # sha256 of the GGUF file (models.lock)
     miner: bytes  # 20-byte address paid by the coinbase
     nonce: int
@@ -103,6 +111,7 @@ class Header:
             self.state_root,
             self.time,
             self.bits,
+            self.base_fee,
             self.model,
             self.miner,
             self.nonce,
@@ -119,7 +128,8 @@ class Header:
 
     @property
     def id(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
+        """The block id: commits to the core and the proof, not to the seal."""
+        return block_id_of(self.core_fields(), self.proof)
 
     def with_(self, **changes) -> "Header":
         return replace(self, **changes)
@@ -131,8 +141,10 @@ class Header:
     @classmethod
     def from_obj(cls, obj) -> "Header":
         w = "header"
-        if type(obj) is not list or len(obj) != 13:
-            raise DecodeError("header: expected an array of 13 fields", reason="malformed-header")
+        if type(obj) is not list or len(obj) != HEADER_FIELDS:
+            raise DecodeError(
+                f"header: expected an array of {HEADER_FIELDS} fields", reason="malformed-header"
+            )
         return cls(
             version=_uint(obj[0], 32, w, "version"),
             chain_id=_uint(obj[1], 64, w, "chain_id"),
@@ -142,11 +154,12 @@ class Header:
             state_root=_bin(obj[5], 32, w, "state_root"),
             time=_uint(obj[6], 64, w, "time"),
             bits=_uint(obj[7], 32, w, "bits"),
-            model=_bin(obj[8], 32, w, "model"),
-            miner=_bin(obj[9], 20, w, "miner"),
-            nonce=_uint(obj[10], 64, w, "nonce"),
-            proof=_bin(obj[11], 32, w, "proof"),
-            seal=_uint(obj[12], 64, w, "seal"),
+            base_fee=_uint(obj[8], 64, w, "base_fee"),
+            model=_bin(obj[9], 32, w, "model"),
+            miner=_bin(obj[10], 20, w, "miner"),
+            nonce=_uint(obj[11], 64, w, "nonce"),
+            proof=_bin(obj[12], 32, w, "proof"),
+            seal=_uint(obj[13], 64, w, "seal"),
         )
 
 
@@ -235,26 +248,52 @@ def block_tx_root(coinbase: Coinbase, txs) -> bytes:
     return merkle_root([coinbase.id] + [tx_hash(raw) for raw in txs])
 
 
-def id_meets_seal(block_id: bytes, seal_bits: int) -> bool:
-    """The pre-filter: the block id's first seal_bits bits are zero."""
-    return int.from_bytes(block_id, "big") >> (256 - seal_bits) == 0 if seal_bits else True
+def block_id_of(core_fields: list, proof: bytes) -> bytes:
+    return hashlib.sha256(BLOCK_ID_TAG + _pack(list(core_fields) + [proof])).digest()
 
 
-def grind_seal(header: Header, seal_bits: int, start: int = 0) -> Header:
-    """The first seal >= start whose block id passes the pre-filter (expected
-    2**seal_bits SHA-256 evaluations, done once per found block)."""
-    # The header encodes as the fixarray marker of 13 fields (0x9d), then each
-    # field: hash that prefix once and only the seal's encoding per candidate.
-    head = msgpack.Packer(use_bin_type=True)
-    base = b"\x9d" + b"".join(head.pack(v) for v in header.core_fields() + [header.proof])
-    limit = 1 << (256 - seal_bits)
+# The seal's memory-hard function: scrypt (RFC 7914) with N = 2**10, r = 8, p = 1,
+# i.e. 1 MiB of memory and ~4 ms of one core per evaluation here.  Its cost is
+# set by memory bandwidth, where a GPU is ~100-400x a 2-core CPU, against ~10^5x
+# for SHA-256 (PROTOCOL.md 4.6 gives the figures).
+SEAL_SCRYPT_N = 1 << 10
+SEAL_SCRYPT_R = 8
+SEAL_SCRYPT_P = 1
+
+
+def seal_hash(block_id: bytes, seal: int) -> bytes:
+    """scrypt(password = block id, salt = SEAL_TAG || seal as u64 be), 32 bytes."""
+    return hashlib.scrypt(
+        block_id,
+        salt=SEAL_TAG + seal.to_bytes(8, "big"),
+        n=SEAL_SCRYPT_N,
+        r=SEAL_SCRYPT_R,
+        p=SEAL_SCRYPT_P,
+        maxmem=4 * 128 * SEAL_SCRYPT_N * SEAL_SCRYPT_R,
+        dklen=32,
+    )
+
+
+def meets_seal(header: Header, seal_bits: int) -> bool:
+    """The pre-filter: scrypt(id, seal) starts with seal_bits zero bits (one scrypt)."""
+    if not seal_bits:
+        return True
+    return int.from_bytes(seal_hash(header.id, header.seal), "big") >> (256 - seal_bits) == 0
+
+
+def grind_seal(header: Header, seal_bits: int, start: int = 0, *, should_stop=None) -> Header:
+    """The first seal >= start that passes the pre-filter (expected 2**seal_bits
+    scrypt evaluations, done once per found block).  should_stop() is polled
+    between evaluations; when it returns true, None is returned."""
+    if not seal_bits:
+        return header.with_(seal=start)
+    block_id = header.id
     seal = start
-    h0 = hashlib.sha256(base)
     while True:
-        h = h0.copy()
-        h.update(head.pack(seal))
-        if int.from_bytes(h.digest(), "big") < limit:
+        if int.from_bytes(seal_hash(block_id, seal), "big") >> (256 - seal_bits) == 0:
             return header.with_(seal=seal)
         seal += 1
         if seal > U64:
             raise OverflowError("seal space exhausted")
+        if should_stop is not None and should_stop():
+            return None

@@ -18,6 +18,10 @@ Reject reasons (``ValidationError.reason``), stable strings:
 * ``bits-mismatch``        header bits differ from the bits the retarget rule requires
 * ``time-too-far-future``  block time beyond ``now + max_future``
 * ``time-too-old``         block time not after the median time past
+* ``time-timewarp-attack`` (window rule, BIP-54) the first block of a retarget period
+  is more than ``TIMEWARP_GRACE`` seconds earlier than its parent
+* ``time-negative-timespan`` (window rule, BIP-54) the last block of a retarget period
+  is earlier than the first block of that period
 
 Malformed *arguments* (a caller bug, not an invalid block: a negative height, an
 unknown rule, a value outside the integer width the spec defines) raise
@@ -52,6 +56,10 @@ __all__ = [
     "check_expected_bits",
     "check_future_time",
     "check_mtp",
+    "TIMEWARP_GRACE",
+    "timewarp_period_first_height",
+    "check_timewarp",
+    "timewarp_min_time",
 ]
 
 #: Largest value of Bitcoin's 256-bit unsigned integers (targets live below 2**256).
@@ -60,6 +68,9 @@ UINT256_MAX = (1 << 256) - 1
 UINT32_MAX = (1 << 32) - 1
 #: Number of blocks whose median is the median time past (Bitcoin: 11).
 MEDIAN_TIME_SPAN = 11
+#: BIP-54: seconds the first block of a retarget period may be earlier than its parent
+#: (2 hours, Bitcoin's ``MAX_TIMEWARP``, equal to main's ``max_future``).
+TIMEWARP_GRACE = 7200
 #: aserti3-2d fixed-point radix: the exponent is in units of 2**-16.
 ASERT_RADIX_BITS = 16
 
@@ -529,3 +540,102 @@ def check_expected_bits(bits: int, expected: int) -> None:
         raise ValidationError(
             f"bits 0x{bits:08x} differ from required 0x{expected:08x}", reason="bits-mismatch"
         )
+
+
+# --- time-warp (BIP-54, window rule only) -------------------------------------
+# With only the MTP (below) and the clock (above) bounding times, a majority miner
+# keeps times at the MTP and puts each period's last block at the future limit; the
+# next first block drops back, every period seems to last the whole attack, and the
+# 4x clamp falls each period, ever faster (main: pow limit in ~3 days of real time,
+# tests/test_timewarp.py).  Rule 1 ties a period's start to the previous end, rule 2
+# forbids a negative span (the clamp would make it a cheap 1/4 step that resets the
+# reference time back): together the spans of periods a..b sum to at most
+# time(last of b) - time(first of a) + TIMEWARP_GRACE * (b - a).
+
+
+def timewarp_period_first_height(rule: str, height: int, retarget_interval: int) -> int | None:
+    """The height whose time :func:`check_timewarp` needs as ``period_first_time``, or ``None``.
+
+    ``height - (retarget_interval - 1)`` (the period's first block) when ``height``
+    is the last block of a window-rule period (``height % interval == interval - 1``,
+    ``interval >= 2``); ``None`` for other heights, the asert rule and one-block
+    periods.  ``ValueError`` for an unknown rule, height < 0 or interval <= 0.
+    """
+    height = _require_int("height", height)
+    interval = _require_int("retarget_interval", retarget_interval)
+    if rule not in RULES:
+        raise ValueError(f"unknown retarget rule {rule!r}; expected one of {RULES}")
+    if height < 0 or interval <= 0:
+        raise ValueError(f"need height >= 0 and retarget_interval > 0, got {height}, {interval}")
+    if rule != RULE_WINDOW or interval < 2 or height % interval != interval - 1:
+        return None
+    return height - (interval - 1)
+
+
+def _timewarp_floor(rule, height, parent_time, period_first_time, interval) -> tuple[int, str] | None:
+    """(earliest allowed time, reject reason) at ``height``, or None where neither rule applies.
+
+    A height is never both first and last of a period (those with ``interval >= 2``
+    differ; one-block periods have no "last" rule), so at most one bound applies.
+    """
+    first_height = timewarp_period_first_height(rule, height, interval)
+    if rule == RULE_WINDOW and height > 0 and height % interval == 0:
+        if parent_time is None:
+            raise ValueError("the first block of a period needs parent_time")
+        return _require_int("parent_time", parent_time) - TIMEWARP_GRACE, "time-timewarp-attack"
+    if first_height is not None:
+        if period_first_time is None:
+            raise ValueError("the last block of a period needs period_first_time")
+        return _require_int("period_first_time", period_first_time), "time-negative-timespan"
+    return None
+
+
+def check_timewarp(
+    rule: str,
+    *,
+    height: int,
+    block_time: int,
+    parent_time: int | None,
+    period_first_time: int | None,
+    retarget_interval: int,
+) -> None:
+    """BIP-54's time-warp rules for the block at ``height`` (window rule; a no-op for asert).
+
+    1. First block of a period (``height % interval == 0``, ``height > 0``):
+       ``block_time >= parent_time - TIMEWARP_GRACE`` (7200 s), else reason
+       ``time-timewarp-attack`` (Bitcoin Core's string).
+    2. Last block of a period (see :func:`timewarp_period_first_height`):
+       ``block_time >= period_first_time``, else reason ``time-negative-timespan``
+       (the next retarget would measure a negative span).
+
+    Integer comparisons; equality passes.  ``parent_time`` / ``period_first_time``
+    may be ``None`` where their rule does not apply; ``None`` where it does is a
+    ``ValueError`` (caller bug).  Runs beside :func:`check_mtp` and
+    :func:`check_future_time`, not instead of them.
+    """
+    block_time = _require_int("block_time", block_time)
+    bound = _timewarp_floor(rule, height, parent_time, period_first_time, retarget_interval)
+    if bound is not None and block_time < bound[0]:
+        which = "first" if bound[1] == "time-timewarp-attack" else "last"
+        raise ValidationError(
+            f"time {block_time} of the {which} block of a retarget period (height {height}) "
+            f"is before {bound[0]}, the earliest BIP-54 allows",
+            reason=bound[1],
+        )
+
+
+def timewarp_min_time(
+    rule: str,
+    *,
+    height: int,
+    parent_time: int | None,
+    period_first_time: int | None,
+    retarget_interval: int,
+) -> int | None:
+    """The earliest time :func:`check_timewarp` accepts at ``height``; ``None`` if unbounded.
+
+    For a miner: ``max(clock, mtp + 1, this)`` passes both rules and the MTP.  Arguments
+    and ``ValueError`` as in :func:`check_timewarp`.
+    """
+    bound = _timewarp_floor(rule, height, parent_time, period_first_time, retarget_interval)
+    return None if bound is None else bound[0]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from poai.errors import UnknownNetworkError
 
 COIN = 10**18
-PROTOCOL_VERSION = 1  # the chain protocol (headers, blocks, rules)
-HEADER_VERSION = 1
+PROTOCOL_VERSION = 2  # the chain protocol (headers, blocks, rules)
+HEADER_VERSION = 2
 
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 TINYLLAMA_SHA256 = "9fecc3b3cd76bba89d504f29b616eedf7da85b96540e490ca5824d3f7d2776a0"
@@ -34,7 +34,7 @@ class NetworkParams:
     retarget_interval: int  # window rule: blocks per retarget
     asert_halflife: int  # asert rule: seconds
     n_tokens: int  # tokens fed per attempt
-    seal_bits: int  # leading zero bits of the block id (the pre-filter)
+    seal_bits: int  # leading zero bits of scrypt(block id, seal) (the memory-hard pre-filter)
     models: tuple[str, ...]  # vetted model file sha256s a block may name
     block_reward: int  # base units, era 0
     halving_interval: int  # blocks per reward era
@@ -70,7 +70,7 @@ NETWORKS: dict[str, NetworkParams] = {
         retarget_interval=1440,
         asert_halflife=2 * 86400,
         n_tokens=64,
-        seal_bits=22,
+        seal_bits=10,  # 2**10 scrypt ~ 4 s of one core here: > 10x one verification
         models=_BOTH,
         block_reward=5 * COIN,
         halving_interval=1_051_200,
@@ -90,7 +90,7 @@ NETWORKS: dict[str, NetworkParams] = {
         retarget_interval=1440,
         asert_halflife=3600,
         n_tokens=64,
-        seal_bits=20,
+        seal_bits=9,
         models=_BOTH,
         block_reward=5 * COIN,
         halving_interval=1_051_200,
@@ -110,7 +110,7 @@ NETWORKS: dict[str, NetworkParams] = {
         retarget_interval=1440,
         asert_halflife=120,
         n_tokens=64,
-        seal_bits=8,
+        seal_bits=3,
         models=_BOTH,
         block_reward=5 * COIN,
         halving_interval=150,

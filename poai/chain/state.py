@@ -4,11 +4,12 @@ State is a map address (20 bytes) -> Account(nonce, balance); an absent
 address is Account(0, 0).  Connecting block H:
 
 1. For each transaction, in block order: decode (poai.chain.tx.decode_tx),
-   require nonce == the sender's nonce and balance >= max_cost (value + gas *
-   max fee, Ethereum's upfront check); then sender.balance -= value + fee,
-   sender.nonce += 1, recipient.balance += value.  fee = 21000 * effective
-   gas price; the fees go to the coinbase.
-2. The coinbase must be [H, header.miner, reward(H) + fees] exactly.
+   require its fee cap >= the header's base fee, nonce == the sender's nonce
+   and balance >= max_cost (value + gas * max fee, Ethereum's upfront check);
+   then sender.balance -= value + 21000 * (base_fee + tip), sender.nonce += 1,
+   recipient.balance += value (poai.chain.fees: the base-fee part is burned,
+   the tip goes to the coinbase).
+2. The coinbase must be [H, header.miner, reward(H) + tips] exactly.
 3. Maturity: the coinbase of block H - coinbase_maturity (if H >= it) is
    credited to its miner now; a coinbase is spendable only from then on.
 4. state_root(H) = SHA-256(b"poai-state-v1" || state_root(H-1) || for each
@@ -24,6 +25,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from poai.chain.block import Block, Coinbase
+from poai.chain.fees import fee_split
 from poai.chain.params import NetworkParams
 from poai.errors import TxError, ValidationError
 
@@ -48,7 +50,8 @@ class BlockDelta:
 
     after: dict[bytes, Account] = field(default_factory=dict)
     before: dict[bytes, Account] = field(default_factory=dict)
-    fees: int = 0
+    fees: int = 0  # tips paid to the miner
+    burned: int = 0  # base fees removed from the supply
     txs: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # (hash, sender, to)
     state_root: bytes = b""
 
@@ -80,8 +83,10 @@ class _Overlay:
         self.after[addr] = acc
 
 
-def apply_transfer(ov: _Overlay, tx) -> int:
-    """Apply one decoded transaction to the overlay; returns its fee."""
+def apply_transfer(ov: _Overlay, tx, base_fee: int) -> tuple[int, int]:
+    """Apply one decoded transaction to the overlay at ``base_fee``; returns
+    (burned, tip) in base units."""
+    burned, tip = fee_split(tx, base_fee)  # raises tx-fee-below-base-fee first: no state read
     sender = ov.get(tx.sender)
     if tx.nonce != sender.nonce:
         raise TxError(
@@ -96,13 +101,13 @@ def apply_transfer(ov: _Overlay, tx) -> int:
             f"value plus maximum gas cost {tx.max_cost}",
             reason="tx-insufficient-funds",
         )
-    fee = tx.fee
-    ov.put(tx.sender, Account(sender.nonce + 1, sender.balance - tx.value - fee))
+    # max_cost = value + gas * fee_cap >= value + 21000 * (base_fee + tip): no underflow.
+    ov.put(tx.sender, Account(sender.nonce + 1, sender.balance - tx.value - burned - tip))
     recipient = ov.get(tx.to)
     if recipient.balance + tx.value > U256_MAX:
         raise TxError("recipient balance would overflow", reason="tx-balance-overflow")
     ov.put(tx.to, Account(recipient.nonce, recipient.balance + tx.value))
-    return fee
+    return burned, tip
 
 
 def connect_block(
@@ -113,23 +118,29 @@ def connect_block(
     matured: Coinbase | None,
     *,
     check_root: bool = True,
+    known_senders: dict[bytes, bytes] | None = None,
 ) -> BlockDelta:
     """The state change of ``block`` (raises ValidationError/TxError).
 
     read(addr) -> Account gives the state before the block; matured is the
     coinbase of block height - coinbase_maturity (None below that height).
     Checks the coinbase amount and (unless check_root is False: a miner
-    building its template) the header's state root.
+    building its template) the header's state root.  known_senders maps a raw
+    transaction to the sender this node recovered for it before (its mempool):
+    those signatures are not recovered again (Bitcoin's signature cache).
     """
     from poai.chain.tx import decode_tx
 
     h = block.header
     ov = _Overlay(read)
-    fees = 0
+    fees = burned = 0
     txs = []
+    known = known_senders or {}
     for raw in block.txs:
-        tx = decode_tx(raw, params.chain_id)
-        fees += apply_transfer(ov, tx)
+        tx = decode_tx(raw, params.chain_id, sender=known.get(raw))
+        b, tip = apply_transfer(ov, tx, h.base_fee)
+        burned += b
+        fees += tip
         txs.append((tx.hash, tx.sender, tx.to))
     expected = params.reward(h.height) + fees
     if check_root and block.coinbase.value != expected:
@@ -148,5 +159,10 @@ def connect_block(
             reason="bad-state-root",
         )
     return BlockDelta(
-        after=changes, before={a: ov.before[a] for a in changes}, fees=fees, txs=txs, state_root=root
+        after=changes,
+        before={a: ov.before[a] for a in changes},
+        fees=fees,
+        burned=burned,
+        txs=txs,
+        state_root=root,
     )

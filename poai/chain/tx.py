@@ -21,16 +21,14 @@ bytes as eth-account.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import rlp
-from ecdsa import SECP256k1
-from ecdsa.ellipticcurve import INFINITY, PointJacobi
-from ecdsa.rfc6979 import generate_k
 from eth_hash.auto import keccak
 
-from poai.errors import TxError, WalletError
+from poai.chain import secp256k1
+from poai.chain.secp256k1 import SECP256K1_N
+from poai.errors import TxError
 
 __all__ = [
     "INTRINSIC_GAS",
@@ -60,9 +58,6 @@ MAX_TX_GAS = 1_000_000
 #: Largest encoded transaction, in bytes.
 MAX_TX_SIZE = 1024
 
-SECP256K1_N = SECP256k1.order
-_P = SECP256k1.curve.p()
-_G = SECP256k1.generator
 _HALF_N = SECP256K1_N // 2
 _UINT256_LIMIT = 1 << 256
 
@@ -85,24 +80,12 @@ REJECT_REASONS = {
 }
 
 
-# --- secp256k1 ----------------------------------------------------------------
-
-
-def _check_private_key(private_key: bytes) -> int:
-    if not isinstance(private_key, (bytes, bytearray)) or len(private_key) != 32:
-        raise WalletError("a private key is 32 bytes", reason="bad-private-key")
-    secret = int.from_bytes(private_key, "big")
-    if not 1 <= secret < SECP256K1_N:
-        raise WalletError(
-            "private key out of range (must be 1 .. n-1 of secp256k1)", reason="bad-private-key"
-        )
-    return secret
+# --- secp256k1 (poai.chain.secp256k1: reference and native backends) ----------
 
 
 def public_key_of_private_key(private_key: bytes) -> bytes:
     """The 64-byte uncompressed public key ``x || y`` (no 0x04 prefix)."""
-    point = _G * _check_private_key(private_key)
-    return point.x().to_bytes(32, "big") + point.y().to_bytes(32, "big")
+    return secp256k1.public_key(private_key)
 
 
 def address_of_public_key(public_key: bytes) -> bytes:
@@ -125,57 +108,17 @@ def _bad_signature(why: str) -> TxError:
     return TxError(f"bad signature: {why}", reason="tx-bad-signature")
 
 
-def recover_sender(digest: bytes, y_parity: int, r: int, s: int) -> bytes:
+def recover_sender(
+    digest: bytes, y_parity: int, r: int, s: int, *, backend: secp256k1.Backend | None = None
+) -> bytes:
     """The 20-byte address whose key signed ``digest`` with ``(y_parity, r, s)``.
 
-    Checks r, s in 1..n-1 and y_parity in {0, 1} (TxError ``tx-bad-signature``); low s
-    is the caller's rule (EIP-2, checked by :func:`decode_tx`).
+    Checks r, s in 1..n-1 and y_parity in {0, 1}, and that the signature recovers a key
+    (TxError ``tx-bad-signature``); low s is the caller's rule (EIP-2, checked by
+    :func:`decode_tx`).  ``backend``: :data:`poai.chain.secp256k1.BACKEND` (native when
+    coincurve is installed) unless given; every backend gives the same answer.
     """
-    if len(digest) != 32:
-        raise ValueError("the signed digest is 32 bytes")
-    if y_parity not in (0, 1):
-        raise _bad_signature(f"y parity {y_parity} is not 0 or 1")
-    if not 1 <= r < SECP256K1_N:
-        raise _bad_signature("r is out of range")
-    if not 1 <= s < SECP256K1_N:
-        raise _bad_signature("s is out of range")
-    # R = (r, y) with the given y parity; r < n < p, so r is a valid x coordinate candidate.
-    alpha = (pow(r, 3, _P) + 7) % _P
-    y = pow(alpha, (_P + 1) // 4, _P)
-    if y * y % _P != alpha:
-        raise _bad_signature("r is not the x coordinate of a curve point")
-    if y & 1 != y_parity:
-        y = _P - y
-    point_r = PointJacobi(SECP256k1.curve, r, y, 1, SECP256K1_N)
-    z = int.from_bytes(digest, "big")
-    r_inv = pow(r, -1, SECP256K1_N)
-    u1 = (-z * r_inv) % SECP256K1_N
-    u2 = (s * r_inv) % SECP256K1_N
-    q = _G.mul_add(u1, point_r, u2)
-    if q == INFINITY:
-        raise _bad_signature("the signature recovers no public key")
-    return address_of_public_key(q.x().to_bytes(32, "big") + q.y().to_bytes(32, "big"))
-
-
-def _sign_digest(private_key: bytes, digest: bytes) -> tuple[int, int, int]:
-    """``(y_parity, r, s)`` with low s and an RFC 6979 (HMAC-SHA256) nonce, as eth-keys signs."""
-    secret = _check_private_key(private_key)
-    z = int.from_bytes(digest, "big")
-    retry = 0
-    while True:
-        k = generate_k(SECP256K1_N, secret, hashlib.sha256, digest, retry_gen=retry)
-        point = _G * k
-        r = point.x() % SECP256K1_N
-        s = pow(k, -1, SECP256K1_N) * (z + r * secret) % SECP256K1_N
-        # x >= n would need recovery id 2/3, which a transaction cannot express.
-        if r != 0 and s != 0 and point.x() < SECP256K1_N:
-            break
-        retry += 1  # probability ~2**-128
-    y_parity = point.y() & 1
-    if s > _HALF_N:
-        s = SECP256K1_N - s
-        y_parity ^= 1
-    return y_parity, r, s
+    return address_of_public_key(secp256k1.recover_public_key(digest, y_parity, r, s, backend))
 
 
 # --- the transaction ----------------------------------------------------------
@@ -545,7 +488,7 @@ def sign_transfer(
     if tx_type == TX_TYPE_LEGACY and 35 + 2 * chain_id + 1 >= _UINT256_LIMIT:
         raise TxError("chain id too large for an EIP-155 v", reason="tx-malformed")
     digest = signing_digest(tx_type, **fields)
-    y_parity, r, s = _sign_digest(private_key, digest)
+    y_parity, r, s = secp256k1.sign_digest(private_key, digest)
     unsigned = _unsigned_fields(tx_type, **fields)
     if tx_type == TX_TYPE_LEGACY:
         raw = rlp.encode(unsigned + [35 + 2 * chain_id + y_parity, r, s])

@@ -77,6 +77,7 @@ class Peer:
         self.agent = ""
         self.last_recv = time.monotonic()
         self.in_flight: set[bytes] = set()
+        self.valid_blocks = 0  # blocks from this peer that passed every check
         self.wanted: list[bytes] = []  # block ids to fetch, in order
         self.closed = False
 
@@ -139,7 +140,6 @@ class P2PNode:
         self.known: OrderedDict[tuple[str, int], float] = OrderedDict((p, 0.0) for p in peers)
         self.dialling: set[tuple[str, int]] = set()
         self.self_addrs: set[tuple[str, int]] = set()
-        self.blocks: asyncio.Queue | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server = None
         self.tasks: list[asyncio.Task] = []
@@ -149,7 +149,6 @@ class P2PNode:
     # --- life cycle -------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.blocks = asyncio.Queue(maxsize=256)
         self.service.relay_block = self.announce_block_threadsafe
         self.service.relay_tx = self.announce_tx_threadsafe
         if self.listen is not None:
@@ -162,7 +161,6 @@ class P2PNode:
         self.tasks = [
             asyncio.create_task(self._connector()),
             asyncio.create_task(self._pinger()),
-            asyncio.create_task(self._block_worker()),
         ]
 
     async def stop(self) -> None:
@@ -296,7 +294,7 @@ class P2PNode:
             log.info("peer %s follows another network (chain id %d); disconnecting", peer.name, chain_id)
             peer.close()
             return
-        if proto < 1:
+        if proto < wire.PROTOCOL_VERSION:
             peer.close()
             return
         peer.version = [proto, chain_id, genesis, height, work, nonce, port, agent]
@@ -467,36 +465,50 @@ class P2PNode:
             await peer.send("getdata", ask)
 
     async def _on_block(self, peer, data) -> None:
-        await self.blocks.put((peer, data))
+        """Hand the block to the verification scheduler (poai.node.scheduler):
+        it decides whether and when inference is spent on it; the outcome
+        comes back through _block_done on the event loop."""
+        try:
+            block = Block.decode(data, self.params.max_block_bytes)
+        except DecodeError as exc:
+            self.ban(peer, exc.reason, "undecodable block")
+            return
+        peer.in_flight.discard(block.id)
+        from poai.node.scheduler import Source
 
-    async def _block_worker(self) -> None:
-        while True:
-            peer, data = await self.blocks.get()
-            try:
-                block = Block.decode(data, self.params.max_block_bytes)
-            except DecodeError as exc:
-                self.ban(peer, exc.reason, "undecodable block")
-                continue
-            peer.in_flight.discard(block.id)
-            try:
-                result = await asyncio.to_thread(self.service.submit_block, data)
-            except ValidationError as exc:
-                if exc.reason in NOT_PEER_FAULT:
-                    log.info("block %s from %s not taken: %s", block.id.hex()[:16], peer.name, exc.reason)
+        source = Source(key=peer.ban_key, outbound=not peer.inbound, alive=lambda: not peer.closed)
+        loop = self.loop
+
+        def done(result, error) -> None:
+            loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(self._block_done(peer, block, result, error))
+            )
+
+        if not self.service.scheduler.submit(data, source, done):
+            log.info("block %s from %s dropped: verification queue full", block.id.hex()[:16], peer.name)
+
+    async def _block_done(self, peer, block, result, error) -> None:
+        if error is not None:
+            if isinstance(error, ValidationError):
+                if error.reason in NOT_PEER_FAULT:
+                    log.info("block %s from %s not taken: %s", block.id.hex()[:16], peer.name, error.reason)
                 else:
-                    self.ban(peer, exc.reason, f"invalid block {block.id.hex()[:16]}")
-                continue
-            except PoaiError as exc:  # e.g. a model this node does not have
-                log.warning("block %s from %s not verified: %s", block.id.hex()[:16], peer.name, exc)
-                continue
-            self.received_blocks += 1
-            peer.height = max(peer.height, block.height)
-            if result.status == "orphan":
-                await self._ask_headers(peer)
-            elif result.status == "connected":
-                log.info("block %d %s from %s connected", block.height, block.id.hex()[:16], peer.name)
-            if not peer.closed:
-                await self._request_blocks(peer)
+                    self.ban(peer, error.reason, f"invalid block {block.id.hex()[:16]}")
+            else:  # e.g. a model this node does not have, or a busy store
+                log.warning("block %s from %s not verified: %s", block.id.hex()[:16], peer.name, error)
+            return
+        if result is None:  # dropped unjudged (peer gone, budget spent)
+            return
+        self.received_blocks += 1
+        if result.status in ("connected", "side"):
+            peer.valid_blocks += 1
+        peer.height = max(peer.height, block.height)
+        if result.status == "orphan":
+            await self._ask_headers(peer)
+        elif result.status == "connected":
+            log.info("block %d %s from %s connected", block.height, block.id.hex()[:16], peer.name)
+        if not peer.closed:
+            await self._request_blocks(peer)
 
     async def _on_tx(self, peer, raw) -> None:
         try:

@@ -16,7 +16,7 @@ import msgpack
 
 from poai.errors import PoaiError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the wire protocol: 2 carries chain protocol 2 headers
 HEADER_BYTES = 8
 MAX_FRAME = (1 << 20) + 4096  # a maximal block plus its message envelope
 MAX_INV = 1000

@@ -1,32 +1,58 @@
-"""The chain state manager: accepts blocks, follows the most cumulative work.
+"""The chain state manager: the one entry point for blocks; most work wins.
 
-accept_block() runs the consensus checks cheapest first (poai.chain.validate),
-stores every block whose header and body are valid, and keeps the main chain
-on the valid block with the most cumulative work (first seen wins a tie).
-Switching chains disconnects blocks down to the fork (undo data) and connects
-the other branch, each block in its own database transaction; every block's
-proof is recomputed by inference once, before it first becomes part of the
-main chain.  A block that fails is marked invalid with its reason, with all
-its descendants, and the best remaining chain is activated again.  Blocks
-whose parent is unknown wait in a bounded orphan pool.
+accept_block() is where every block arrives — mined here, from a peer, from
+RPC.  It decodes once and runs the consensus checks in the one order of
+poai.chain.validate.check_block; this module only decides *which* checks a
+block gets and *when* inference may be spent on it:
+
+* a block already stored, already rejected, or whose header core already
+  went through inference is decided without inference (the proof memory,
+  poai.store.proofs: a core has exactly one valid proof);
+* a block extending the tip gets every check, state then proof, and is
+  connected in one database transaction;
+* a side block that cannot take the lead (cumulative work not above the
+  tip's) is stored after its cheap checks and gets no inference until its
+  branch could win; one that takes the lead gets its branch's proofs checked
+  and the node switches chains (disconnect to the fork with undo data, then
+  connect), refusing forks deeper than max_reorg_depth;
+* before any inference the caller's ``gate`` (the verification scheduler's
+  budget for the block's source) may refuse it: the block is then dropped,
+  not marked invalid.
+
+A block that fails is remembered (its id in a bounded set, or its core's
+digest in the proof memory) and marked invalid with its descendants if it
+was stored; the best remaining chain is then activated.  Blocks whose
+parent is unknown wait in a bounded orphan pool.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 
 from poai.chain import validate
-from poai.chain.block import Block, Coinbase
+from poai.chain.block import Block, Coinbase, Header
 from poai.chain.difficulty import median_time_past, work_for_bits
 from poai.chain.params import NetworkParams
-from poai.chain.state import connect_block
 from poai.errors import PoaiError, StoreError, ValidationError
-from poai.store.db import INVALID, VERIFIED, BlockRecord, Store, STORED
+from poai.store.db import INVALID, STORED, VERIFIED, BlockRecord, Store
+from poai.store.proofs import ProofMemory
 
 MAX_ORPHANS = 64
+MAX_REJECTED = 10_000  # ids of blocks rejected without being stored (cheap to re-check anyway)
+HEADER_CACHE = 2048
+# Reasons that say nothing about the block itself (our clock, our policy, a
+# parent we lack or rejected): such a rejection is not remembered by id.
+TRANSIENT_REASONS = {"time-too-far-future", "fork-too-deep", "over-budget", "invalid-parent"}
+
+
+class VerifyDeferred(PoaiError):
+    """The scheduler's budget refused an inference: the block is dropped
+    unjudged (not invalid); it may come back when budget allows."""
+
+    reason = "over-budget"
 
 
 @dataclass
@@ -35,6 +61,8 @@ class AcceptResult:
     block_id: bytes
     connected: list[Block] = field(default_factory=list)  # newly main, in order
     disconnected: list[Block] = field(default_factory=list)  # removed from main, tip first
+    inferences: int = 0  # inferences this call spent
+    cached: bool = False  # decided by the proof memory or the rejected set, no inference
 
 
 class ModelCache:
@@ -74,6 +102,11 @@ class ChainState:
         self.models = models or ModelCache()
         self.clock = clock
         self.orphans: OrderedDict[bytes, bytes] = OrderedDict()  # id -> block bytes
+        self.rejected: OrderedDict[bytes, str] = OrderedDict()  # id -> reason (not stored blocks)
+        self.proofs = ProofMemory(store)
+        self.stats: Counter = Counter()  # inferences, cache_hits, accepted, <reject reason>
+        self.known_senders = None  # callable(raw tx) -> sender | None (the mempool's), set by the node
+        self._headers: OrderedDict[bytes, tuple[Header, int]] = OrderedDict()
         self.lock = threading.RLock()
         genesis = validate.genesis_block(params)
         store.initialise(params.name, genesis.id, genesis.encode(), genesis.header)
@@ -81,14 +114,29 @@ class ChainState:
             raise StoreError(f"{store.path}: its genesis block is not {params.name}'s")
         self.genesis = genesis
         with self.lock:  # finish a chain switch a crash interrupted
-            self._activate_best(AcceptResult("recovered", genesis.id))
+            self._activate_best(AcceptResult("recovered", genesis.id), gate=None)
 
     # --- reading ------------------------------------------------------------
     def tip(self) -> BlockRecord:
         return self.store.tip()
 
+    def _header_of(self, block_id: bytes) -> tuple[Header, int]:
+        """(header, transaction count) of a stored block, cached."""
+        got = self._headers.get(block_id)
+        if got is None:
+            b = self.block(block_id)
+            got = (b.header, len(b.txs))
+            self._headers[block_id] = got
+            while len(self._headers) > HEADER_CACHE:
+                self._headers.popitem(last=False)
+        return got
+
     def entry(self, rec: BlockRecord) -> validate.ChainEntry:
-        return validate.ChainEntry(id=rec.id, height=rec.height, time=rec.time, bits=rec.bits, work=rec.work)
+        header, n_txs = self._header_of(rec.id)
+        return validate.ChainEntry(
+            id=rec.id, height=rec.height, time=rec.time, bits=rec.bits, work=rec.work,
+            base_fee=header.base_fee, n_txs=n_txs,
+        )
 
     def block(self, block_id: bytes) -> Block | None:
         data = self.store.block_bytes(block_id)
@@ -117,6 +165,10 @@ class ChainState:
             self.params, self.entry(parent), lambda h: self.ancestor_time(parent, h)
         )
 
+    def next_base_fee(self, parent: BlockRecord | None = None) -> int:
+        """The base fee the block after ``parent`` (default: the tip) must carry."""
+        return validate.expected_base_fee(self.params, self.entry(parent or self.tip()))
+
     def matured_coinbase(self, height: int, branch: dict[int, Block] | None = None) -> Coinbase | None:
         """The coinbase that matures when the block at ``height`` connects (on
         the chain being built: ``branch`` overrides main-chain heights)."""
@@ -128,25 +180,97 @@ class ChainState:
         block_id = self.store.main_id(h)
         return self.block(block_id).coinbase
 
+    def context(
+        self, parent: BlockRecord, *, branch: dict[int, Block] | None = None, with_state: bool = True
+    ) -> validate.BlockContext:
+        """What check_block needs to judge a child of ``parent``.  The state
+        reads are the store's accounts: only valid when parent is the tip."""
+        height = parent.height + 1
+        ctx = validate.BlockContext(
+            parent=self.entry(parent),
+            mtp=self.mtp(parent),
+            now=int(self.clock()),
+            expected_bits=self.next_bits(parent),
+            expected_base_fee=self.next_base_fee(parent),
+            period_first_time=validate.period_first_time(
+                self.params, height, lambda h: self.ancestor_time(parent, h)
+            ),
+        )
+        if not with_state:
+            return ctx
+        return replace(
+            ctx,
+            parent_state_root=self._header_of(parent.id)[0].state_root,
+            read=self.store.account,
+            matured=self.matured_coinbase(height, branch),
+        )
+
+    def _known_senders(self, block: Block) -> dict[bytes, bytes]:
+        if self.known_senders is None:
+            return {}
+        out = {}
+        for raw in block.txs:
+            s = self.known_senders(raw)
+            if s is not None:
+                out[raw] = s
+        return out
+
     # --- proof ----------------------------------------------------------------
-    def proof_digest(self, block: Block) -> bytes:
+    def infer_digest(self, block: Block) -> bytes:
+        """Run the inference for this block's header (always; no memory)."""
         from poai.pow.proof import evaluate
 
         model = self.models.get(block.header.model.hex())
         return evaluate(model, block.header.core_bytes(), self.params.n_tokens).digest
 
+    def proof_digest(self, block: Block, gate=None, result: AcceptResult | None = None) -> bytes:
+        """The digest of this block's core: from the proof memory when inference
+        already ran on the core, else by inference (after ``gate()`` allows it)."""
+        core = block.header.core_bytes()
+        digest = self.proofs.get(core)
+        if digest is not None:
+            self.stats["cache_hits"] += 1
+            if result is not None:
+                result.cached = True
+            return digest
+        if gate is not None:
+            gate()
+        digest = self.infer_digest(block)
+        self.stats["inferences"] += 1
+        if result is not None:
+            result.inferences += 1
+        self.proofs.put(core, digest)
+        return digest
+
+    def record_mined(self, header: Header) -> None:
+        """The local miner computed this header's digest itself."""
+        self.proofs.put(header.core_bytes(), header.proof)
+
     # --- accepting ------------------------------------------------------------
-    def accept_block(self, data: bytes, *, proof_checked: bool = False) -> AcceptResult:
+    def accept_block(self, data: bytes, *, proof_checked: bool = False, gate=None) -> AcceptResult:
         """Validate and store a block; returns what happened to the main chain.
-        Raises ValidationError (with a stable reason) for an invalid block.
-        proof_checked: the caller computed this exact header's proof itself
-        (the local miner), so the inference is not repeated."""
+        Raises ValidationError (stable reason) for an invalid block and
+        VerifyDeferred when ``gate`` refused the inference it needed.
+        proof_checked: the local miner computed this header's proof itself.
+        gate(): called before each inference; raises to refuse it."""
         block = Block.decode(data, self.params.max_block_bytes)
+        if proof_checked:
+            self.record_mined(block.header)
         with self.lock:
             old_tip = self.store.tip()
-            result = self._accept(block, data, proof_checked)
+            result = AcceptResult("pending", block.id)
+            try:
+                self._accept(block, data, result, gate)
+            except ValidationError as exc:
+                self.stats[exc.reason] += 1
+                if exc.reason not in TRANSIENT_REASONS and not self.store.has_block(block.id):
+                    self.rejected[block.id] = exc.reason
+                    while len(self.rejected) > MAX_REJECTED:
+                        self.rejected.popitem(last=False)
+                raise
             if result.status in ("connected", "side"):
-                self._adopt_orphans(block.id, result)
+                self.stats["accepted"] += 1
+                self._adopt_orphans(block.id, result, gate)
             return self._net(result, old_tip)
 
     def _net(self, result: AcceptResult, old_tip: BlockRecord) -> AcceptResult:
@@ -164,7 +288,7 @@ class ChainState:
         result.disconnected = gone
         return result
 
-    def _accept(self, block: Block, data: bytes, proof_checked: bool) -> AcceptResult:
+    def _accept(self, block: Block, data: bytes, result: AcceptResult, gate) -> None:
         h = block.header
         known = self.store.record(block.id)
         if known is not None:
@@ -172,8 +296,22 @@ class ChainState:
                 raise ValidationError(
                     f"block {block.id.hex()} is known to be invalid ({known.reason})", reason="known-invalid"
                 )
-            return AcceptResult("duplicate", block.id)
+            result.status = "duplicate"  # same id: same core and proof, whatever the seal
+            return
+        why = self.rejected.get(block.id)
+        if why is not None:
+            result.cached = True
+            raise ValidationError(
+                f"block {block.id.hex()} was rejected before ({why})", reason="known-invalid"
+            )
         validate.check_header_alone(h, self.params)
+        # A core that went through inference before has one valid proof: a block
+        # carrying another is rejected now, for free, whatever it looks like.
+        remembered = self.proofs.get(h.core_bytes())
+        if remembered is not None and remembered != h.proof:
+            self.stats["cache_hits"] += 1
+            result.cached = True
+            validate.check_proof(h, remembered)
         parent = self.store.record(h.prev_hash)
         if parent is None:
             if h.height == 0:
@@ -181,25 +319,12 @@ class ChainState:
             self.orphans[block.id] = data
             while len(self.orphans) > MAX_ORPHANS:
                 self.orphans.popitem(last=False)
-            return AcceptResult("orphan", block.id)
+            result.status = "orphan"
+            return
         if parent.status == INVALID:
             raise ValidationError("the parent block is invalid", reason="invalid-parent")
         tip = self.store.tip()
-        if parent.height + self.params.max_reorg_depth < tip.height:
-            raise ValidationError(
-                f"fork from height {parent.height}, more than {self.params.max_reorg_depth} "
-                "blocks below the tip",
-                reason="fork-too-deep",
-            )
-        validate.check_header_context(
-            h,
-            self.entry(parent),
-            self.params,
-            mtp=self.mtp(parent),
-            now=int(self.clock()),
-            expected_bits=self.next_bits(parent),
-        )
-        validate.check_body(block, self.params)
+        self._check_fork_depth(parent, tip)
         rec = BlockRecord(
             id=block.id,
             prev=h.prev_hash,
@@ -211,40 +336,49 @@ class ChainState:
             reason=None,
         )
         if parent.id == tip.id:
-            # Extending the tip: the state checks (cheap), then the inference,
+            # Extending the tip: every check in the one order, state then proof,
             # then one transaction stores and connects the block.
-            delta = connect_block(
-                block,
-                self.store.account,
-                self.params,
-                self.block(parent.id).header.state_root,
-                self.matured_coinbase(h.height),
+            ctx = replace(self.context(parent), known_senders=self._known_senders(block))
+            delta = validate.check_block(
+                block, ctx, self.params, header_checked=True,
+                proof=lambda _h: self.proof_digest(block, gate, result),
             )
-            if not proof_checked:
-                self._check_proof(block)
-            rec = replace(rec, status=VERIFIED)
-            self.store.connect(rec, delta, delta.txs, data)
-            return AcceptResult("connected", block.id, connected=[block])
-        # A side block: its proof is checked before it is stored, so storage holds
-        # only blocks that cost real inference (the seal has already priced the check).
-        if not proof_checked:
-            self._check_proof(block)
-        rec = replace(rec, status=VERIFIED)
-        self.store.add_block(rec, data)
-        result = AcceptResult("side", block.id)
-        if rec.work > tip.work:
-            self._activate_best(result)
-            if self.store.tip().id == block.id:
-                result.status = "connected"
-            elif self.store.record(block.id).status == INVALID:
-                bad = self.store.record(block.id)
-                raise ValidationError(f"block {block.id.hex()} is invalid: {bad.reason}", reason=bad.reason)
-        return result
+            self.store.connect(replace(rec, status=VERIFIED), delta, delta.txs, data)
+            self._headers[block.id] = (h, len(block.txs))
+            result.status = "connected"
+            result.connected = [block]
+            return
+        # A side block: its cheap checks now; inference only if its branch could
+        # take the lead (more cumulative work than the tip), else none at all.
+        validate.check_block(
+            block, self.context(parent, with_state=False), self.params, state=False, header_checked=True
+        )
+        if rec.work <= tip.work:
+            self.store.add_block(rec, data)
+            result.status = "side"
+            return
+        validate.check_proof(h, self.proof_digest(block, gate, result))
+        self.store.add_block(replace(rec, status=VERIFIED), data)
+        result.status = "side"
+        self._activate_best(result, gate)
+        if self.store.tip().id == block.id:
+            result.status = "connected"
+        elif self.store.record(block.id).status == INVALID:
+            bad = self.store.record(block.id)
+            raise ValidationError(f"block {block.id.hex()} is invalid: {bad.reason}", reason=bad.reason)
 
-    def _check_proof(self, block: Block) -> None:
-        h = block.header
-        # check_header_alone already required h.proof <= target; equality carries it over.
-        validate.check_proof(h, self.proof_digest(block))
+    def _check_fork_depth(self, fork_parent: BlockRecord, tip: BlockRecord) -> None:
+        # The fork point is at most fork_parent's height; a switch would undo
+        # every main block above it.
+        fork = fork_parent
+        while self.store.main_id(fork.height) != fork.id:
+            fork = self.store.record(fork.prev)
+        if fork.height + self.params.max_reorg_depth < tip.height:
+            raise ValidationError(
+                f"fork from height {fork.height}, more than {self.params.max_reorg_depth} "
+                "blocks below the tip",
+                reason="fork-too-deep",
+            )
 
     def _mark_invalid(self, block_id: bytes, reason: str) -> None:
         stack = [block_id]
@@ -255,7 +389,7 @@ class ChainState:
             first = False
             stack.extend(self.store.children(bid))
 
-    def _activate_best(self, result: AcceptResult) -> None:
+    def _activate_best(self, result: AcceptResult, gate) -> None:
         """Move the main chain to the valid block with the most work.  If a
         switch fails half-way (a block of the new branch is invalid), the
         node returns to its previous tip unless something valid has more work."""
@@ -265,26 +399,37 @@ class ChainState:
             best = next((c for c in self.store.best_candidates() if c.work > tip.work), None)
             if best is None:
                 break
-            if self._switch_to(best, result):
-                return
+            try:
+                if self._switch_to(best, result, gate):
+                    return
+            except ValidationError as exc:  # too deep: not switchable, leave it stored
+                if exc.reason != "fork-too-deep":
+                    raise
+                break
         tip = self.store.tip()
         if tip.id != start.id and tip.work <= start.work and self.store.record(start.id).status != INVALID:
-            self._switch_to(self.store.record(start.id), result)
+            self._switch_to(self.store.record(start.id), result, None)
 
-    def _switch_to(self, target: BlockRecord, result: AcceptResult) -> bool:
+    def _switch_to(self, target: BlockRecord, result: AcceptResult, gate) -> bool:
         branch: list[BlockRecord] = []
         r = target
         while self.store.main_id(r.height) != r.id:
             branch.append(r)
             r = self.store.record(r.prev)
         fork = r
+        if fork.height + self.params.max_reorg_depth < self.store.tip().height:
+            raise ValidationError(
+                f"switch to a fork from height {fork.height}: deeper than {self.params.max_reorg_depth}",
+                reason="fork-too-deep",
+            )
         branch.reverse()
         blocks = {rec.id: self.block(rec.id) for rec in branch}
         # Inference first, before the main chain is touched.
         for rec in branch:
             if rec.status != VERIFIED:
                 try:
-                    self._check_proof(blocks[rec.id])
+                    b = blocks[rec.id]
+                    validate.check_proof(b.header, self.proof_digest(b, gate, result))
                 except ValidationError as exc:
                     self._mark_invalid(rec.id, exc.reason)
                     return False
@@ -295,23 +440,20 @@ class ChainState:
         by_height = {blocks[rec.id].height: blocks[rec.id] for rec in branch}
         for rec in branch:
             block = blocks[rec.id]
-            parent_root = self.block(rec.prev).header.state_root
+            parent = self.store.record(rec.prev)
             try:
-                delta = connect_block(
-                    block,
-                    self.store.account,
-                    self.params,
-                    parent_root,
-                    self.matured_coinbase(block.height, by_height),
+                ctx = replace(
+                    self.context(parent, branch=by_height), known_senders=self._known_senders(block)
                 )
+                delta = validate.check_block(block, ctx, self.params, state=True, proof=None)
             except ValidationError as exc:
                 self._mark_invalid(rec.id, exc.reason)
                 return False
-            self.store.connect(rec, delta, delta.txs)
+            self.store.connect(replace(rec, status=VERIFIED), delta, delta.txs)
             result.connected.append(block)
         return True
 
-    def _adopt_orphans(self, parent_id: bytes, result: AcceptResult) -> None:
+    def _adopt_orphans(self, parent_id: bytes, result: AcceptResult, gate) -> None:
         queue = [parent_id]
         while queue:
             pid = queue.pop()
@@ -320,10 +462,12 @@ class ChainState:
                 if blk.header.prev_hash != pid:
                     continue
                 del self.orphans[oid]
+                sub = AcceptResult("pending", oid)
                 try:
-                    sub = self._accept(blk, data, False)
+                    self._accept(blk, data, sub, gate)
                 except PoaiError:
                     continue
                 result.connected.extend(sub.connected)
                 result.disconnected.extend(sub.disconnected)
+                result.inferences += sub.inferences
                 queue.append(oid)

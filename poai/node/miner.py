@@ -15,8 +15,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from poai.chain import validate
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
-from poai.chain.difficulty import compact_to_target
+from poai.chain.difficulty import compact_to_target, timewarp_min_time
 from poai.chain.params import HEADER_VERSION
 from poai.chain.state import _Overlay, apply_transfer, connect_block
 from poai.errors import PoaiError, ValidationError
@@ -39,7 +40,7 @@ class MinerStats:
 
 class Miner:
     def __init__(
-        self, chain, model, address: bytes, *, mempool=None, batch: int = 4, clock=time.time
+        self, chain, model, address: bytes, *, mempool=None, batch: int = 4, clock=time.time, submit=None
     ) -> None:
         if len(address) != 20:
             raise ValueError("a miner address is 20 bytes")
@@ -56,6 +57,21 @@ class Miner:
         self.mempool = mempool
         self.batch = max(1, batch)
         self.clock = clock
+        # submit(block bytes) -> AcceptResult: the node's one entry point for blocks
+        # (NodeService.submit_block, which also reconciles the mempool and relays).
+        self.submit = submit or self._submit_here
+
+    def _submit_here(self, data: bytes):
+        result = self.chain.accept_block(data, proof_checked=True)
+        if self.mempool is not None and (result.connected or result.disconnected):
+            self.mempool.reconcile(result.connected, result.disconnected)
+        return result
+
+    def _candidates(self, limit: int, base_fee: int):
+        try:
+            return self.mempool.select(limit, base_fee=base_fee)
+        except TypeError:  # a pool without base-fee ordering: apply_transfer filters
+            return self.mempool.select(limit)
 
     def template(self) -> tuple[Block, int]:
         """A block on the current tip with nonce 0 and no proof; and the target."""
@@ -64,16 +80,29 @@ class Miner:
         parent = chain.block(tip.id)
         height = tip.height + 1
         when = max(int(self.clock()), chain.mtp(tip) + 1)
+        floor = timewarp_min_time(
+            params.retarget,
+            height=height,
+            parent_time=tip.time,
+            period_first_time=validate.period_first_time(
+                params, height, lambda h: chain.ancestor_time(tip, h)
+            ),
+            retarget_interval=params.retarget_interval,
+        )
+        if floor is not None:  # BIP-54: never a time the time-warp rules refuse
+            when = max(when, floor)
         bits = chain.next_bits(tip)
+        base_fee = chain.next_base_fee(tip)
         txs: list[bytes] = []
         fees = 0
         if self.mempool is not None:
             ov = _Overlay(chain.store.account)
-            for tx in self.mempool.select(params.max_block_txs):
+            for tx in self._candidates(params.max_block_txs, base_fee):
                 try:
-                    fees += apply_transfer(ov, tx)
+                    _burned, tip_paid = apply_transfer(ov, tx, base_fee)
                 except PoaiError:
                     continue
+                fees += tip_paid
                 txs.append(tx.raw)
         coinbase = Coinbase(height=height, miner=self.address, value=params.reward(height) + fees)
         header = Header(
@@ -85,6 +114,7 @@ class Miner:
             state_root=bytes(32),
             time=when,
             bits=bits,
+            base_fee=base_fee,
             model=self.model_sha,
             miner=self.address,
             nonce=0,
@@ -144,17 +174,20 @@ class Miner:
                 )
                 if found is not None:
                     t0 = time.perf_counter()
-                    sealed = grind_seal(found, self.chain.params.seal_bits)
+                    sealed = grind_seal(
+                        found, self.chain.params.seal_bits,
+                        should_stop=lambda t=tip_id: should_stop() or self.chain.tip().id != t,
+                    )
                     stats.last_seal_s = time.perf_counter() - t0
+                    if sealed is None:
+                        break  # stopped, or the tip moved while grinding: new template
                     new = Block(header=sealed, coinbase=block.coinbase, txs=block.txs)
                     try:
-                        result = self.chain.accept_block(new.encode(), proof_checked=True)
+                        result = self.submit(new.encode())
                     except ValidationError:
                         break  # the chain moved under us (e.g. time rules): new template
                     if result.status == "connected":
                         stats.blocks.append(new)
-                        if self.mempool is not None:
-                            self.mempool.reconcile(result.connected, result.disconnected)
                     if on_progress:
                         on_progress(stats)
                     break

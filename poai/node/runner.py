@@ -26,7 +26,10 @@ class MinerThread:
         from poai.node.miner import Miner
 
         self.service = service
-        self.miner = Miner(service.chain, model, address, mempool=service.mempool, batch=batch)
+        self.miner = Miner(
+            service.chain, model, address, mempool=service.mempool, batch=batch,
+            submit=lambda data: service.submit_block(data, proof_checked=True),
+        )
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="poai-miner", daemon=True)
         self.error: BaseException | None = None
@@ -45,8 +48,6 @@ class MinerThread:
             block = stats.blocks[m.blocks_found]
             m.blocks_found += 1
             log.info("mined block %d %s", block.height, block.id.hex()[:16])
-            if self.service.relay_block is not None:
-                self.service.relay_block(block)
 
     def _run(self) -> None:
         try:
@@ -87,6 +88,10 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    from poai.node.scheduler import VerifyScheduler
+
+    service.scheduler = VerifyScheduler(service)
+    service.scheduler.start()
     net = P2PNode(service, listen=listen, peers=list(peers))
     service.net = net
     await net.start()
@@ -113,6 +118,8 @@ async def run_node(
         if miner is not None:
             await asyncio.to_thread(miner.stop)
         await net.stop()
+        await asyncio.to_thread(service.scheduler.stop)
         if runner is not None:
             await runner.cleanup()
+        service.executor.shutdown(wait=True)
         service.store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from poai.chain.params import NetworkParams
@@ -45,7 +46,13 @@ class NodeService:
         self.clock = clock
         self.started = clock()
         self.mining = MiningStatus()
-        self.verify_ms: deque[float] = deque(maxlen=100)  # recent block verification times
+        self.verify_seconds: deque[float] = deque(maxlen=256)  # recent verification times (inference ran)
+        self.inferences_by_peer: dict[str, int] = {}  # peer IP -> inferences spent on its blocks
+        # Consensus and peer work (store reads for peers, block checks) runs here,
+        # never on the event loop's default executor that other layers may load.
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="poai-node")
+        self.scheduler = None  # poai.node.scheduler.VerifyScheduler, started by the node runner
+        chain.known_senders = getattr(mempool, "known_sender", None)
         self.bans: dict[str, tuple[float, str]] = {}  # host -> (until, reason)
         self.ban_count = 0
         self._peers: dict[str, PeerInfo] = {}
@@ -76,25 +83,46 @@ class NodeService:
             self.relay_tx(tx.raw)
         return tx
 
-    def submit_block(self, data: bytes):
-        """Validate a block (inference included), connect it if it wins, announce it."""
+    def submit_block(self, data: bytes, *, gate=None, proof_checked: bool = False):
+        """The one way a block enters the node (peers through the scheduler,
+        RPC, the local miner): the chain state validates it (inference
+        included, unless the proof memory or proof_checked decides it), then
+        the mempool is reconciled and the new main blocks are announced, once."""
         t0 = time.perf_counter()
-        self.verifying.set()
+        if not proof_checked:
+            self.verifying.set()  # the local miner yields the cores meanwhile
         try:
-            result = self.chain.accept_block(data)
+            result = self.chain.accept_block(data, proof_checked=proof_checked, gate=gate)
         finally:
-            self.verifying.clear()
-        self.verify_ms.append((time.perf_counter() - t0) * 1000.0)
+            if not proof_checked:
+                self.verifying.clear()
+        if result.inferences:
+            self.verify_seconds.append(time.perf_counter() - t0)
         if result.connected or result.disconnected:
             self.mempool.reconcile(result.connected, result.disconnected)
-        if result.status == "connected" and self.relay_block is not None:
+        if result.connected and self.relay_block is not None:
             for block in result.connected:
                 self.relay_block(block)
         return result
 
+    def verify_stats(self) -> dict:
+        """Inference spent and verification outcomes (CONTRACT: RPC poai_verifyStats)."""
+        stats = dict(self.chain.stats)
+        inferences = stats.pop("inferences", 0)
+        cache_hits = stats.pop("cache_hits", 0)
+        return {
+            "inferences": inferences,
+            "by_peer": dict(self.inferences_by_peer),
+            "outcomes": stats,
+            "cache_hits": cache_hits,
+            "dropped": self.scheduler.dropped if self.scheduler is not None else 0,
+            "queued": self.scheduler.pending() if self.scheduler is not None else 0,
+        }
+
     # --- figures ------------------------------------------------------------------
     def mean_verify_ms(self) -> float | None:
-        return sum(self.verify_ms) / len(self.verify_ms) if self.verify_ms else None
+        v = list(self.verify_seconds)
+        return 1000.0 * sum(v) / len(v) if v else None
 
     def syncing(self) -> dict | None:
         """None when no peer reports a higher chain, else start/current/highest heights."""

@@ -11,9 +11,10 @@ found (an empty list: consistent).  It never writes.  What it checks:
   prev is the main block below it, its status is verified;
 * every main block above 0 has undo data equal to the account values before
   it (from the replay);
-* the accounts table equals the replayed state (poai.chain.state.
-  connect_block, the coinbase of height h - coinbase_maturity credited at
-  h) and the tip header's state root equals the replayed root;
+* every main block passes the consensus checks again in the one order
+  (poai.chain.validate.check_block through poai.chain.replay), without the
+  inference; the accounts table equals the replayed state and the tip
+  header's state root equals the replayed root;
 * the transaction index holds exactly the main chain's transactions;
 * every stored block other than genesis has a stored parent one height below;
 * the mempool holds no transaction that is already mined, and every pooled
@@ -30,7 +31,8 @@ from poai.chain import validate
 from poai.chain.block import Block
 from poai.chain.difficulty import work_for_bits
 from poai.chain.params import NetworkParams
-from poai.chain.state import EMPTY, GENESIS_STATE_ROOT, Account, connect_block
+from poai.chain.replay import ChainReplay
+from poai.chain.state import EMPTY, GENESIS_STATE_ROOT, Account
 from poai.errors import PoaiError
 from poai.store.db import VERIFIED
 
@@ -75,10 +77,8 @@ def _check(cur, params: NetworkParams, problems: list[str]) -> None:
     if bytes(main[0][1]) != genesis.id:
         bad("main height 0 is not the genesis block")
 
-    state: dict[bytes, Account] = {}
-    coinbases = {}
+    replay = ChainReplay(params, genesis)
     expected_txs: dict[bytes, tuple] = {}
-    root = GENESIS_STATE_ROOT
     prev_id: bytes | None = None
     prev_work = 0
     replay_ok = True
@@ -121,18 +121,14 @@ def _check(cur, params: NetworkParams, problems: list[str]) -> None:
         if height == 0:
             if h.state_root != GENESIS_STATE_ROOT:
                 bad("the genesis header's state root is not the empty state's")
-            coinbases[0] = block.coinbase
             continue
         undo = cur.execute("SELECT data FROM undo WHERE id = ?", (block_id,)).fetchone()
         if undo is None:
             bad(f"main block {height}: no undo data")
         if not replay_ok:
             continue
-        mh = height - params.coinbase_maturity
         try:
-            delta = connect_block(
-                block, lambda a: state.get(a, EMPTY), params, root, coinbases.get(mh) if mh > 0 else None
-            )
+            delta = replay.step(block)
         except PoaiError as exc:
             bad(f"main block {height}: the replay fails: {exc.reason}: {exc}")
             replay_ok = False
@@ -145,15 +141,13 @@ def _check(cur, params: NetworkParams, problems: list[str]) -> None:
                 have = None
             if have != want:
                 bad(f"main block {height}: undo data differs from the state before the block")
-        state.update(delta.after)
-        root = delta.state_root
-        coinbases[height] = block.coinbase
         for idx, (tx_hash, sender, recipient) in enumerate(delta.txs):
             if tx_hash in expected_txs:
                 bad(f"transaction {tx_hash.hex()} is mined twice in the main chain")
             expected_txs[tx_hash] = (block_id, height, idx, sender, recipient)
 
     if replay_ok:
+        state, root = replay.state, replay.root
         if tip_header is not None and tip_header.state_root != root:
             bad("the tip header's state root differs from the replayed state root")
         table = {}

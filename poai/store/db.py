@@ -194,6 +194,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if readonly and not self.path.exists():
             raise StoreError(f"no chain database at {self.path} (run `poai init` or `poai mine` first)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
