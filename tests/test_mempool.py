@@ -120,7 +120,7 @@ def h(raw: bytes) -> bytes:
 def fake_block(height: int, *raws: bytes) -> Block:
     header = Header(version=1, chain_id=CHAIN_ID, height=height, prev_hash=bytes(32), tx_root=bytes(32),
                     state_root=bytes(32), time=PARAMS.genesis_time + height, bits=PARAMS.genesis_bits,
-                    model=bytes(32), miner=bytes(20), nonce=0)
+                    base_fee=PARAMS.min_base_fee, model=bytes(32), miner=bytes(20), nonce=0)
     return Block(header=header, coinbase=Coinbase(height=height, miner=bytes(20), value=0), txs=tuple(raws))
 
 

@@ -118,7 +118,7 @@ def test_disconnect_tip_puts_the_block_back_with_the_stored_senders(store, monke
     tip = store.tip()
     header = Header(version=1, chain_id=CHAIN_ID, height=1, prev_hash=tip.id, tx_root=bytes(32),
                     state_root=bytes(32), time=PARAMS.genesis_time + 1, bits=PARAMS.genesis_bits,
-                    model=bytes(32), miner=bytes(20), nonce=0)
+                    base_fee=PARAMS.min_base_fee, model=bytes(32), miner=bytes(20), nonce=0)
     block = Block(header=header, coinbase=Coinbase(height=1, miner=bytes(20), value=0),
                   txs=tuple(t.raw for t in txs))
     data = block.encode()
