@@ -16,9 +16,8 @@ tip 1 gwei, so both pools admit them):
   and then ``Store.disconnect_tip`` (putting the transactions back) followed
   by ``Mempool.reconcile``.
 
-``--coincurve`` swaps the pure-Python secp256k1 recovery for libsecp256k1's
-(coincurve) in both figures, to show what the pool itself costs once the
-faster recovery backend is in.  The signed transactions are cached in
+``--coincurve`` swaps poai's recovery for libsecp256k1's (coincurve) in both
+figures, for a tree whose poai.chain.tx still recovers in pure Python.  The signed transactions are cached in
 ``--cache`` (signing 2000 is slow).
 """
 
@@ -149,7 +148,13 @@ def main() -> None:
         n_reorg = len(pool)
         store.close()
 
-    print(f"recovery: {'coincurve' if args.coincurve else 'pure Python'}; pool code: "
+    if args.coincurve:
+        recovery = "coincurve (patched in)"
+    elif hasattr(txmod, "secp256k1"):
+        recovery = f"poai.chain.secp256k1 backend {txmod.secp256k1.BACKEND.name!r}"
+    else:
+        recovery = "pure Python (ecdsa)"
+    print(f"recovery: {recovery}; pool code: "
           f"{'indexed (h-pool)' if new_api else 'main'}")
     print(f"reconcile re-add of 2000 (not pooled): {t_reconcile:7.2f} s, {n_reconcile} pooled")
     print(f"reorg: disconnect_tip {t_disconnect:7.2f} s + reconcile {t_reorg_reconcile:7.2f} s "
