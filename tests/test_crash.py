@@ -349,8 +349,8 @@ def test_balance_and_info_work_while_a_miner_runs(tmp_path, smollm2_path):
     d = tmp_path / "live"
     env = dict(os.environ, POAI_PASSWORD="", POAI_THREADS="1")
     miner = subprocess.Popen(
-        [sys.executable, "-m", "poai.cli", "mine", "--blocks", "1000", "--batch", "1", "--allow-empty-password",
-         "-d", str(d)],
+        [sys.executable, "-m", "poai.cli", "mine", "--blocks", "1000", "--batch", "1",
+         "--allow-empty-password", "-d", str(d)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

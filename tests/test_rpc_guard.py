@@ -123,6 +123,8 @@ def test_allowed_origin_gets_cors_headers(svc):  # noqa: F811
         assert "content-type" in hdrs["access-control-allow-headers"].lower()
         status, _, _ = request(s, "POST", "/", BODY, {"Origin": "https://c.example", **JSON})
         assert status == 403
+        status, hdrs, _ = request(s, "GET", "/search?q=0", None, {"Origin": "https://b.example"})
+        assert status == 302 and hdrs["access-control-allow-origin"] == "https://b.example"
     finally:
         s.stop()
     s = serve_in_thread(svc, guard=HttpGuard.from_flags(None, "*"))
@@ -327,9 +329,10 @@ def test_getheaders_stays_fast_under_rpc_load(tmp_path, smollm2_path):
         store = Store(d / "chain.db", readonly=True)
         genesis = store.get_meta("genesis")
         store.close()
-        heavy = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(
-            [("eth_feeHistory", ["0x400", "latest", [10, 50, 90]]), ("eth_getBlockByNumber", ["latest", True]),
-             ("poai_nodeInfo", []), ("eth_getBlockByNumber", ["0x1", True])] * 25)]).encode()
+        calls = [("eth_feeHistory", ["0x400", "latest", [10, 50, 90]]), ("poai_nodeInfo", []),
+                 ("eth_getBlockByNumber", ["latest", True]), ("eth_getBlockByNumber", ["0x1", True])] * 25
+        heavy = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                            for i, (m, p) in enumerate(calls)]).encode()
         stop = threading.Event()
         served = [0]
 

@@ -30,7 +30,7 @@ def run(
     ),
     rpc_vhosts: str = typer.Option(
         None, "--rpc-vhosts",
-        help="comma-separated Host names the RPC accepts besides localhost (* for any), as geth's --http.vhosts",
+        help="comma-separated Host names the RPC accepts besides localhost (* for any; geth's --http.vhosts)",
     ),
     rpc_cors: str = typer.Option(
         None, "--rpc-cors",
@@ -91,7 +91,9 @@ def run(
     console.print(
         f"[bold]{params.name}[/] node in {dd.path}: height {tip.height}, {'mining' if mine else 'not mining'}"
     )
-    asyncio.run(run_node(service, listen=listen_at, peers=peers, rpc=rpc_at, rpc_guard=rpc_guard, miner=miner))
+    asyncio.run(
+        run_node(service, listen=listen_at, peers=peers, rpc=rpc_at, rpc_guard=rpc_guard, miner=miner)
+    )
     console.print(f"stopped at height {_stored_height(dd)}")
 
 

@@ -315,7 +315,9 @@ def home(node) -> tuple[int, str]:
 
 
 def sender_link(sender: bytes | None) -> str:
-    return addr_link(sender) if sender is not None else '<span class="note">unknown (off the main chain)</span>'
+    if sender is None:  # a block off the main chain: its senders are not stored
+        return '<span class="note">unknown (off the main chain)</span>'
+    return addr_link(sender)
 
 
 def _tx_rows(node, rec, block) -> list[list[str]]:

@@ -170,7 +170,9 @@ async def serve(node, host: str, port: int, *, guard: HttpGuard | None = None) -
 class BackgroundServer:
     """serve() on a private event loop in a daemon thread."""
 
-    def __init__(self, node, host: str = "127.0.0.1", port: int = 0, *, guard: HttpGuard | None = None) -> None:
+    def __init__(
+        self, node, host: str = "127.0.0.1", port: int = 0, *, guard: HttpGuard | None = None
+    ) -> None:
         self.node = node
         self.host = host
         self.port = port
@@ -181,7 +183,8 @@ class BackgroundServer:
 
     def start(self) -> "BackgroundServer":
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(serve(self.node, self.host, self.port, guard=self.guard), self.loop)
+        started = serve(self.node, self.host, self.port, guard=self.guard)
+        fut = asyncio.run_coroutine_threadsafe(started, self.loop)
         self.runner = fut.result(timeout=30)
         self.port = self.runner.addresses[0][1]
         return self

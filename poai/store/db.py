@@ -477,7 +477,8 @@ class Store:
         """A mined transaction's (block_id, height, idx, sender) row, or None."""
         with self.reader.connect() as c:
             return c.execute(
-                select(txs_t.c.block_id, txs_t.c.height, txs_t.c.idx, txs_t.c.sender).where(txs_t.c.hash == tx_hash)
+                select(txs_t.c.block_id, txs_t.c.height, txs_t.c.idx, txs_t.c.sender)
+                .where(txs_t.c.hash == tx_hash)
             ).first()
 
     def tx_rows_of(self, address: bytes, limit: int = 100):
