@@ -227,6 +227,15 @@ def test_views_do_no_signature_recovery(svc, monkeypatch):  # noqa: F811
     assert len(rows) == 2 and jsonrpc.checksum(ADDR_A) in rows[0][2]
     assert explorer.tx_page(svc, h)[0] == 200
     assert explorer.address_page(svc, jsonrpc.checksum(ADDR_A))[0] == 200
+    # off the main chain the senders are not stored: shown as unknown, not recovered
+    svc.store.disconnect_tip()
+    svc.store.disconnect_tip()
+    stale = rpc(svc, "eth_getBlockByHash", "0x" + block.id.hex(), True)
+    assert [t["from"] for t in stale["transactions"]] == [None, None]
+    assert "unknown" in explorer._tx_rows(svc, rec, svc.chain.block(block.id))[0][2]
+    assert rpc(svc, "eth_getTransactionByHash", h) is None
+    for _ in range(2):
+        connect_unproven(svc)
     # eth_feeHistory's range is capped at 1024 blocks (geth's cap)
     assert jsonrpc.MAX_FEE_HISTORY == 1024
     assert rpc(svc, "eth_feeHistory", "0xffffffff", "latest")["oldestBlock"] == "0x0"

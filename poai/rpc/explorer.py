@@ -36,6 +36,7 @@ HASHRATE_WINDOW = 10
 HISTORY_LIMIT = 100
 MINED_LIMIT = 50
 MINED_SCAN = 10_000  # mined blocks are searched among this many latest main blocks
+HEADER_SCAN_BYTES = 1024  # a block's header and coinbase (~300 bytes) lie within its first KiB
 COIN = 10**18
 
 CSS = """
@@ -456,7 +457,10 @@ def mined_blocks(node, addr: bytes, limit: int = MINED_LIMIT) -> list[tuple[int,
     among the latest MINED_SCAN main blocks.
 
     The miner is inside the stored block bytes (msgpack bin8 of 20 bytes:
-    0xc4 0x14 || address); SQLite's instr() pre-filters, decoding confirms."""
+    0xc4 0x14 || address) in the header, which comes first; SQLite's instr()
+    over the first HEADER_SCAN_BYTES of each block pre-filters (a match in a
+    transaction cannot count, and the search compares at most MINED_SCAN *
+    HEADER_SCAN_BYTES bytes whatever the blocks' size), decoding confirms."""
     pattern = b"\xc4\x14" + addr
     low = node.chain.tip().height - MINED_SCAN
     out = []
@@ -464,7 +468,8 @@ def mined_blocks(node, addr: bytes, limit: int = MINED_LIMIT) -> list[tuple[int,
         rows = c.execute(
             select(main_t.c.height, main_t.c.id)
             .join(blocks_t, blocks_t.c.id == main_t.c.id)
-            .where(main_t.c.height > low, func.instr(blocks_t.c.data, pattern) > 0)
+            .where(main_t.c.height > low,
+                   func.instr(func.substr(blocks_t.c.data, 1, HEADER_SCAN_BYTES), pattern) > 0)
             .order_by(main_t.c.height.desc())
             .limit(limit * 2)
         ).all()
