@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from poai.cli.common import DATA_DIR, datadir, format_amount, parse_amount, password
+from poai.cli.common import (
+    ALLOW_EMPTY_PASSWORD,
+    DATA_DIR,
+    MINER_PASSWORD_FILE,
+    datadir,
+    format_amount,
+    new_key_password,
+    parse_amount,
+    password,
+)
 from poai.errors import PoaiError
 
 console = Console()
@@ -53,7 +62,10 @@ def init(
     )
 
 
-def _miner_address(dd, address: str | None) -> bytes:
+def _miner_address(dd, address: str | None, *, password_file: Path | None = None,
+                   allow_empty_password: bool = False) -> bytes:
+    """--address, else the keystore's first key, else a new key whose password
+    is --password-file or $POAI_PASSWORD (empty only with --allow-empty-password)."""
     from poai.wallet.keys import parse_address
 
     if address is not None:
@@ -62,11 +74,14 @@ def _miner_address(dd, address: str | None) -> bytes:
     addrs = ks.addresses()
     if addrs:
         return addrs[0]
-    import os
-
-    pw = os.environ.get("POAI_PASSWORD", "")
+    pw = new_key_password(password_file, allow_empty_password)
     addr = ks.new(pw)
-    note = "the password in $POAI_PASSWORD" if pw else "an EMPTY password (set $POAI_PASSWORD to choose one)"
+    if not pw:
+        note = "an EMPTY password (--allow-empty-password)"
+    elif password_file is not None:
+        note = "the password in --password-file"
+    else:
+        note = "the password in $POAI_PASSWORD"
     console.print(f"created miner key [bold]{_checksum(addr)}[/] in {ks.path_for(addr).parent} with {note}")
     return addr
 
@@ -81,6 +96,8 @@ def mine(
     batch: int = typer.Option(4, "--batch", min=1, max=64, help="attempts per forward pass"),
     network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
+    password_file: Path = MINER_PASSWORD_FILE,
+    allow_empty_password: bool = ALLOW_EMPTY_PASSWORD,
     data_dir: Path = DATA_DIR,
 ) -> None:
     """Mine blocks on the local chain (a fresh data directory is initialised)."""
@@ -101,11 +118,12 @@ def mine(
     entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
     if entry.sha256 not in params.models:
         raise PoaiError(f"{entry.name} is not vetted for the {params.name} network", reason="unvetted-model")
+    # the payout key first: a refusal should not wait for the model to load
+    addr = _miner_address(dd, address, password_file=password_file, allow_empty_password=allow_empty_password)
     m = engine.load(entry.name, kernel=kernel)
     models = ModelCache(kernel)
     models.put(entry.sha256, m)
     params, store, chain = dd.open_chain(models=models)
-    addr = _miner_address(dd, address)
     miner = Miner(chain, m, addr, mempool=Mempool(store, params), batch=batch)
     console.print(
         f"mining on [bold]{params.name}[/] with {entry.name} ({m.kernel} kernel, batch {batch}) "

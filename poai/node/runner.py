@@ -87,6 +87,7 @@ async def run_node(
     listen=None,
     peers=(),
     rpc=None,
+    rpc_guard=None,
     miner: MinerThread | None = None,
     stop: asyncio.Event | None = None,
     on_ready=None,
@@ -111,7 +112,7 @@ async def run_node(
     if rpc is not None:
         from poai.rpc.server import serve
 
-        runner = await serve(service, rpc[0], rpc[1])
+        runner = await serve(service, rpc[0], rpc[1], guard=rpc_guard)  # guard None: loopback names only
         log.info("RPC and explorer on http://%s:%d/", rpc[0], rpc[1])
     if miner is not None:
         miner.start()
