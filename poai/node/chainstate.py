@@ -134,6 +134,12 @@ class ChainState:
                 self._headers.popitem(last=False)
         return got
 
+    def header(self, block_id: bytes) -> Header | None:
+        """A stored block's header (cached), or None."""
+        if not self.store.has_block(block_id):
+            return None
+        return self._header_of(block_id)[0]
+
     def entry(self, rec: BlockRecord) -> validate.ChainEntry:
         header, n_txs = self._header_of(rec.id)
         return validate.ChainEntry(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from poai.chain.difficulty import compact_to_target, work_for_bits
+from poai.chain.fees import fee_split
 from poai.errors import AddressError, PoaiError
 from poai.rpc import jsonrpc, views
 from poai.store.db import INVALID, VERIFIED, blocks_t, main_t
@@ -327,9 +328,27 @@ def _tx_rows(node, rec, block) -> list[list[str]]:
         tx = stx.tx
         rows.append(
             [esc(i), tx_link(tx.hash), sender_link(stx.sender), addr_link(tx.to),
-             esc(fmt_amount(tx.value)), esc(fmt_amount(tx.fee))]
+             esc(fmt_amount(tx.value)), esc(fmt_amount(paid_fee(tx, block.header.base_fee)))]
         )
     return rows
+
+
+def paid_fee(tx, base_fee: int) -> int:
+    """What a mined transfer paid: 21000 gas at base fee + tip (the base part burned)."""
+    burned, tip = fee_split(tx, base_fee)
+    return burned + tip
+
+
+def _fee_text(node, tx, loc) -> str:
+    if loc is None:
+        base = node.chain.next_base_fee()
+        if tx.max_fee_per_gas < base:
+            return f"fee cap {tx.max_fee_per_gas:,} wei per gas is below the next base fee {base:,}"
+        return f"{fmt_amount(paid_fee(tx, base))} at the next block's base fee ({base:,} wei per gas)"
+    base = node.chain.header(loc.block_id).base_fee
+    burned, tip = fee_split(tx, base)
+    return (f"{fmt_amount(burned + tip)}: 21000 gas at {(burned + tip) // 21000:,} wei "
+            f"({fmt_amount(burned)} burned, {fmt_amount(tip)} to the miner)")
 
 
 def block_page(node, ident: str) -> tuple[int, str]:
@@ -432,7 +451,7 @@ def tx_page(node, ident: str) -> tuple[int, str]:
         ("from", sender_link(stx.sender)),
         ("to", addr_link(tx.to)),
         ("value", esc(fmt_amount(tx.value))),
-        ("fee", esc(f"{fmt_amount(tx.fee)} (21000 gas at {tx.effective_gas_price:,} wei)")),
+        ("fee", esc(_fee_text(node, tx, loc))),
         ("nonce", esc(tx.nonce)),
         ("gas limit", esc(f"{tx.gas:,}")),
         ("type", esc("EIP-1559 (2)" if tx.tx_type == 2 else "legacy EIP-155 (0)")),
@@ -443,7 +462,7 @@ def tx_page(node, ident: str) -> tuple[int, str]:
             ("max priority fee per gas", esc(f"{tx.max_priority_fee_per_gas:,} wei")),
         ]
     else:
-        fields.append(("gas price", esc(f"{tx.gas_price:,} wei")))
+        fields.append(("gas price", esc(f"{tx.max_fee_per_gas:,} wei")))
     fields += [
         ("chain id", esc(tx.chain_id)),
         ("signature", f'<span class="mono">v={tx.v} r={hex(tx.r)} s={hex(tx.s)}</span>'),
@@ -510,7 +529,8 @@ def address_page(node, ident: str) -> tuple[int, str]:
         other = tx.to if sender == addr else sender
         hist_rows.append(
             [height_link(row.height), tx_link(tx.hash), esc(direction), addr_link(other),
-             esc(fmt_amount(tx.value)), esc(fmt_amount(tx.fee) if sender == addr else "")]
+             esc(fmt_amount(tx.value)),
+             esc(fmt_amount(paid_fee(tx, block.header.base_fee)) if sender == addr else "")]
         )
     pend_rows = [
         [tx_link(tx.hash), esc(tx.nonce), addr_link(tx.sender), addr_link(tx.to), esc(fmt_amount(tx.value))]

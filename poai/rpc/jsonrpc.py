@@ -77,8 +77,14 @@ MAX_PERCENTILES = 100  # reward percentiles per eth_feeHistory call (geth's cap)
 GWEI = 10**9
 
 
+def suggested_tip(node) -> int:
+    """eth_maxPriorityFeePerGas: 1 gwei, or the node's relay minimum tip if higher."""
+    return max(GWEI, int(getattr(node.mempool, "min_tip", 0) or 0))
+
+
 def gas_price(node) -> int:
-    return max(GWEI, int(getattr(node.mempool, "min_gas_price", 0) or 0))
+    """eth_gasPrice, as geth: the next block's base fee plus the suggested tip."""
+    return node.chain.next_base_fee() + suggested_tip(node)
 
 
 # --- methods --------------------------------------------------------------------------
@@ -173,7 +179,7 @@ def eth_gas_price(node):
 
 @method("eth_maxPriorityFeePerGas")
 def eth_max_priority_fee(node):
-    return quantity(gas_price(node))
+    return quantity(suggested_tip(node))
 
 
 @method("eth_feeHistory", 2, 1)
@@ -214,11 +220,8 @@ def eth_fee_history(node, block_count, newest, percentiles=None):
                 quantity(prices[min(len(prices) - 1, int(p / 100 * len(prices)))]) if prices else "0x0"
                 for p in percentiles
             ])
-    if base_fees:
-        next_fee = getattr(node.chain, "next_base_fee", None)
-        base_fees.append(next_fee(main_record(node, newest_h)) if next_fee else base_fees[-1])
-    else:
-        base_fees.append(0)
+    # geth also reports the base fee of the block after the newest one
+    base_fees.append(node.chain.next_base_fee(main_record(node, newest_h)))
     out = {
         "oldestBlock": quantity(oldest),
         "baseFeePerGas": [quantity(b) for b in base_fees],

@@ -20,7 +20,7 @@ from eth_hash.auto import keccak
 
 from poai.chain.block import Block
 from poai.chain.difficulty import work_for_bits
-from poai.chain.fees import block_gas_limit
+from poai.chain.fees import block_gas_limit, effective_gas_price
 from poai.chain.tx import INTRINSIC_GAS, TX_TYPE_LEGACY, Transaction, decode_tx
 from poai.rpc.encoding import (
     bad_params,
@@ -80,8 +80,17 @@ def block_work(rec: BlockRecord) -> int:
 
 
 def block_base_fee(block: Block) -> int:
-    """The header's EIP-1559 base fee (0 on a header without one)."""
-    return int(getattr(block.header, "base_fee", 0) or 0)
+    """The header's EIP-1559 base fee per gas."""
+    return block.header.base_fee
+
+
+def mined_gas_price(node, tx, loc: TxLocation | None) -> int:
+    """Ethereum's gasPrice of a transaction: what it paid per gas once mined
+    (base fee + tip), else its fee cap (gasPrice, or maxFeePerGas, as geth)."""
+    if loc is None:
+        return tx.max_fee_per_gas
+    header = node.chain.header(loc.block_id)
+    return effective_gas_price(tx, header.base_fee) if header is not None else tx.max_fee_per_gas
 
 
 def decode_stored(node, raw: bytes, sender: bytes | None) -> StoredTx:
@@ -173,7 +182,7 @@ def tx_json(node, stx: StoredTx, loc: TxLocation | None) -> dict:
         "to": checksum(tx.to),
         "value": quantity(tx.value),
         "gas": quantity(tx.gas),
-        "gasPrice": quantity(tx.gas_price),
+        "gasPrice": quantity(mined_gas_price(node, tx, loc)),
         "input": data(tx.data),
         "v": quantity(tx.v),
         "r": quantity(tx.r),
@@ -202,7 +211,7 @@ def receipt_json(node, stx: StoredTx, loc: TxLocation) -> dict:
         "to": checksum(tx.to),
         "cumulativeGasUsed": quantity(INTRINSIC_GAS * (loc.index + 1)),
         "gasUsed": quantity(INTRINSIC_GAS),
-        "effectiveGasPrice": quantity(tx.effective_gas_price),
+        "effectiveGasPrice": quantity(mined_gas_price(node, tx, loc)),
         "contractAddress": None,
         "logs": [],
         "logsBloom": ZERO_BLOOM,
