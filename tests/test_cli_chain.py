@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 import poai.cli as cli
 from poai.chain.block import Block
 from poai.chain.params import COIN, get_network
+from poai.chain.fees import fee_split
 from poai.chain.tx import INTRINSIC_GAS, decode_tx
 
 pytestmark = pytest.mark.model
@@ -228,8 +229,13 @@ def test_send_is_mined_and_the_fees_go_to_the_miner(mined, transfers):
     d = transfers.dir
     assert "sent 1.5 to" in transfers.sent and "(nonce 2," in transfers.sent  # after the two pending
     t2, t0 = transfers.txs
-    fees = INTRINSIC_GAS * (2 * GWEI + 3 * GWEI + 1 * GWEI)  # tip 2, legacy 3, send's default 1 gwei
-    assert t2.fee + t0.fee + INTRINSIC_GAS * GWEI == fees
+    # Block 4's base fee is the 1 gwei floor (blocks 1-3 were empty).  Tips to the miner:
+    # type 2: min(2, 3 - 1) = 2 gwei; legacy: 3 - 1 = 2 gwei; send's default tip: 1 gwei.
+    base = PARAMS.min_base_fee
+    assert block_at(d, 4).header.base_fee == base == GWEI
+    fees = INTRINSIC_GAS * (2 * GWEI + 2 * GWEI + 1 * GWEI)
+    burned = 3 * INTRINSIC_GAS * base
+    assert sum(fee_split(t, base)[1] for t in (t2, t0)) + INTRINSIC_GAS * GWEI == fees
     b4 = block_at(d, 4)
     assert b4.coinbase.miner == transfers.rewardee == b4.header.miner
     assert b4.coinbase.value == REWARD + fees
@@ -237,7 +243,7 @@ def test_send_is_mined_and_the_fees_go_to_the_miner(mined, transfers):
     sender = account(d, mined.miner)
     # Block 4 also matures block 2's reward for the first miner.
     assert sender.nonce == 3
-    assert sender.balance == 2 * REWARD - (COIN // 4 + COIN // 2 + 3 * COIN // 2) - fees
+    assert sender.balance == 2 * REWARD - (COIN // 4 + COIN // 2 + 3 * COIN // 2) - fees - burned
     line = balance_line(d, mined.miner)
     assert (line["balance"], line["nonce"], line["height"]) == (coins(sender.balance), 3, 4)
     assert line["immature"] == coins(REWARD)  # block 3's reward matures at height 5
@@ -330,7 +336,8 @@ def test_tx_submit_garbage_exits_2_with_a_message(mined):
     # An unfunded sender is refused by the mempool, also with exit 2.
     unfunded = EthAccount.sign_transaction(
         {"type": 2, "chainId": PARAMS.chain_id, "nonce": 0, "to": to_checksum_address(R1), "value": 1,
-         "gas": INTRINSIC_GAS, "maxFeePerGas": 1, "maxPriorityFeePerGas": 1}, OTHER_KEY).raw_transaction
+         "gas": INTRINSIC_GAS, "maxFeePerGas": 2 * GWEI, "maxPriorityFeePerGas": GWEI},
+        OTHER_KEY).raw_transaction
     p = poai_process("tx", "submit", unfunded.hex(), "-d", d)
     assert p.returncode == 2 and "does not cover" in p.stderr, p.stderr
 

@@ -133,7 +133,8 @@ class MinerRun:
 
     def __init__(self, datadir) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "poai.cli", "mine", "--blocks", "1000", "-d", str(datadir)],
+            [sys.executable, "-m", "poai.cli", "mine", "--blocks", "1000", "--allow-empty-password",
+             "-d", str(datadir)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -348,7 +349,8 @@ def test_balance_and_info_work_while_a_miner_runs(tmp_path, smollm2_path):
     d = tmp_path / "live"
     env = dict(os.environ, POAI_PASSWORD="", POAI_THREADS="1")
     miner = subprocess.Popen(
-        [sys.executable, "-m", "poai.cli", "mine", "--blocks", "1000", "--batch", "1", "-d", str(d)],
+        [sys.executable, "-m", "poai.cli", "mine", "--blocks", "1000", "--batch", "1",
+         "--allow-empty-password", "-d", str(d)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

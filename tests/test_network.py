@@ -38,7 +38,8 @@ def _needs_model(smollm2_path):
 
 def premine(data_dir: Path, blocks: int) -> None:
     subprocess.run([sys.executable, "-m", "poai.cli", "mine", "--blocks", str(blocks), "--batch", "2",
-                    "-d", str(data_dir)], env=ENV, check=True, capture_output=True, timeout=300)
+                    "--allow-empty-password", "-d", str(data_dir)],
+                   env=ENV, check=True, capture_output=True, timeout=300)
 
 
 def wait(pred, timeout: float, what: str, poll: float = 0.3):

@@ -479,8 +479,15 @@ def test_http_server_caps_batches_and_metrics(svc):
         server.stop()
 
 
+VERIFY_METRICS = {  # present when the service has verify_stats() (tests/test_rpc_guard.py)
+    "poai_verify_accepted_total", "poai_verify_rejected_total", "poai_verify_inferences_total",
+    "poai_verify_cache_hits_total", "poai_verify_dropped_total",
+}
+
+
 def parse_metrics(text: str) -> dict[str, tuple[str, str, float]]:
-    """name -> (type, help, value); checks the 0.0.4 layout line by line."""
+    """name -> (type, help, value); checks the 0.0.4 layout line by line.  A
+    labelled sample is keyed 'name{labels}'."""
     assert text.endswith("\n")
     out, help_, type_ = {}, {}, {}
     for line in text.splitlines():
@@ -492,17 +499,19 @@ def parse_metrics(text: str) -> dict[str, tuple[str, str, float]]:
             assert name in help_ and t in ("gauge", "counter")
             type_[name] = t
         else:
-            name, value = line.split(" ")
+            key, value = line.rsplit(" ", 1)
+            name = key.split("{", 1)[0]
             assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name) and name in type_
+            assert key == name or re.fullmatch(r'\{[a-z_]+="(?:[^"\\]|\\.)*"\}', key[len(name):])
             v = float(value)
             assert not math.isnan(v)
-            out[name] = (type_[name], help_[name], v)
+            out[key] = (type_[name], help_[name], v)
     return out
 
 
 def test_metrics_text_format(svc):
     m = parse_metrics(metrics.render(svc))
-    assert set(m) == {
+    assert {k for k in m if not k.startswith(tuple(VERIFY_METRICS))} == {
         "poai_height", "poai_peers", "poai_mining_attempts_per_second", "poai_verify_milliseconds",
         "poai_mempool_transactions", "poai_bans_total", "poai_chain_work",
     }

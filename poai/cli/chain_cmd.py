@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from poai.cli.common import DATA_DIR, datadir, format_amount, parse_amount, password
+from poai.cli.common import (
+    ALLOW_EMPTY_PASSWORD,
+    DATA_DIR,
+    MINER_PASSWORD_FILE,
+    datadir,
+    format_amount,
+    new_key_password,
+    parse_amount,
+    password,
+)
 from poai.errors import PoaiError
 
 console = Console()
@@ -53,7 +62,10 @@ def init(
     )
 
 
-def _miner_address(dd, address: str | None) -> bytes:
+def _miner_address(dd, address: str | None, *, password_file: Path | None = None,
+                   allow_empty_password: bool = False) -> bytes:
+    """--address, else the keystore's first key, else a new key whose password
+    is --password-file or $POAI_PASSWORD (empty only with --allow-empty-password)."""
     from poai.wallet.keys import parse_address
 
     if address is not None:
@@ -62,11 +74,14 @@ def _miner_address(dd, address: str | None) -> bytes:
     addrs = ks.addresses()
     if addrs:
         return addrs[0]
-    import os
-
-    pw = os.environ.get("POAI_PASSWORD", "")
+    pw = new_key_password(password_file, allow_empty_password)
     addr = ks.new(pw)
-    note = "the password in $POAI_PASSWORD" if pw else "an EMPTY password (set $POAI_PASSWORD to choose one)"
+    if not pw:
+        note = "an EMPTY password (--allow-empty-password)"
+    elif password_file is not None:
+        note = "the password in --password-file"
+    else:
+        note = "the password in $POAI_PASSWORD"
     console.print(f"created miner key [bold]{_checksum(addr)}[/] in {ks.path_for(addr).parent} with {note}")
     return addr
 
@@ -81,6 +96,8 @@ def mine(
     batch: int = typer.Option(4, "--batch", min=1, max=64, help="attempts per forward pass"),
     network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
+    password_file: Path = MINER_PASSWORD_FILE,
+    allow_empty_password: bool = ALLOW_EMPTY_PASSWORD,
     data_dir: Path = DATA_DIR,
 ) -> None:
     """Mine blocks on the local chain (a fresh data directory is initialised)."""
@@ -101,11 +118,12 @@ def mine(
     entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
     if entry.sha256 not in params.models:
         raise PoaiError(f"{entry.name} is not vetted for the {params.name} network", reason="unvetted-model")
+    # the payout key first: a refusal should not wait for the model to load
+    addr = _miner_address(dd, address, password_file=password_file, allow_empty_password=allow_empty_password)
     m = engine.load(entry.name, kernel=kernel)
     models = ModelCache(kernel)
     models.put(entry.sha256, m)
     params, store, chain = dd.open_chain(models=models)
-    addr = _miner_address(dd, address)
     miner = Miner(chain, m, addr, mempool=Mempool(store, params), batch=batch)
     console.print(
         f"mining on [bold]{params.name}[/] with {entry.name} ({m.kernel} kernel, batch {batch}) "
@@ -197,6 +215,7 @@ def _find_block(chain, ref: str):
 @chain_app.command("block")
 def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_dir: Path = DATA_DIR) -> None:
     """Show a block: header fields, coinbase and transactions."""
+    from poai.chain.fees import INTRINSIC_GAS, fee_split
     from poai.chain.tx import decode_tx
 
     params, store, chain = datadir(data_dir).open_chain()
@@ -209,6 +228,8 @@ def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_di
         ("prev", h.prev_hash.hex()),
         ("time", f"{h.time} ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(h.time))})"),
         ("bits", f"{h.bits:#010x}"),
+        ("base fee", f"{h.base_fee:,} wei per gas "
+                     f"({format_amount(INTRINSIC_GAS * h.base_fee * len(b.txs))} burned)"),
         ("model", h.model.hex()),
         ("miner", _checksum(h.miner)),
         ("nonce", str(h.nonce)),
@@ -222,9 +243,10 @@ def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_di
     console.print(t)
     for raw in b.txs:
         tx = decode_tx(raw, params.chain_id)
+        burned, tip = fee_split(tx, h.base_fee)
         console.print(
             f"  tx {_hex(tx.hash)} {_checksum(tx.sender)} -> {_checksum(tx.to)} "
-            f"{format_amount(tx.value)} (fee {format_amount(tx.fee)})"
+            f"{format_amount(tx.value)} (fee {format_amount(burned + tip)}: tip {format_amount(tip)})"
         )
 
 
@@ -288,23 +310,31 @@ def send(
     from_key: str = typer.Option(..., "--from", help="sender: address or index in `poai keys list`"),
     to: str = typer.Option(..., "--to", help="recipient address"),
     amount: str = typer.Option(..., "--amount", help="coins, e.g. 1.5"),
-    fee: str = typer.Option("0.000021", "--fee", help="total fee in coins (21000 gas x price)"),
+    priority_fee: str = typer.Option(
+        "1", "--priority-fee", help="tip to the miner, gwei per gas (the base fee is burned on top)"
+    ),
+    max_fee: str = typer.Option(
+        None, "--max-fee", help="most the sender pays per gas, gwei (default: 2 x base fee + tip)"
+    ),
     password_file: Path = PASSWORD_FILE,
     data_dir: Path = DATA_DIR,
 ) -> None:
     """Sign a transfer (EIP-1559) with a local key and add it to the mempool."""
-    from poai.chain.tx import INTRINSIC_GAS, sign_transfer
+    from poai.chain.fees import INTRINSIC_GAS
+    from poai.chain.tx import sign_transfer
     from poai.node.mempool import Mempool
     from poai.wallet.keys import parse_address
 
     dd = datadir(data_dir)
     params, store, chain = dd.open_chain()
     value = parse_amount(amount)
-    fee_units = parse_amount(fee, "fee")
-    if fee_units % INTRINSIC_GAS:
+    gwei = 10**9
+    tip = _parse_gwei(priority_fee, "--priority-fee")
+    base_fee = chain.next_base_fee()
+    cap = 2 * base_fee + tip if max_fee is None else _parse_gwei(max_fee, "--max-fee")
+    if cap < tip:
         raise PoaiError(
-            f"the fee must be a multiple of {INTRINSIC_GAS} base units (21000 gas x price)",
-            reason="bad-amount",
+            f"--max-fee {cap / gwei:g} gwei is below the tip {tip / gwei:g} gwei", reason="bad-amount"
         )
     ks = dd.keystore()
     ref = int(from_key) if from_key.isdigit() else from_key
@@ -317,23 +347,41 @@ def send(
     pending = sorted(tx.nonce for tx, _ in pool.pending() if tx.sender == sender)
     while nonce in pending:
         nonce += 1
-    price = fee_units // INTRINSIC_GAS
     tx = sign_transfer(
         pk,
         chain_id=params.chain_id,
         nonce=nonce,
         to=parse_address(to),
         value=value,
-        max_fee_per_gas=price,
-        max_priority_fee_per_gas=price,
+        max_fee_per_gas=cap,
+        max_priority_fee_per_gas=tip,
         gas=INTRINSIC_GAS,
         tx_type=2,
     )
     pool.add(tx.raw)
+    fee_now = INTRINSIC_GAS * (base_fee + min(tip, cap - base_fee)) if cap >= base_fee else None
+    fee_text = (
+        f"fee {format_amount(fee_now)} at today's base fee" if fee_now is not None
+        else "fee cap below the base fee"
+    )
     console.print(
         f"sent {format_amount(value)} to {_checksum(tx.to)}: {_hex(tx.hash)} (nonce {nonce}, "
-        f"fee {format_amount(tx.fee)}); it is mined with the next block"
+        f"{fee_text}); it is mined with the next block"
     )
+
+
+def _parse_gwei(text: str, what: str) -> int:
+    """A gwei amount (decimals allowed, down to 1 wei) as wei."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise PoaiError(f"{what}: {text!r} is not a number of gwei", reason="bad-amount") from None
+    wei = d * 10**9
+    if d < 0 or wei != wei.to_integral_value():
+        raise PoaiError(f"{what}: {text!r} is negative or finer than 1 wei", reason="bad-amount")
+    return int(wei)
 
 
 @tx_app.command("submit")
@@ -459,6 +507,17 @@ def pow_bench(
     console.print(f"{params.name} network, {entry.name}, {m.kernel} kernel, batch {batch}")
     console.print(f"mining        {costs.attempts_per_s:.2f} attempts/s")
     console.print(f"verify        {costs.verify_ms:.0f} ms per block (one inference)")
-    console.print(f"seal          {costs.seal_s:.2f} s for {costs.seal_bits} bits (mean of {samples})")
-    console.print(f"DoS ratio     {costs.dos_ratio:.1f}x: an invalid block costs its sender that many "
-                  "verifications")
+    console.print(
+        f"seal          {costs.seal_bits} bits of scrypt (N=2^10, r=8): {costs.scrypt_ms:.1f} ms per "
+        f"evaluation, {costs.seal_expected_s:.2f} s expected on one core "
+        f"(sampled: {costs.seal_s:.2f} s mean of {samples})"
+    )
+    console.print(
+        f"DoS ratio     {costs.dos_ratio:.1f}x on this CPU: a block that reaches inference costs "
+        "its sender that many verifications"
+    )
+    console.print(
+        f"              {costs.dos_ratio_gpu:.2f}x on an RTX 5090-class GPU "
+        f"({costs.seal_gpu_s * 1000:.1f} ms per seal): the seal alone does not stop such a sender; "
+        "bans and inference budgets do"
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from poai.cli.common import DATA_DIR, datadir
+from poai.cli.common import ALLOW_EMPTY_PASSWORD, DATA_DIR, MINER_PASSWORD_FILE, datadir
+from poai.errors import PoaiError
 
 console = Console()
 node_app = typer.Typer(help="Run a full node.", no_args_is_help=True)
@@ -24,13 +25,25 @@ def run(
     ),
     listen: str = typer.Option(None, "--listen", help="HOST:PORT for peers (default 0.0.0.0:<network port>)"),
     peer: list[str] = PEER_OPTION,
-    rpc: str = typer.Option(None, "--rpc", help="HOST:PORT for JSON-RPC, the explorer and /metrics"),
+    rpc: str = typer.Option(
+        None, "--rpc", help="HOST:PORT for JSON-RPC, the explorer and /metrics (:PORT binds 127.0.0.1)"
+    ),
+    rpc_vhosts: str = typer.Option(
+        None, "--rpc-vhosts",
+        help="comma-separated Host names the RPC accepts besides localhost (* for any; geth's --http.vhosts)",
+    ),
+    rpc_cors: str = typer.Option(
+        None, "--rpc-cors",
+        help="comma-separated browser origins allowed to call the RPC (* for any; default none)",
+    ),
     address: str = typer.Option(None, "--address", "-a", help="reward address when mining"),
     model: str = typer.Option(None, "--model", "-m"),
     threads: int = typer.Option(None, "--threads", "-t", min=1),
     batch: int = typer.Option(4, "--batch", min=1, max=64),
     network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
     kernel: str = typer.Option(None, "--kernel", "-k"),
+    password_file: Path = MINER_PASSWORD_FILE,
+    allow_empty_password: bool = ALLOW_EMPTY_PASSWORD,
     data_dir: Path = DATA_DIR,
 ) -> None:
     """Serve, sync, gossip and (with --mine) mine; Ctrl-C stops cleanly."""
@@ -49,9 +62,19 @@ def run(
     from poai.node.mempool import Mempool
     from poai.node.runner import MinerThread, run_node
     from poai.node.service import NodeService
+    from poai.rpc.guard import HttpGuard
 
+    rpc_at = rpc_bind(rpc) if rpc else None
+    rpc_guard = HttpGuard.from_flags(rpc_vhosts, rpc_cors, rpc_at[0]) if rpc_at else None
     dd = datadir(data_dir)
     params = dd.init(network)
+    mine = mine or mine_blocks is not None
+    # the payout key first: a refusal should not wait for the model to load
+    payout = (
+        _miner_address(dd, address, password_file=password_file, allow_empty_password=allow_empty_password)
+        if mine
+        else None
+    )
     reg = load_registry()
     entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
     models = ModelCache(kernel)
@@ -63,19 +86,30 @@ def run(
     # --peer, else $POAI_SEEDS (comma-separated), else the network's seed list
     seeds = [s for s in os.environ.get("POAI_SEEDS", "").split(",") if s.strip()] or list(params.seeds)
     peers = [parse_hostport(p.strip(), params.default_port) for p in (peer or seeds)]
-    rpc_at = parse_hostport(rpc) if rpc else None
-    mine = mine or mine_blocks is not None
-    miner = (
-        MinerThread(service, m, _miner_address(dd, address), batch=batch, blocks=mine_blocks)
-        if mine
-        else None
-    )
+    miner = MinerThread(service, m, payout, batch=batch, blocks=mine_blocks) if mine else None
     tip = chain.tip()
     console.print(
         f"[bold]{params.name}[/] node in {dd.path}: height {tip.height}, {'mining' if mine else 'not mining'}"
     )
-    asyncio.run(run_node(service, listen=listen_at, peers=peers, rpc=rpc_at, miner=miner))
+    asyncio.run(
+        run_node(service, listen=listen_at, peers=peers, rpc=rpc_at, rpc_guard=rpc_guard, miner=miner)
+    )
     console.print(f"stopped at height {_stored_height(dd)}")
+
+
+def rpc_bind(text: str) -> tuple[str, int]:
+    """The RPC's bind address from --rpc: HOST:PORT, [IPv6]:PORT, :PORT or PORT.
+    No host means 127.0.0.1 (geth's default): 0.0.0.0 only when written."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "", text.strip()
+    try:
+        p = int(port)
+    except ValueError:
+        raise PoaiError(f"--rpc {text!r}: the port is not a number", reason="bad-address") from None
+    if not 0 <= p <= 65535:
+        raise PoaiError(f"--rpc {text!r}: the port is out of range", reason="bad-address")
+    return host.strip("[]") or "127.0.0.1", p
 
 
 def _stored_height(dd) -> int:
@@ -107,7 +141,8 @@ def testnet(
 
     base = directory or Path(tempfile.mkdtemp(prefix="poai-testnet-"))
     started = time.monotonic()
-    procs = start_nodes(nodes, base)
+    # throwaway loopback nodes: their miner keys may have an empty password
+    procs = start_nodes(nodes, base, extra_args=["--allow-empty-password"])
     console.print(
         f"{nodes} nodes in {base}: "
         + ", ".join(

@@ -43,9 +43,12 @@ from poai.store.proofs import ProofMemory
 MAX_ORPHANS = 64
 MAX_REJECTED = 10_000  # ids of blocks rejected without being stored (cheap to re-check anyway)
 HEADER_CACHE = 2048
-# Reasons that say nothing about the block itself (our clock, our policy, a
-# parent we lack or rejected): such a rejection is not remembered by id.
-TRANSIENT_REASONS = {"time-too-far-future", "fork-too-deep", "over-budget", "invalid-parent"}
+# Rejections not remembered by block id: those that say nothing about the
+# block itself (our clock, our policy), and bad-seal: the id does not commit
+# to the seal, so the same id with a good seal is a different, maybe valid,
+# header (remembering it would let anyone veto an honest block by sending it
+# first with a broken seal).
+NOT_BY_ID = {"time-too-far-future", "fork-too-deep", "over-budget", "bad-seal"}
 
 
 class VerifyDeferred(PoaiError):
@@ -130,6 +133,12 @@ class ChainState:
             while len(self._headers) > HEADER_CACHE:
                 self._headers.popitem(last=False)
         return got
+
+    def header(self, block_id: bytes) -> Header | None:
+        """A stored block's header (cached), or None."""
+        if not self.store.has_block(block_id):
+            return None
+        return self._header_of(block_id)[0]
 
     def entry(self, rec: BlockRecord) -> validate.ChainEntry:
         header, n_txs = self._header_of(rec.id)
@@ -263,7 +272,7 @@ class ChainState:
                 self._accept(block, data, result, gate)
             except ValidationError as exc:
                 self.stats[exc.reason] += 1
-                if exc.reason not in TRANSIENT_REASONS and not self.store.has_block(block.id):
+                if exc.reason not in NOT_BY_ID and not self.store.has_block(block.id):
                     self.rejected[block.id] = exc.reason
                     while len(self.rejected) > MAX_REJECTED:
                         self.rejected.popitem(last=False)

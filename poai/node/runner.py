@@ -43,26 +43,38 @@ class MinerThread:
 
     def _progress(self, stats) -> None:
         m = self.service.mining
-        m.attempts, m.attempts_per_s = stats.attempts, stats.rate
-        while m.blocks_found < len(stats.blocks):
-            block = stats.blocks[m.blocks_found]
+        m.attempts, m.attempts_per_s = self._attempts_before + stats.attempts, stats.rate
+        while m.blocks_found - self._found_before < len(stats.blocks):
+            block = stats.blocks[m.blocks_found - self._found_before]
             m.blocks_found += 1
             log.info("mined block %d %s", block.height, block.id.hex()[:16])
 
     def _run(self) -> None:
-        try:
-            self.miner.mine(
-                blocks=self.blocks,
-                on_progress=self._progress,
-                should_stop=self.stop_event.is_set,
-                should_pause=self.service.verifying.is_set,
-            )
-            if self.blocks is not None:
-                log.info("mined %d block(s); mining stops, the node goes on", self.blocks)
-                self.service.mining.enabled = False
-        except BaseException as exc:  # reported by the node, which then stops
-            self.error = exc
-            log.exception("miner stopped")
+        from poai.errors import StoreError
+
+        found = 0
+        while not self.stop_event.is_set():
+            self._found_before = self.service.mining.blocks_found
+            self._attempts_before = self.service.mining.attempts
+            try:
+                stats = self.miner.mine(
+                    blocks=None if self.blocks is None else self.blocks - found,
+                    on_progress=self._progress,
+                    should_stop=self.stop_event.is_set,
+                    should_pause=self.service.verifying.is_set,
+                )
+                found += len(stats.blocks)
+                if self.blocks is not None and found >= self.blocks:
+                    log.info("mined %d block(s); mining stops, the node goes on", self.blocks)
+                    self.service.mining.enabled = False
+                    return
+            except StoreError as exc:  # e.g. the database stayed locked: not fatal, try again
+                log.warning("miner: %s; retrying in 1 s", exc)
+                self.stop_event.wait(1.0)
+            except BaseException as exc:  # reported by the node, which then stops
+                self.error = exc
+                log.exception("miner stopped")
+                return
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -75,6 +87,7 @@ async def run_node(
     listen=None,
     peers=(),
     rpc=None,
+    rpc_guard=None,
     miner: MinerThread | None = None,
     stop: asyncio.Event | None = None,
     on_ready=None,
@@ -99,7 +112,7 @@ async def run_node(
     if rpc is not None:
         from poai.rpc.server import serve
 
-        runner = await serve(service, rpc[0], rpc[1])
+        runner = await serve(service, rpc[0], rpc[1], guard=rpc_guard)  # guard None: loopback names only
         log.info("RPC and explorer on http://%s:%d/", rpc[0], rpc[1])
     if miner is not None:
         miner.start()

@@ -1,6 +1,8 @@
 """JSON-RPC (Ethereum's eth_* subset and poai_*), the block explorer and the
-Prometheus metrics, served by one aiohttp application (poai.rpc.server)."""
+Prometheus metrics, served by one aiohttp application (poai.rpc.server),
+guarded by Host/Origin allowlists (poai.rpc.guard)."""
 
+from poai.rpc.guard import HttpGuard
 from poai.rpc.server import BackgroundServer, make_app, serve, serve_in_thread
 
-__all__ = ["BackgroundServer", "make_app", "serve", "serve_in_thread"]
+__all__ = ["BackgroundServer", "HttpGuard", "make_app", "serve", "serve_in_thread"]

@@ -9,11 +9,12 @@ the plots are SVG drawn here.  Every dynamic string goes through
                              proof digest, coinbase, transactions
     /tx/<hash>               a mined or pending transaction
     /address/<address>       balance, nonce, transactions, mined blocks
-    /search?q=...            redirects to one of the above
+    /search?q=...            redirects to one of the above (404 page when nothing matches)
     /plot/difficulty.svg, /plot/hashrate.svg
 
 Every render function is synchronous (store reads) and returns ``(status, html)``;
-the server runs them in a worker thread.
+the server runs them on its worker threads.  Senders come from the store, never
+from signature recovery (poai.rpc.views).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from poai.chain.difficulty import compact_to_target, work_for_bits
-from poai.chain.tx import decode_tx
+from poai.chain.fees import fee_split
 from poai.errors import AddressError, PoaiError
-from poai.rpc import jsonrpc
+from poai.rpc import jsonrpc, views
 from poai.store.db import INVALID, VERIFIED, blocks_t, main_t
 
 LATEST_BLOCKS = 20
@@ -36,6 +37,7 @@ HASHRATE_WINDOW = 10
 HISTORY_LIMIT = 100
 MINED_LIMIT = 50
 MINED_SCAN = 10_000  # mined blocks are searched among this many latest main blocks
+HEADER_SCAN_BYTES = 1024  # a block's header and coinbase (~300 bytes) lie within its first KiB
 COIN = 10**18
 
 CSS = """
@@ -314,15 +316,39 @@ def home(node) -> tuple[int, str]:
     return 200, page(node, "home", body)
 
 
-def _tx_rows(node, block_id: bytes, height: int, txs) -> list[list[str]]:
+def sender_link(sender: bytes | None) -> str:
+    if sender is None:  # a block off the main chain: its senders are not stored
+        return '<span class="note">unknown (off the main chain)</span>'
+    return addr_link(sender)
+
+
+def _tx_rows(node, rec, block) -> list[list[str]]:
     rows = []
-    for i, raw in enumerate(txs):
-        tx = decode_tx(raw, node.params.chain_id)
+    for i, stx in enumerate(views.block_txs(node, rec, block)):
+        tx = stx.tx
         rows.append(
-            [esc(i), tx_link(tx.hash), addr_link(tx.sender), addr_link(tx.to),
-             esc(fmt_amount(tx.value)), esc(fmt_amount(tx.fee))]
+            [esc(i), tx_link(tx.hash), sender_link(stx.sender), addr_link(tx.to),
+             esc(fmt_amount(tx.value)), esc(fmt_amount(paid_fee(tx, block.header.base_fee)))]
         )
     return rows
+
+
+def paid_fee(tx, base_fee: int) -> int:
+    """What a mined transfer paid: 21000 gas at base fee + tip (the base part burned)."""
+    burned, tip = fee_split(tx, base_fee)
+    return burned + tip
+
+
+def _fee_text(node, tx, loc) -> str:
+    if loc is None:
+        base = node.chain.next_base_fee()
+        if tx.max_fee_per_gas < base:
+            return f"fee cap {tx.max_fee_per_gas:,} wei per gas is below the next base fee {base:,}"
+        return f"{fmt_amount(paid_fee(tx, base))} at the next block's base fee ({base:,} wei per gas)"
+    base = node.chain.header(loc.block_id).base_fee
+    burned, tip = fee_split(tx, base)
+    return (f"{fmt_amount(burned + tip)}: 21000 gas at {(burned + tip) // 21000:,} wei "
+            f"({fmt_amount(burned)} burned, {fmt_amount(tip)} to the miner)")
 
 
 def block_page(node, ident: str) -> tuple[int, str]:
@@ -392,7 +418,7 @@ def block_page(node, ident: str) -> tuple[int, str]:
         f"<h2>Quiz</h2>{quiz_html}"
         f"<h2>Coinbase</h2>{coinbase}"
         f"<h2>Transactions ({len(block.txs)})</h2>"
-        + table(["#", "hash", "from", "to", "value", "fee"], _tx_rows(node, rec.id, rec.height, block.txs),
+        + table(["#", "hash", "from", "to", "value", "fee"], _tx_rows(node, rec, block),
                 "no transactions")
     )
     return 200, page(node, f"block {h.height}", body)
@@ -413,7 +439,8 @@ def tx_page(node, ident: str) -> tuple[int, str]:
     found = jsonrpc.locate_tx(node, tx_hash) if tx_hash is not None else None
     if found is None:
         return not_found(node, f"no transaction {ident!r} is mined or pending here")
-    tx, loc = found
+    stx, loc = found
+    tx = stx.tx
     if loc is not None:
         where = f"mined in block {height_link(loc.height)} ({block_link(loc.block_id)}), index {loc.index}"
     else:
@@ -421,10 +448,10 @@ def tx_page(node, ident: str) -> tuple[int, str]:
     fields = [
         ("hash", f'<span class="mono">{hx(tx.hash)}</span>'),
         ("status", where),
-        ("from", addr_link(tx.sender)),
+        ("from", sender_link(stx.sender)),
         ("to", addr_link(tx.to)),
         ("value", esc(fmt_amount(tx.value))),
-        ("fee", esc(f"{fmt_amount(tx.fee)} (21000 gas at {tx.effective_gas_price:,} wei)")),
+        ("fee", esc(_fee_text(node, tx, loc))),
         ("nonce", esc(tx.nonce)),
         ("gas limit", esc(f"{tx.gas:,}")),
         ("type", esc("EIP-1559 (2)" if tx.tx_type == 2 else "legacy EIP-155 (0)")),
@@ -435,7 +462,7 @@ def tx_page(node, ident: str) -> tuple[int, str]:
             ("max priority fee per gas", esc(f"{tx.max_priority_fee_per_gas:,} wei")),
         ]
     else:
-        fields.append(("gas price", esc(f"{tx.gas_price:,} wei")))
+        fields.append(("gas price", esc(f"{tx.max_fee_per_gas:,} wei")))
     fields += [
         ("chain id", esc(tx.chain_id)),
         ("signature", f'<span class="mono">v={tx.v} r={hex(tx.r)} s={hex(tx.s)}</span>'),
@@ -449,7 +476,10 @@ def mined_blocks(node, addr: bytes, limit: int = MINED_LIMIT) -> list[tuple[int,
     among the latest MINED_SCAN main blocks.
 
     The miner is inside the stored block bytes (msgpack bin8 of 20 bytes:
-    0xc4 0x14 || address); SQLite's instr() pre-filters, decoding confirms."""
+    0xc4 0x14 || address) in the header, which comes first; SQLite's instr()
+    over the first HEADER_SCAN_BYTES of each block pre-filters (a match in a
+    transaction cannot count, and the search compares at most MINED_SCAN *
+    HEADER_SCAN_BYTES bytes whatever the blocks' size), decoding confirms."""
     pattern = b"\xc4\x14" + addr
     low = node.chain.tip().height - MINED_SCAN
     out = []
@@ -457,7 +487,8 @@ def mined_blocks(node, addr: bytes, limit: int = MINED_LIMIT) -> list[tuple[int,
         rows = c.execute(
             select(main_t.c.height, main_t.c.id)
             .join(blocks_t, blocks_t.c.id == main_t.c.id)
-            .where(main_t.c.height > low, func.instr(blocks_t.c.data, pattern) > 0)
+            .where(main_t.c.height > low,
+                   func.instr(func.substr(blocks_t.c.data, 1, HEADER_SCAN_BYTES), pattern) > 0)
             .order_by(main_t.c.height.desc())
             .limit(limit * 2)
         ).all()
@@ -487,17 +518,19 @@ def address_page(node, ident: str) -> tuple[int, str]:
     ]
     hist_rows = []
     blocks: dict[bytes, object] = {}
-    for row in node.store.txs_of(addr, HISTORY_LIMIT):
+    for row in node.store.tx_rows_of(addr, HISTORY_LIMIT):
         block = blocks.get(row.block_id) or node.chain.block(row.block_id)
         blocks[row.block_id] = block
-        tx = decode_tx(block.txs[row.idx], node.params.chain_id)
-        direction = "out" if tx.sender == addr else "in"
-        if tx.sender == addr and tx.to == addr:
+        tx = views.decode_stored(node, block.txs[row.idx], row.sender).tx
+        sender = row.sender
+        direction = "out" if sender == addr else "in"
+        if sender == addr and tx.to == addr:
             direction = "self"
-        other = tx.to if tx.sender == addr else tx.sender
+        other = tx.to if sender == addr else sender
         hist_rows.append(
             [height_link(row.height), tx_link(tx.hash), esc(direction), addr_link(other),
-             esc(fmt_amount(tx.value)), esc(fmt_amount(tx.fee) if tx.sender == addr else "")]
+             esc(fmt_amount(tx.value)),
+             esc(fmt_amount(paid_fee(tx, block.header.base_fee)) if sender == addr else "")]
         )
     pend_rows = [
         [tx_link(tx.hash), esc(tx.nonce), addr_link(tx.sender), addr_link(tx.to), esc(fmt_amount(tx.value))]
@@ -524,12 +557,18 @@ def address_page(node, ident: str) -> tuple[int, str]:
 def search_target(node, q: str) -> str | None:
     """Where a search box query leads (a path), or None."""
     q = q.strip()
-    if not q:
+    if not q or not q.isascii() or len(q) > 100:  # "²".isdigit() is True, int("²") raises
         return None
     if q.isdigit():
-        return f"/block/{int(q)}"
+        return f"/block/{int(q)}" if int(q) <= views.MAX_HEIGHT else None
     body = q[2:] if q[:2] in ("0x", "0X") else q
     if len(body) == 40:
+        from poai.wallet.keys import parse_address
+
+        try:
+            parse_address(q)
+        except AddressError:
+            return None
         return f"/address/{q}"
     h = _parse_hash(q)
     if h is not None:

@@ -18,306 +18,73 @@ accept the tip and its aliases; older heights answer -32000 "state at older
 heights is not kept".
 
 :func:`handle_body` is synchronous (store reads, mempool writes): the server
-runs it in a worker thread.  The read helpers here (block lookup, transaction
-location) are shared with the explorer.
+runs it on its own worker threads.  Encodings live in poai.rpc.encoding, the
+read views (shared with the explorer) in poai.rpc.views; no method recovers
+a signature and every range is capped (eth_feeHistory: MAX_FEE_HISTORY
+blocks; batches: MAX_BATCH requests).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-from dataclasses import dataclass
 
-from eth_hash.auto import keccak
-
-from poai.chain.block import Block
-from poai.chain.difficulty import work_for_bits
-from poai.chain.tx import INTRINSIC_GAS, TX_TYPE_LEGACY, Transaction, decode_tx
-from poai.errors import AddressError, PoaiError
-from poai.store.db import INVALID, BlockRecord
+from poai.chain.fees import tip_per_gas
+from poai.chain.tx import INTRINSIC_GAS
+from poai.errors import PoaiError
+from poai.rpc.encoding import (  # noqa: F401  (re-exported: the explorer and tests use jsonrpc.*)
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    SERVER_ERROR,
+    RpcError,
+    bad_params,
+    checksum,
+    data,
+    parse_address,
+    parse_bool,
+    parse_data,
+    parse_quantity,
+    quantity,
+    server_error,
+    short_value,
+)
+from poai.rpc.views import (  # noqa: F401
+    TxLocation,
+    block_base_fee,
+    block_json,
+    block_quiz,
+    block_txs,
+    find_block,
+    is_main,
+    load_block,
+    locate_tx,
+    main_record,
+    pending_nonce,
+    quiz_model,
+    receipt_json,
+    resolve_height,
+    state_height_check,
+    tx_json,
+)
+from poai.store.db import INVALID
 
 MAX_BATCH = 100
+MAX_FEE_HISTORY = 1024  # blocks per eth_feeHistory call (geth's cap)
+MAX_PERCENTILES = 100  # reward percentiles per eth_feeHistory call (geth's cap)
 GWEI = 10**9
-ZERO_BLOOM = "0x" + "00" * 256
-EMPTY_UNCLES_HASH = "0x" + keccak(b"\xc0").hex()  # keccak(rlp([]))
-STATE_TAGS = ("latest", "pending", "safe", "finalized")
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-SERVER_ERROR = -32000
 
 
-class RpcError(Exception):
-    """A JSON-RPC error response."""
-
-    def __init__(self, code: int, message: str, data=None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict:
-        err = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            err["data"] = self.data
-        return err
-
-
-def bad_params(message: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, message)
-
-
-def server_error(message: str, reason: str) -> RpcError:
-    return RpcError(SERVER_ERROR, message, {"reason": reason})
-
-
-# --- encodings ------------------------------------------------------------------
-
-_QUANTITY = re.compile(r"0x(0|[1-9a-f][0-9a-f]*)\Z", re.IGNORECASE)
-_DATA = re.compile(r"0x([0-9a-f]{2})*\Z", re.IGNORECASE)
-
-
-def quantity(n: int) -> str:
-    """QUANTITY: ``0x`` and the hex digits of a non-negative integer, no leading zeros."""
-    if n < 0:
-        raise ValueError("a QUANTITY is non-negative")
-    return hex(n)
-
-
-def data(b: bytes) -> str:
-    """DATA: ``0x`` and two hex digits per byte."""
-    return "0x" + bytes(b).hex()
-
-
-def checksum(address: bytes) -> str:
-    from poai.wallet.keys import to_checksum_address
-
-    return to_checksum_address(address)
-
-
-def parse_quantity(value, name: str, *, bits: int = 256) -> int:
-    if not isinstance(value, str) or len(value) > 2 + bits // 4 or not _QUANTITY.match(value):
-        raise bad_params(
-            f"{name}: expected a QUANTITY (0x-prefixed hex without leading zeros, below 2**{bits}), "
-            f"got {_short(value)}"
-        )
-    return int(value, 16)
-
-
-def parse_data(value, name: str, length: int | None = None, *, max_bytes: int = 1 << 20) -> bytes:
-    if not isinstance(value, str) or len(value) > 2 + 2 * max_bytes or not _DATA.match(value):
-        raise bad_params(
-            f"{name}: expected DATA (0x-prefixed, an even number of hex digits), got {_short(value)}"
-        )
-    b = bytes.fromhex(value[2:])
-    if length is not None and len(b) != length:
-        raise bad_params(f"{name}: expected {length} bytes, got {len(b)}")
-    return b
-
-
-def parse_address(value, name: str = "address") -> bytes:
-    addr = parse_data(value, name, 20)
-    body = value[2:]
-    if body != body.lower() and body != body.upper():
-        from poai.wallet.keys import parse_address as parse_checked
-
-        try:
-            parse_checked(value)
-        except AddressError as exc:
-            raise bad_params(f"{name}: {exc}") from None
-    return addr
-
-
-def parse_bool(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise bad_params(f"{name}: expected true or false, got {_short(value)}")
-    return value
-
-
-def _short(value) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --- chain reads (shared with the explorer) -------------------------------------------
-
-
-@dataclass(frozen=True)
-class TxLocation:
-    block_id: bytes
-    height: int
-    index: int
-
-
-def main_record(node, height: int) -> BlockRecord | None:
-    block_id = node.store.main_id(height)
-    return node.store.record(block_id) if block_id is not None else None
-
-
-def is_main(node, rec: BlockRecord) -> bool:
-    return node.store.main_id(rec.height) == rec.id
-
-
-def load_block(node, rec: BlockRecord) -> tuple[Block, int]:
-    raw = node.store.block_bytes(rec.id)
-    return Block.decode(raw, node.params.max_block_bytes), len(raw)
-
-
-def block_work(rec: BlockRecord) -> int:
-    """The expected attempts of this block alone (cumulative work minus the parent's)."""
-    return work_for_bits(rec.bits)
-
-
-def resolve_height(node, tag) -> int | None:
-    """The main-chain height a block parameter names (None: beyond the tip / unknown hash)."""
-    tip = node.chain.tip().height
-    if isinstance(tag, dict):
-        if "blockHash" in tag:
-            rec = node.store.record(parse_data(tag["blockHash"], "blockHash", 32))
-            if rec is None or not is_main(node, rec):
-                if tag.get("requireCanonical") or rec is None:
-                    raise server_error("block not found on the main chain", "unknown-block")
-            return rec.height
-        if "blockNumber" in tag:
-            return resolve_height(node, tag["blockNumber"])
-        raise bad_params("block parameter: an object needs blockHash or blockNumber")
-    if tag in STATE_TAGS:
-        return tip
-    if tag == "earliest":
-        return 0
-    if isinstance(tag, str) and tag.startswith(("0x", "0X")):
-        h = parse_quantity(tag, "block number", bits=64)
-        return h if h <= tip else None
-    raise bad_params(
-        "block parameter: expected a hex block number or one of "
-        f"latest, earliest, pending, safe, finalized; got {_short(tag)}"
-    )
-
-
-def state_height_check(node, tag) -> None:
-    """Raise unless ``tag`` names the tip, the only state poai keeps."""
-    h = resolve_height(node, tag)
-    if h is None:
-        raise server_error("header not found", "unknown-block")
-    if h != node.chain.tip().height:
-        raise server_error("state at older heights is not kept", "state-not-kept")
-
-
-def locate_tx(node, tx_hash: bytes) -> tuple[Transaction, TxLocation | None] | None:
-    """A mined transaction with its place, a pending one with None, or None."""
-    loc = node.store.tx_location(tx_hash)
-    if loc is not None:
-        block = node.chain.block(loc.block_id)
-        if block is not None and loc.idx < len(block.txs):
-            tx = decode_tx(block.txs[loc.idx], node.params.chain_id)
-            return tx, TxLocation(loc.block_id, loc.height, loc.idx)
-    for tx, _ in node.mempool.pending():
-        if tx.hash == tx_hash:
-            return tx, None
-    return None
-
-
-def pending_nonce(node, address: bytes) -> int:
-    """The account nonce plus the sender's pending transactions with consecutive nonces."""
-    nonce = node.store.account(address).nonce
-    mine = {tx.nonce for tx, _ in node.mempool.pending() if tx.sender == address}
-    while nonce in mine:
-        nonce += 1
-    return nonce
+def suggested_tip(node) -> int:
+    """eth_maxPriorityFeePerGas: 1 gwei, or the node's relay minimum tip if higher."""
+    return max(GWEI, int(getattr(node.mempool, "min_tip", 0) or 0))
 
 
 def gas_price(node) -> int:
-    return max(GWEI, int(getattr(node.mempool, "min_gas_price", 0) or 0))
-
-
-# --- JSON objects -------------------------------------------------------------------
-
-
-def tx_json(node, tx: Transaction, loc: TxLocation | None) -> dict:
-    out = {
-        "hash": data(tx.hash),
-        "nonce": quantity(tx.nonce),
-        "blockHash": data(loc.block_id) if loc else None,
-        "blockNumber": quantity(loc.height) if loc else None,
-        "transactionIndex": quantity(loc.index) if loc else None,
-        "from": checksum(tx.sender),
-        "to": checksum(tx.to),
-        "value": quantity(tx.value),
-        "gas": quantity(tx.gas),
-        "gasPrice": quantity(tx.gas_price),
-        "input": data(tx.data),
-        "v": quantity(tx.v),
-        "r": quantity(tx.r),
-        "s": quantity(tx.s),
-        "type": quantity(tx.tx_type),
-        "chainId": quantity(tx.chain_id),
-    }
-    if tx.tx_type != TX_TYPE_LEGACY:
-        out.update(
-            maxFeePerGas=quantity(tx.max_fee_per_gas),
-            maxPriorityFeePerGas=quantity(tx.max_priority_fee_per_gas),
-            accessList=[],
-            yParity=quantity(tx.y_parity),
-        )
-    return out
-
-
-def receipt_json(node, tx: Transaction, loc: TxLocation) -> dict:
-    return {
-        "transactionHash": data(tx.hash),
-        "transactionIndex": quantity(loc.index),
-        "blockHash": data(loc.block_id),
-        "blockNumber": quantity(loc.height),
-        "from": checksum(tx.sender),
-        "to": checksum(tx.to),
-        "cumulativeGasUsed": quantity(INTRINSIC_GAS * (loc.index + 1)),
-        "gasUsed": quantity(INTRINSIC_GAS),
-        "effectiveGasPrice": quantity(tx.effective_gas_price),
-        "contractAddress": None,
-        "logs": [],
-        "logsBloom": ZERO_BLOOM,
-        "status": "0x1",
-        "type": quantity(tx.tx_type),
-    }
-
-
-def block_json(node, rec: BlockRecord, full: bool) -> dict:
-    block, size = load_block(node, rec)
-    h = block.header
-    if full:
-        txs = [
-            tx_json(node, decode_tx(raw, node.params.chain_id), TxLocation(rec.id, rec.height, i))
-            for i, raw in enumerate(block.txs)
-        ]
-    else:
-        txs = [data(keccak(raw)) for raw in block.txs]
-    return {
-        "number": quantity(h.height),
-        "hash": data(rec.id),
-        "parentHash": data(h.prev_hash),
-        "nonce": data(h.nonce.to_bytes(8, "big")),
-        "mixHash": data(h.proof),
-        "sha3Uncles": EMPTY_UNCLES_HASH,
-        "logsBloom": ZERO_BLOOM,
-        "transactionsRoot": data(h.tx_root),
-        "stateRoot": data(h.state_root),
-        "receiptsRoot": data(h.tx_root),
-        "miner": checksum(h.miner),
-        "difficulty": quantity(block_work(rec)),
-        "totalDifficulty": quantity(rec.work),
-        "extraData": "0x",
-        "size": quantity(size),
-        "gasLimit": quantity(INTRINSIC_GAS * node.params.max_block_txs),
-        "gasUsed": quantity(INTRINSIC_GAS * len(block.txs)),
-        "timestamp": quantity(h.time),
-        "transactions": txs,
-        "uncles": [],
-        "baseFeePerGas": "0x0",
-    }
+    """eth_gasPrice, as geth: the next block's base fee plus the suggested tip."""
+    return node.chain.next_base_fee() + suggested_tip(node)
 
 
 # --- methods --------------------------------------------------------------------------
@@ -412,44 +179,52 @@ def eth_gas_price(node):
 
 @method("eth_maxPriorityFeePerGas")
 def eth_max_priority_fee(node):
-    return quantity(gas_price(node))
+    return quantity(suggested_tip(node))
 
 
 @method("eth_feeHistory", 2, 1)
 def eth_fee_history(node, block_count, newest, percentiles=None):
+    """Base fees, gas used ratios and (with percentiles) tips of up to
+    MAX_FEE_HISTORY main blocks ending at ``newest``: gas from one grouped
+    query of the tx index; tips from the transactions' fee fields (the sender
+    is never needed, so no signature is recovered)."""
     if isinstance(block_count, int) and not isinstance(block_count, bool) and block_count >= 0:
         count = block_count
     else:
         count = parse_quantity(block_count, "blockCount", bits=64)
-    count = min(count, 1024)
+    count = min(count, MAX_FEE_HISTORY)
     if percentiles is not None:
         if not isinstance(percentiles, list) or not all(
             isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in percentiles
         ):
             raise bad_params("rewardPercentiles: expected a list of numbers from 0 to 100")
+        if len(percentiles) > MAX_PERCENTILES:
+            raise bad_params(f"rewardPercentiles: at most {MAX_PERCENTILES} values")
         if any(a > b for a, b in zip(percentiles, percentiles[1:], strict=False)):
             raise bad_params("rewardPercentiles: must be in ascending order")
     newest_h = resolve_height(node, newest)
     if newest_h is None:
         raise server_error("header not found", "unknown-block")
     oldest = max(0, newest_h - count + 1) if count else newest_h + 1
-    ratios, rewards = [], []
+    counts = node.store.main_tx_counts(oldest, newest_h + 1)
+    ratios = [counts.get(h, 0) / node.params.max_block_txs for h in range(oldest, newest_h + 1)]
+    base_fees, rewards = [], []
     for height in range(oldest, newest_h + 1):
-        block, _ = load_block(node, main_record(node, height))
-        ratios.append(len(block.txs) / node.params.max_block_txs)
+        rec = main_record(node, height)
+        block, _ = load_block(node, rec)
+        base_fee = block_base_fee(block)
+        base_fees.append(base_fee)
         if percentiles is not None:
-            prices = sorted(decode_tx(raw, node.params.chain_id).effective_gas_price for raw in block.txs)
-            row = []
-            for p in percentiles:
-                if not prices:
-                    row.append("0x0")
-                else:
-                    i = min(len(prices) - 1, int(p / 100 * len(prices)))
-                    row.append(quantity(prices[i]))
-            rewards.append(row)
+            prices = sorted(tip_per_gas(stx.tx, base_fee) for stx in block_txs(node, rec, block))
+            rewards.append([
+                quantity(prices[min(len(prices) - 1, int(p / 100 * len(prices)))]) if prices else "0x0"
+                for p in percentiles
+            ])
+    # geth also reports the base fee of the block after the newest one
+    base_fees.append(node.chain.next_base_fee(main_record(node, newest_h)))
     out = {
         "oldestBlock": quantity(oldest),
-        "baseFeePerGas": ["0x0"] * (len(ratios) + 1),
+        "baseFeePerGas": [quantity(b) for b in base_fees],
         "gasUsedRatio": ratios,
     }
     if percentiles is not None:
@@ -582,94 +357,33 @@ def poai_node_info(node):
     }
 
 
-def find_block(node, ident) -> BlockRecord | None:
-    """A block by height (main chain: int, decimal or QUANTITY string) or by 32-byte id."""
-    if isinstance(ident, int) and not isinstance(ident, bool):
-        return main_record(node, ident) if ident >= 0 else None
-    if not isinstance(ident, str):
-        raise bad_params(f"block: expected a height or a 32-byte block hash, got {_short(ident)}")
-    text = ident.strip()
-    if text.isdigit() and len(text) <= 20:
-        return main_record(node, int(text))
-    body = text[2:] if text[:2] in ("0x", "0X") else text
-    if len(body) == 64:
-        try:
-            return node.store.record(bytes.fromhex(body))
-        except ValueError:
-            raise bad_params(f"block: {_short(ident)} is not hex") from None
-    if text[:2] in ("0x", "0X"):
-        return main_record(node, parse_quantity(text, "block height", bits=64))
-    raise bad_params(f"block: expected a height or a 32-byte block hash, got {_short(ident)}")
+@method("poai_verifyStats")
+def poai_verify_stats(node):
+    """service.verify_stats(): inferences spent on blocks from peers/RPC (total and by
+    peer), outcomes ({"accepted": n, <reject reason>: n}), cache hits, dropped."""
+    stats = getattr(node, "verify_stats", None)
+    if stats is None:
+        raise server_error("this node keeps no verification statistics", "no-verify-stats")
+    return stats()
 
 
-_quiz_tokenizers: dict[str, object] = {}
-_quiz_lock = threading.Lock()
-
-
-class _TokenizerModel:
-    """What poai.pow.proof.prepare needs of a model: tokenize() and n_vocab."""
-
-    def __init__(self, tokenizer, n_vocab: int) -> None:
-        self.tokenizer = tokenizer
-        self.n_vocab = n_vocab
-
-    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
-        return self.tokenizer.encode(text, add_bos=add_bos)
-
-
-def quiz_model(node, sha256_hex: str):
-    """A model able to build attempts: the node's loaded engine model if it has
-    one, else the vetted file's tokenizer alone (a few seconds, cached)."""
-    loaded = getattr(node.chain.models, "_models", {}).get(sha256_hex)
-    if loaded is not None:
-        return loaded
-    with _quiz_lock:
-        m = _quiz_tokenizers.get(sha256_hex)
-        if m is None:
-            from poai.engine.model import open_reader, read_config
-            from poai.engine.tokenizer import Tokenizer
-            from poai.errors import UnvettedModelError
-            from poai.models.registry import load_registry, resolve_model_file
-
-            entry = load_registry().by_sha256(sha256_hex)
-            if entry is None:
-                raise UnvettedModelError(f"model {sha256_hex} is not in models.lock")
-            path, _ = resolve_model_file(entry.name)
-            reader = open_reader(path)
-            m = _TokenizerModel(Tokenizer.from_gguf(reader), read_config(reader).n_vocab)
-            _quiz_tokenizers[sha256_hex] = m
-        return m
-
-
-def block_quiz(node, block: Block) -> dict:
-    """The attempt of a block's header, re-derived without inference."""
-    from poai.pow.proof import prepare
-
-    h = block.header
-    model = quiz_model(node, h.model.hex())
-    a = prepare(model, h.core_bytes(), node.params.n_tokens)
-    return {
-        "height": h.height,
-        "hash": data(block.id),
-        "nonce": h.nonce,
-        "model": data(h.model),
-        "kind": a.quiz.kind,
-        "prompt": a.quiz.prompt,
-        "answer": a.quiz.answer,
-        "quizIndex": a.quiz_index,
-        "nPrefix": a.n_prefix,
-        "nAnswer": a.n_answer,
-        "tokens": len(a.tokens),
-        "proof": data(h.proof),
-        "note": f"the loss and the glyph fingerprint need inference: poai quiz --height {h.height}",
-    }
+@method("poai_bans")
+def poai_bans(node):
+    """Peers banned now: [{"address": ip, "reason": str, "until": unix time}]."""
+    now = node.clock()
+    bans = list(getattr(node, "bans", {}).items())  # one atomic copy: the peer layer writes it
+    return [
+        {"address": str(ip), "reason": str(reason), "until": int(until)}
+        for ip, (until, reason) in sorted(bans)
+        if until > now
+    ]
 
 
 @method("poai_getQuiz", 1)
 def poai_get_quiz(node, ident):
     rec = find_block(node, ident)
     if rec is None:
-        raise server_error(f"unknown block {_short(ident)}", "unknown-block")
+        raise server_error(f"unknown block {short_value(ident)}", "unknown-block")
     return block_quiz(node, load_block(node, rec)[0])
 
 

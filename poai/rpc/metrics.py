@@ -1,6 +1,9 @@
 """Prometheus metrics of a running node (text exposition format 0.0.4).
 
-Non-consensus figures; chain work is exported as a float gauge.
+Non-consensus figures; chain work is exported as a float gauge.  A metric's
+value is a number, or a list of (labels, number) samples (rejected
+verifications by reason).  The verification counters come from
+``service.verify_stats()`` and are left out on a service without it.
 """
 
 from __future__ import annotations
@@ -24,11 +27,40 @@ def _num(value) -> str:
     return repr(value)
 
 
+def _label_value(text: str) -> str:
+    """A label value escaped as the format requires (backslash, quote, newline)."""
+    return str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def verify_metrics(node) -> list[tuple[str, str, str, object]]:
+    """Counters of service.verify_stats(): accepted and rejected (by reason)
+    blocks, inferences spent, cache hits, dropped blocks."""
+    stats_fn = getattr(node, "verify_stats", None)
+    if stats_fn is None:
+        return []
+    stats = stats_fn()
+    outcomes = dict(stats.get("outcomes", {}))
+    accepted = int(outcomes.pop("accepted", 0))
+    return [
+        ("poai_verify_accepted_total", "counter", "Blocks from peers or RPC accepted after verification.",
+         accepted),
+        ("poai_verify_rejected_total", "counter", "Blocks from peers or RPC rejected, by reject reason.",
+         [({"reason": reason}, int(n)) for reason, n in sorted(outcomes.items())]),
+        ("poai_verify_inferences_total", "counter", "Inferences spent verifying blocks from peers or RPC.",
+         int(stats.get("inferences", 0))),
+        ("poai_verify_cache_hits_total", "counter", "Blocks decided without inference (already known).",
+         int(stats.get("cache_hits", 0))),
+        ("poai_verify_dropped_total", "counter",
+         "Queued blocks dropped unverified (banned or gone peer, over budget, not best chain).",
+         int(stats.get("dropped", 0))),
+    ]
+
+
 def collect(node) -> list[tuple[str, str, str, object]]:
     """(name, type, help, value) of every metric."""
     tip = node.chain.tip()
     verify = node.mean_verify_ms()
-    return [
+    return verify_metrics(node) + [
         ("poai_height", "gauge", "Height of the main chain's tip.", tip.height),
         ("poai_peers", "gauge", "Connected peers.", len(node.peers())),
         (
@@ -59,5 +91,10 @@ def render(node) -> str:
     for name, kind, help_text, value in collect(node):
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {_num(value)}")
+        if isinstance(value, list):
+            for labels, v in value:
+                text = ",".join(f'{k}="{_label_value(lv)}"' for k, lv in labels.items())
+                lines.append(f"{name}{{{text}}} {_num(v)}")
+        else:
+            lines.append(f"{name} {_num(value)}")
     return "\n".join(lines) + "\n"

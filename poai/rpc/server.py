@@ -6,14 +6,20 @@
     GET  /plot/difficulty.svg    GET /plot/hashrate.svg
     GET  /metrics                Prometheus text format 0.0.4
 
-Request bodies are capped at MAX_BODY bytes (a larger one gets HTTP 413 with
-a JSON-RPC error), batches at jsonrpc.MAX_BATCH requests.  Handlers read the
-SQLite store synchronously, so each request runs in a worker thread
-(asyncio.to_thread): the event loop never waits on the database or on a
-tokenizer load.
+Every route is guarded (poai.rpc.guard): a Host outside the allowlist or a
+foreign Origin gets HTTP 403, a JSON-RPC POST that is not application/json
+415.  Request bodies are capped at MAX_BODY bytes (a larger one gets HTTP 413
+with a JSON-RPC error), batches at jsonrpc.MAX_BATCH requests.
+
+Handlers read the SQLite store synchronously, so each request runs on the
+server's own pool of RPC_THREADS worker threads (created with the app, shut
+down on cleanup), never on the event loop's default executor: the peer
+layer's work there cannot queue behind a flood of RPC calls, and the event
+loop never waits on the database or on a tokenizer load.
 
     runner = await serve(node, "127.0.0.1", 8545)   # started; the caller cleans up:
     await runner.cleanup()
+    runner = await serve(node, "0.0.0.0", 8545, guard=HttpGuard.from_flags("node.lan", None, "0.0.0.0"))
 
 serve_in_thread() runs the same server on its own event loop in a daemon
 thread (for a miner or a test that is not async).
@@ -22,15 +28,27 @@ thread (for a miner or a test that is not async).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
 from poai.rpc import explorer, jsonrpc, metrics
+from poai.rpc.guard import HttpGuard, json_content_type, refuse
+from poai.rpc.guard import middleware as guard_middleware
 
 MAX_BODY = 1 << 20
+RPC_THREADS = 4  # concurrent store reads; more only adds GIL contention
 NODE_KEY = web.AppKey("node", object)
+EXECUTOR_KEY = web.AppKey("executor", ThreadPoolExecutor)
+
+
+async def _blocking(request: web.Request, fn, *args):
+    """fn(*args) on the server's own worker threads."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[EXECUTOR_KEY], functools.partial(fn, *args))
 
 
 def _json(obj, status: int = 200) -> web.Response:
@@ -41,13 +59,15 @@ def _json(obj, status: int = 200) -> web.Response:
 
 async def rpc_handler(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    if not json_content_type(request):
+        return refuse(415, "invalid content type: JSON-RPC requests need Content-Type: application/json")
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _too_large()
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _too_large()
-    result = await asyncio.to_thread(jsonrpc.handle_body, node, body)
+    result = await _blocking(request, jsonrpc.handle_body, node, body)
     if result is None:
         return web.Response(status=204)
     return _json(result)
@@ -64,11 +84,11 @@ def _html(status_page: tuple[int, str]) -> web.Response:
 
 
 async def home_handler(request: web.Request) -> web.Response:
-    return _html(await asyncio.to_thread(explorer.home, request.app[NODE_KEY]))
+    return _html(await _blocking(request, explorer.home, request.app[NODE_KEY]))
 
 
 async def _page(request: web.Request, render) -> web.Response:
-    return _html(await asyncio.to_thread(render, request.app[NODE_KEY], request.match_info["ident"]))
+    return _html(await _blocking(request, render, request.app[NODE_KEY], request.match_info["ident"]))
 
 
 async def block_handler(request: web.Request) -> web.Response:
@@ -86,7 +106,7 @@ async def address_handler(request: web.Request) -> web.Response:
 async def search_handler(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     q = request.query.get("q", "")
-    target = await asyncio.to_thread(explorer.search_target, node, q)
+    target = await _blocking(request, explorer.search_target, node, q)
     if target is None:
         return _html(explorer.not_found(node, f"nothing matches {q!r}"))
     raise web.HTTPFound(target)
@@ -97,22 +117,29 @@ def _svg(text: str) -> web.Response:
 
 
 async def difficulty_plot_handler(request: web.Request) -> web.Response:
-    return _svg(await asyncio.to_thread(explorer.difficulty_svg, request.app[NODE_KEY]))
+    return _svg(await _blocking(request, explorer.difficulty_svg, request.app[NODE_KEY]))
 
 
 async def hashrate_plot_handler(request: web.Request) -> web.Response:
-    return _svg(await asyncio.to_thread(explorer.hashrate_svg, request.app[NODE_KEY]))
+    return _svg(await _blocking(request, explorer.hashrate_svg, request.app[NODE_KEY]))
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    text = await asyncio.to_thread(metrics.render, request.app[NODE_KEY])
+    text = await _blocking(request, metrics.render, request.app[NODE_KEY])
     return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
-def make_app(node) -> web.Application:
-    """The aiohttp application serving ``node`` (a poai.node.service.NodeService)."""
-    app = web.Application(client_max_size=MAX_BODY)
+def make_app(node, guard: HttpGuard | None = None) -> web.Application:
+    """The aiohttp application serving ``node`` (a poai.node.service.NodeService),
+    guarded by ``guard`` (default: loopback names only, no cross-origin requests)."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[guard_middleware(guard or HttpGuard())])
     app[NODE_KEY] = node
+    app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="poai-rpc")
+
+    async def _shutdown(app: web.Application) -> None:
+        app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(_shutdown)
     app.router.add_post("/", rpc_handler)
     app.router.add_get("/", home_handler)
     app.router.add_get("/block/{ident}", block_handler)
@@ -125,10 +152,11 @@ def make_app(node) -> web.Application:
     return app
 
 
-async def serve(node, host: str, port: int) -> web.AppRunner:
+async def serve(node, host: str, port: int, *, guard: HttpGuard | None = None) -> web.AppRunner:
     """Start serving ``node`` on host:port (0: a free port; see runner.addresses).
+    guard: the Host/Origin allowlists (default HttpGuard(bind_host=host)).
     Returns the started runner; the caller awaits runner.cleanup()."""
-    runner = web.AppRunner(make_app(node), access_log=None)
+    runner = web.AppRunner(make_app(node, guard or HttpGuard(bind_host=host)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -142,17 +170,21 @@ async def serve(node, host: str, port: int) -> web.AppRunner:
 class BackgroundServer:
     """serve() on a private event loop in a daemon thread."""
 
-    def __init__(self, node, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, node, host: str = "127.0.0.1", port: int = 0, *, guard: HttpGuard | None = None
+    ) -> None:
         self.node = node
         self.host = host
         self.port = port
+        self.guard = guard
         self.loop = asyncio.new_event_loop()
         self.runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, name="poai-rpc", daemon=True)
 
     def start(self) -> "BackgroundServer":
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(serve(self.node, self.host, self.port), self.loop)
+        started = serve(self.node, self.host, self.port, guard=self.guard)
+        fut = asyncio.run_coroutine_threadsafe(started, self.loop)
         self.runner = fut.result(timeout=30)
         self.port = self.runner.addresses[0][1]
         return self
@@ -177,6 +209,7 @@ class BackgroundServer:
         self.stop()
 
 
-def serve_in_thread(node, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
+def serve_in_thread(node, host: str = "127.0.0.1", port: int = 0, *,
+                    guard: HttpGuard | None = None) -> BackgroundServer:
     """A started BackgroundServer; .url, .port, .stop()."""
-    return BackgroundServer(node, host, port).start()
+    return BackgroundServer(node, host, port, guard=guard).start()

@@ -565,3 +565,46 @@ class Store:
 
     def pool_remove(self, hashes, conn=None) -> None:
         self.pool.remove(hashes, conn)
+
+    # --- reads for the RPC and the explorer (senders as stored: no signature recovery) ---
+    def block_senders(self, block_id: bytes) -> list[bytes] | None:
+        """The senders of a main-chain block's transactions in block order, as
+        recovered when the block was connected; None when the block is not on
+        the main chain (its transactions are not indexed)."""
+        with self.read() as c:
+            rows = c.execute(
+                select(txs_t.c.idx, txs_t.c.sender).where(txs_t.c.block_id == block_id).order_by(txs_t.c.idx)
+            ).all()
+            if not rows and c.execute(select(main_t.c.height).where(main_t.c.id == block_id)).first() is None:
+                return None
+        return [r.sender for r in rows]
+
+    def tx_row(self, tx_hash: bytes):
+        """A mined transaction's (block_id, height, idx, sender) row, or None."""
+        with self.read() as c:
+            return c.execute(
+                select(txs_t.c.block_id, txs_t.c.height, txs_t.c.idx, txs_t.c.sender)
+                .where(txs_t.c.hash == tx_hash)
+            ).first()
+
+    def tx_rows_of(self, address: bytes, limit: int = 100):
+        """(hash, block_id, height, idx, sender) of the latest mined transactions
+        from or to ``address``, newest first."""
+        with self.read() as c:
+            return c.execute(
+                select(txs_t.c.hash, txs_t.c.block_id, txs_t.c.height, txs_t.c.idx, txs_t.c.sender)
+                .where((txs_t.c.sender == address) | (txs_t.c.recipient == address))
+                .order_by(txs_t.c.height.desc(), txs_t.c.idx.desc())
+                .limit(limit)
+            ).all()
+
+    def main_tx_counts(self, start: int, stop: int) -> dict[int, int]:
+        """Transactions per main-chain height in [start, stop): one grouped query
+        (heights without transactions are absent)."""
+        with self.read() as c:
+            rows = c.execute(
+                select(txs_t.c.height, func.count())
+                .where(txs_t.c.height >= start, txs_t.c.height < stop)
+                .group_by(txs_t.c.height)
+            ).all()
+        return {r[0]: r[1] for r in rows}
