@@ -34,7 +34,7 @@ class Node:
         self.model = model
         self.store = Store(path)
         self.chain = ChainState(self.store, self.params, models=self.models, clock=self.clock)
-        self.mempool = Mempool(self.store, self.params, clock=self.clock)
+        self.mempool = Mempool(self.store, self.params, base_fee=self.chain.next_base_fee, clock=self.clock)
         self.address = address
 
     def miner(self, address: bytes | None = None) -> Miner:

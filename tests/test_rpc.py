@@ -24,7 +24,8 @@ from sqlalchemy import insert
 
 from poai.chain.block import Block, Coinbase, Header, block_tx_root
 from poai.chain.difficulty import work_for_bits
-from poai.chain.params import COIN, SMOLLM2_SHA256, get_network
+from poai.chain.fees import fee_split
+from poai.chain.params import COIN, HEADER_VERSION, SMOLLM2_SHA256, get_network
 from poai.chain.state import connect_block
 from poai.chain.tx import decode_tx
 from poai.node.chainstate import ChainState, ModelCache
@@ -38,6 +39,7 @@ from poai.wallet.keys import to_checksum_address
 
 PARAMS = get_network("dev")
 CHAIN_ID = PARAMS.chain_id
+BASE = PARAMS.min_base_fee  # every test block here stays at the base-fee floor
 KEY_A = "0x" + "a1" * 32
 KEY_B = "0x" + "b2" * 32
 ADDR_A = bytes.fromhex(EthAccount.from_key(KEY_A).address[2:])
@@ -56,10 +58,11 @@ def sign(nonce: int, value: int, *, key: str = KEY_A, to: bytes = SINK, legacy: 
          price: int = 10**9, chain_id: int = CHAIN_ID) -> bytes:
     fields = {"chainId": chain_id, "nonce": nonce, "to": to_checksum_address(to), "value": value,
               "gas": 21000}
+    # ``price`` is the tip; the fee cap adds the 1 gwei base fee of these blocks
     if legacy:
-        fields["gasPrice"] = price
+        fields["gasPrice"] = price + BASE
     else:
-        fields.update(type=2, maxFeePerGas=price, maxPriorityFeePerGas=price)
+        fields.update(type=2, maxFeePerGas=price + BASE, maxPriorityFeePerGas=price)
     return bytes(EthAccount.sign_transaction(fields, key).raw_transaction)
 
 
@@ -75,11 +78,12 @@ def connect_unproven(svc: NodeService, txs=(), miner: bytes = MINER) -> Block:
     tip = chain.tip()
     parent = chain.block(tip.id)
     height = tip.height + 1
-    fees = sum(decode_tx(raw, CHAIN_ID).fee for raw in txs)
+    fees = sum(fee_split(decode_tx(raw, CHAIN_ID), PARAMS.min_base_fee)[1] for raw in txs)
     cb = Coinbase(height=height, miner=miner, value=params.reward(height) + fees)
     header = Header(
-        version=1, chain_id=CHAIN_ID, height=height, prev_hash=tip.id, tx_root=block_tx_root(cb, txs),
-        state_root=bytes(32), time=tip.time + params.target_spacing, bits=params.genesis_bits,
+        version=HEADER_VERSION, chain_id=CHAIN_ID, height=height, prev_hash=tip.id,
+        tx_root=block_tx_root(cb, txs), state_root=bytes(32), time=tip.time + params.target_spacing,
+        bits=params.genesis_bits, base_fee=chain.next_base_fee(tip),
         model=bytes.fromhex(SMOLLM2_SHA256), miner=miner, nonce=1000 + height, proof=os.urandom(32),
     )
     draft = Block(header=header, coinbase=cb, txs=tuple(txs))
@@ -98,7 +102,7 @@ def svc(tmp_path):
     store = Store(tmp_path / "chain.db")
     chain = ChainState(store, PARAMS)
     fund(store, ADDR_A, 100 * COIN)
-    service = NodeService(PARAMS, store, chain, Mempool(store, PARAMS))
+    service = NodeService(PARAMS, store, chain, Mempool(store, PARAMS, base_fee=chain.next_base_fee))
     yield service
     store.close()
 
@@ -219,17 +223,18 @@ def test_send_raw_transaction_and_nonces(svc):
 
 
 def test_gas_price_fee_history_and_estimate(svc):
-    assert rpc(svc, "eth_gasPrice") == hex(10**9)
+    # geth's answers: gasPrice = next base fee + suggested tip; the tip alone
+    assert rpc(svc, "eth_gasPrice") == hex(BASE + 10**9)
     assert rpc(svc, "eth_maxPriorityFeePerGas") == hex(10**9)
-    svc.mempool.min_gas_price = 3 * 10**9
-    assert rpc(svc, "eth_gasPrice") == hex(3 * 10**9)
+    svc.mempool.min_tip = 3 * 10**9
+    assert rpc(svc, "eth_gasPrice") == hex(BASE + 3 * 10**9)
     assert rpc(svc, "eth_maxPriorityFeePerGas") == hex(3 * 10**9)
-    svc.mempool.min_gas_price = 0
+    svc.mempool.min_tip = 1
     connect_unproven(svc, [sign(0, 5, price=2 * 10**9), sign(1, 5, price=7 * 10**9, legacy=True)])
     connect_unproven(svc)
     fh = rpc(svc, "eth_feeHistory", "0x3", "latest", [10, 90])
     assert fh["oldestBlock"] == "0x0"
-    assert fh["baseFeePerGas"] == ["0x0"] * 4
+    assert fh["baseFeePerGas"] == [hex(BASE)] * 4  # three blocks and the next one
     assert fh["gasUsedRatio"] == [0.0, 2 / PARAMS.max_block_txs, 0.0]
     assert fh["reward"] == [["0x0", "0x0"], [hex(2 * 10**9), hex(7 * 10**9)], ["0x0", "0x0"]]
     assert "reward" not in rpc(svc, "eth_feeHistory", 2, "0x1")
@@ -276,14 +281,14 @@ def test_transactions_pending_and_mined(svc):
         "to": to_checksum_address(SINK),
         "value": hex(3 * COIN),
         "gas": "0x5208",
-        "gasPrice": hex(2 * 10**9),
+        "gasPrice": hex(BASE + 2 * 10**9),  # mined: base fee + tip
         "input": "0x",
         "v": hex(dec.y_parity),
         "r": hex(dec.r),
         "s": hex(dec.s),
         "type": "0x2",
         "chainId": "0x744d",
-        "maxFeePerGas": hex(2 * 10**9),
+        "maxFeePerGas": hex(BASE + 2 * 10**9),
         "maxPriorityFeePerGas": hex(2 * 10**9),
         "accessList": [],
         "yParity": hex(dec.y_parity),
@@ -292,7 +297,7 @@ def test_transactions_pending_and_mined(svc):
     dec0 = decode_tx(raw0, CHAIN_ID)
     assert t0["type"] == "0x0" and t0["transactionIndex"] == "0x1" and t0["nonce"] == "0x1"
     assert t0["v"] == hex(35 + 2 * CHAIN_ID + dec0.y_parity)
-    assert t0["gasPrice"] == hex(5 * 10**9)
+    assert t0["gasPrice"] == hex(BASE + 5 * 10**9)
     assert not {"maxFeePerGas", "maxPriorityFeePerGas", "accessList", "yParity"} & set(t0)
     for t in (t2, t0):
         assert_quantities(t, ["nonce", "blockNumber", "transactionIndex", "value", "gas", "gasPrice",
@@ -309,7 +314,7 @@ def test_transactions_pending_and_mined(svc):
         "to": to_checksum_address(SINK),
         "cumulativeGasUsed": hex(2 * 21000),
         "gasUsed": "0x5208",
-        "effectiveGasPrice": hex(5 * 10**9),
+        "effectiveGasPrice": hex(BASE + 5 * 10**9),
         "contractAddress": None,
         "logs": [],
         "logsBloom": "0x" + "00" * 256,
@@ -346,7 +351,7 @@ def test_blocks(svc):
         "timestamp": hex(h.time),
         "transactions": ["0x" + keccak(raw).hex()],
         "uncles": [],
-        "baseFeePerGas": "0x0",
+        "baseFeePerGas": hex(BASE),
     }
     assert len(b["nonce"]) == 18
     assert rpc(svc, "eth_getBlockByHash", b["hash"], False) == b
@@ -401,7 +406,7 @@ def test_syncing_peers_mining_and_node_info(svc):
     assert info["tip"]["height"] == 0 and info["tip"]["hash"] == info["genesis"]
     assert info["listen"] == "0.0.0.0:29773" and info["peers"] == 1 and info["mempoolSize"] == 1
     assert info["verifyMs"] is None
-    svc.verify_ms.extend([10.0, 20.0])
+    svc.verify_seconds.extend([0.010, 0.020])
     assert rpc(svc, "poai_nodeInfo")["verifyMs"] == 15.0
     svc.peer_down("10.0.0.2:29773")
     assert rpc(svc, "eth_syncing") is False
@@ -519,7 +524,7 @@ def test_metrics_text_format(svc):
     assert m["poai_bans_total"][0] == "counter" and m["poai_chain_work"][0] == "gauge"
     assert m["poai_chain_work"][2] == float(work_for_bits(PARAMS.genesis_bits))
     connect_unproven(svc)
-    svc.verify_ms.extend([4.0, 8.0])
+    svc.verify_seconds.extend([0.004, 0.008])
     svc.mining.attempts_per_s = 1.25
     svc.ban_count = 2
     svc.peer_up(PeerInfo("10.0.0.3:1", inbound=True, height=0))

@@ -14,6 +14,7 @@ from eth_keys import keys as eth_keys
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 
+from poai.chain.fees import effective_gas_price, fee_split, tip_per_gas
 from poai.chain.tx import (
     INTRINSIC_GAS,
     MAX_TX_GAS,
@@ -124,9 +125,10 @@ def test_decode_eth_account_type2():
     assert (tx.y_parity, tx.r, tx.s) == (signed.v, signed.r, signed.s)
     assert tx.v == signed.v
     assert tx.raw == bytes(signed.raw_transaction)
-    # base fee 0: pays the tip; charges exactly a transfer's intrinsic gas
-    assert tx.effective_gas_price == tx.gas_price == 2 * GWEI
-    assert tx.fee == 21000 * 2 * GWEI
+    # at a 1 gwei base fee it pays base + tip per gas, for exactly a transfer's intrinsic gas
+    assert effective_gas_price(tx, GWEI) == 3 * GWEI
+    assert fee_split(tx, GWEI) == (21000 * GWEI, 21000 * 2 * GWEI)
+    assert tip_per_gas(tx, 29 * GWEI) == GWEI  # the fee cap binds
     assert tx.max_cost == 10**18 + 21000 * 30 * GWEI
 
 
@@ -136,18 +138,21 @@ def test_decode_eth_account_legacy():
     assert tx.hash == bytes(signed.hash)
     assert tx.sender == SENDER
     assert (tx.tx_type, tx.chain_id, tx.nonce, tx.gas, tx.to, tx.value) == (0, CHAIN_ID, 3, 21000, TO, 12345)
-    assert tx.gas_price == tx.max_fee_per_gas == tx.max_priority_fee_per_gas == 5 * GWEI
+    assert tx.max_fee_per_gas == tx.max_priority_fee_per_gas == 5 * GWEI
     assert tx.v == signed.v == 35 + 2 * CHAIN_ID + tx.y_parity
     assert (tx.r, tx.s) == (signed.r, signed.s)
-    assert tx.fee == 21000 * 5 * GWEI
+    assert fee_split(tx, GWEI) == (21000 * GWEI, 21000 * 4 * GWEI)  # legacy tip: gasPrice - base
     assert tx.max_cost == 12345 + 21000 * 5 * GWEI
 
 
 def test_decode_tip_capped_by_fee_cap_and_big_gas():
     raw = _eth_sign(_type2(maxFeePerGas=3, maxPriorityFeePerGas=3, gas=MAX_TX_GAS, value=0, nonce=0))
     tx = decode_tx(raw, CHAIN_ID)
-    assert tx.effective_gas_price == 3
-    assert tx.fee == INTRINSIC_GAS * 3  # gas limit does not matter: a transfer uses 21000
+    assert effective_gas_price(tx, 1) == 3
+    assert sum(fee_split(tx, 1)) == INTRINSIC_GAS * 3  # gas limit does not matter: a transfer uses 21000
+    with pytest.raises(TxError) as err:
+        tip_per_gas(tx, 4)
+    assert err.value.reason == "tx-fee-below-base-fee"
     assert tx.max_cost == MAX_TX_GAS * 3
 
 
@@ -225,7 +230,7 @@ def test_eth_account_recovers_and_decodes_poai_transactions():
     nonce, gas_price, gas, to, value, data, v, r, s = rlp.decode(legacy.raw)
     assert (to, data, int.from_bytes(v, "big")) == (TO, b"", legacy.v)
     assert int.from_bytes(r, "big") == legacy.r and int.from_bytes(s, "big") == legacy.s
-    assert legacy.effective_gas_price == 3 and legacy.fee == 63000
+    assert effective_gas_price(legacy, 3) == 3 and fee_split(legacy, 2) == (42000, 21000)
 
 
 def test_signing_digest_and_recover_sender():

@@ -149,32 +149,15 @@ class Transaction:
     sender: bytes
 
     @property
-    def gas_price(self) -> int:
-        """Legacy: the signed gas price.  Type 2: the effective gas price (as Ethereum
-        reports ``gasPrice`` for a mined EIP-1559 transaction)."""
-        if self.tx_type == TX_TYPE_LEGACY:
-            return self.max_fee_per_gas
-        return self.effective_gas_price
-
-    @property
     def v(self) -> int:
         """The signature's v as encoded: ``35 + 2 * chain_id + y_parity`` (legacy) or y parity."""
         if self.tx_type == TX_TYPE_LEGACY:
             return 35 + 2 * self.chain_id + self.y_parity
         return self.y_parity
 
-    @property
-    def effective_gas_price(self) -> int:
-        """Price paid per gas.  poai's base fee is fixed at 0, so a type-2 transaction pays
-        its tip, capped by its fee cap."""
-        if self.tx_type == TX_TYPE_LEGACY:
-            return self.max_fee_per_gas
-        return min(self.max_fee_per_gas, self.max_priority_fee_per_gas)
-
-    @property
-    def fee(self) -> int:
-        """What the sender pays the miner: the intrinsic gas of a transfer at the effective price."""
-        return INTRINSIC_GAS * self.effective_gas_price
+    # What a transaction pays depends on the block's base fee: see poai.chain.fees
+    # (tip_per_gas, effective_gas_price, fee_split).  A legacy transaction decodes with
+    # max_fee_per_gas == max_priority_fee_per_gas == gasPrice.
 
     @property
     def max_cost(self) -> int:

@@ -124,7 +124,7 @@ def mine(
     models = ModelCache(kernel)
     models.put(entry.sha256, m)
     params, store, chain = dd.open_chain(models=models)
-    miner = Miner(chain, m, addr, mempool=Mempool(store, params), batch=batch)
+    miner = Miner(chain, m, addr, mempool=Mempool(store, params, base_fee=chain.next_base_fee), batch=batch)
     console.print(
         f"mining on [bold]{params.name}[/] with {entry.name} ({m.kernel} kernel, batch {batch}) "
         f"to {_checksum(addr)}; Ctrl-C stops"
@@ -190,7 +190,7 @@ def info(data_dir: Path = DATA_DIR) -> None:
         ("chain work", str(tip.work)),
         ("next bits", f"{nxt:#010x} (1 in {(1 << 256) // (compact_to_target(nxt) + 1)})"),
         ("blocks stored", str(store.block_count())),
-        ("mempool", str(len(Mempool(store, params)))),
+        ("mempool", str(len(Mempool(store, params, base_fee=chain.next_base_fee)))),
     ):
         t.add_row(k, v)
     console.print(t)
@@ -342,7 +342,7 @@ def send(
     from poai.wallet.keys import private_key_to_address
 
     sender = private_key_to_address(pk)
-    pool = Mempool(store, params)
+    pool = Mempool(store, params, base_fee=chain.next_base_fee)
     nonce = store.account(sender).nonce
     pending = sorted(tx.nonce for tx, _ in pool.pending() if tx.sender == sender)
     while nonce in pending:
@@ -394,7 +394,7 @@ def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_
     except ValueError:
         raise PoaiError("the transaction is not hex", reason="tx-malformed") from None
     params, store, chain = datadir(data_dir).open_chain()
-    tx = Mempool(store, params).add(data)
+    tx = Mempool(store, params, base_fee=chain.next_base_fee).add(data)
     console.print(
         f"accepted {_hex(tx.hash)}: {format_amount(tx.value)} from {_checksum(tx.sender)} "
         f"to {_checksum(tx.to)}"
@@ -416,7 +416,7 @@ def tx_show(tx_hash: str = typer.Argument(...), data_dir: Path = DATA_DIR) -> No
     loc = store.tx_location(h)
     if loc is not None:
         console.print(f"mined in block {loc.height} ({loc.block_id.hex()}), index {loc.idx}")
-    elif any(tx.hash == h for tx, _ in Mempool(store, params).pending()):
+    elif any(tx.hash == h for tx, _ in Mempool(store, params, base_fee=chain.next_base_fee).pending()):
         console.print("pending in the mempool")
     else:
         raise PoaiError(f"unknown transaction {tx_hash}", reason="not-found")

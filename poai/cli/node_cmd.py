@@ -81,7 +81,7 @@ def run(
     m = engine.load(entry.name, kernel=kernel)
     models.put(entry.sha256, m)
     params, store, chain = dd.open_chain(models=models)
-    service = NodeService(params, store, chain, Mempool(store, params))
+    service = NodeService(params, store, chain, Mempool(store, params, base_fee=chain.next_base_fee))
     listen_at = parse_hostport(listen, params.default_port) if listen else ("0.0.0.0", params.default_port)
     # --peer, else $POAI_SEEDS (comma-separated), else the network's seed list
     seeds = [s for s in os.environ.get("POAI_SEEDS", "").split(",") if s.strip()] or list(params.seeds)

@@ -104,6 +104,14 @@ class Mempool:
         self.store.pool.remove(gone)
         return out
 
+    def known_sender(self, raw: bytes) -> bytes | None:
+        """The sender this node recovered when ``raw`` entered the pool (the
+        chain state's signature cache), or None."""
+        from poai.chain.block import tx_hash
+
+        row = self.store.pool.raw_of(tx_hash(raw))
+        return row[1] if row is not None and bytes(row[0]) == bytes(raw) else None
+
     def get(self, tx_hash: bytes) -> Transaction | None:
         """One pending transaction by hash (a primary-key lookup), or None."""
         row = self.store.pool.raw_of(tx_hash)

@@ -68,10 +68,7 @@ class Miner:
         return result
 
     def _candidates(self, limit: int, base_fee: int):
-        try:
-            return self.mempool.select(limit, base_fee=base_fee)
-        except TypeError:  # a pool without base-fee ordering: apply_transfer filters
-            return self.mempool.select(limit)
+        return self.mempool.select(limit, base_fee=base_fee)
 
     def template(self) -> tuple[Block, int]:
         """A block on the current tip with nonce 0 and no proof; and the target."""
