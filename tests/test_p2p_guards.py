@@ -15,7 +15,6 @@ import time
 
 import pytest
 import rlp
-from eth_account import Account
 
 from poai.chain.block import Block, grind_seal
 from poai.net import protocol as wire
@@ -85,7 +84,8 @@ def _prepare_a(a_dir) -> dict:
     blk = Block.decode(s.block_bytes(tip.id), DEV.max_block_bytes)
     side = {}
     for status, dt in ((STORED, 1), (INVALID, 2)):
-        h = grind_seal(blk.header.with_(time=blk.header.time + dt, nonce=blk.header.nonce + dt), DEV.seal_bits)
+        h = blk.header.with_(time=blk.header.time + dt, nonce=blk.header.nonce + dt)
+        h = grind_seal(h, DEV.seal_bits)
         b = Block(header=h, coinbase=blk.coinbase, txs=blk.txs)
         # less work than the tip: never a candidate for the node's best chain
         s.add_block(BlockRecord(b.id, h.prev_hash, h.height, h.time, h.bits, tip.work - 1, status,
@@ -146,7 +146,7 @@ def test_peer_guards(tmp_path):
             w.send("tx", raw)
             assert _closed_by_peer(w.sock, 20)
             w.close()
-            wait(lambda: f"banned peer {source}:" in log_text(a), 10, f"the {reason} ban")
+            wait(lambda s=source: f"banned peer {s}:" in log_text(a), 10, f"the {reason} ban")
             assert reason in log_text(a)
         again = socket.create_connection((a.host, a.port), source_address=("127.0.0.111", 0))
         assert _closed_by_peer(again, 5)
@@ -154,10 +154,13 @@ def test_peer_guards(tmp_path):
         assert "inbound connection from 127.0.0.111" in log_text(a)
 
         # --- A: at most 4 inbound connections per netgroup (a loopback address is its own group)
-        held = [socket.create_connection((a.host, a.port), source_address=("127.0.0.120", 0)) for _ in range(4)]
-        fifth = socket.create_connection((a.host, a.port), source_address=("127.0.0.120", 0))
+        def conn(source):
+            return socket.create_connection((a.host, a.port), source_address=(source, 0))
+
+        held = [conn("127.0.0.120") for _ in range(4)]
+        fifth = conn("127.0.0.120")
         assert _closed_by_peer(fifth, 3)
-        other = socket.create_connection((a.host, a.port), source_address=("127.0.0.121", 0))
+        other = conn("127.0.0.121")
         assert not _closed_by_peer(other, 1) and not _closed_by_peer(held[0], 0.5)
         for s in held + [fifth, other]:
             s.close()

@@ -11,7 +11,10 @@ first).
 A request stalls when it is older than BLOCK_TIMEOUT seconds, or older than
 a third of that while at least OVERTAKE blocks requested later from the same
 peer have arrived (blocks are asked in chain order, so a peer that keeps
-delivering the others while holding one back is withholding it).
+delivering the others while holding one back is withholding it).  The clocks
+stop while this node has BACKLOG or more received blocks waiting for
+verification: a peer's read loop then waits for room in the queue, so its
+late deliveries are this node's delay, not the peer's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ BLOCK_TIMEOUT = float(os.environ.get("POAI_P2P_BLOCK_TIMEOUT", "30"))
 TX_TIMEOUT = 60.0
 HEADERS_TIMEOUT = 60.0
 OVERTAKE = 2
+BACKLOG = MAX_IN_FLIGHT  # queued blocks that suspend the stall clocks
 MAX_STALLS = 3  # stalled downloads before the peer is disconnected
 
 
@@ -68,6 +72,12 @@ class InFlight:
             if other[1] < item[1]:
                 other[2] += 1
         return True
+
+    def pause(self, seconds: float) -> None:
+        """Stop the clocks for a while: time this node spent backlogged with
+        blocks to verify is not the peer's delay."""
+        for item in self.items.values():
+            item[0] += seconds
 
     def stalled(self, timeout: float = None) -> list[bytes]:
         timeout = BLOCK_TIMEOUT if timeout is None else timeout

@@ -31,116 +31,24 @@ from poai.chain.block import Block, Header
 from poai.errors import DecodeError, PoaiError, ValidationError
 from poai.net import download as dl
 from poai.net import protocol as wire
-from poai.net.addrman import AddrMan, AddrRefused, TokenBucket, ban_key, netgroup, parse_ip
+from poai.net import serve
+from poai.net.addrman import AddrMan, AddrRefused, ban_key, parse_ip
+from poai.net.peer import Peer, _is_loopback, parse_hostport  # noqa: F401  (parse_hostport: the CLI's import)
 from poai.net.protocol import INV_BLOCK, INV_TX, ProtocolViolation
 
 log = logging.getLogger("poai.net")
 
-HANDSHAKE_TIMEOUT = 10.0
-IDLE_TIMEOUT = 90.0
 PING_INTERVAL = 30.0
 CONNECT_INTERVAL = 2.0
 BAN_SECONDS = 24 * 3600
 MAX_IN_FLIGHT = dl.MAX_IN_FLIGHT
 MAX_INBOUND_PER_NETGROUP = 4
-GETHEADERS_BURST, GETHEADERS_RATE = 50.0, 0.5
 AGENT = "poai/0.1"
 # Rejections that are not the sending peer's fault (our clock, our policy, a race).
 NOT_PEER_FAULT = {"time-too-far-future", "fork-too-deep", "known-invalid", "invalid-parent"}
 # A relayed transaction with one of these is the relayer's fault (it must have checked
 # the signature and the encoding itself); policy rejections (fee, nonce) are not.
 BAD_TX = {"tx-bad-signature", "tx-high-s", "tx-wrong-chain-id", "tx-malformed", "tx-oversize"}
-
-
-def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        if default_port is None:
-            raise PoaiError(f"{text!r} is not HOST:PORT", reason="bad-address")
-        return text, default_port
-    try:
-        p = int(port)
-    except ValueError:
-        raise PoaiError(f"{text!r}: port is not a number", reason="bad-address") from None
-    if not 0 <= p <= 65535:
-        raise PoaiError(f"{text!r}: port out of range", reason="bad-address")
-    return host.strip("[]") or "0.0.0.0", p
-
-
-def _is_loopback(host: str) -> bool:
-    ip = parse_ip(host)
-    return ip.is_loopback if ip is not None else host == "localhost"
-
-
-class Peer:
-    def __init__(self, net: "P2PNode", reader, writer, inbound: bool, target: tuple[str, int] | None = None):
-        self.net = net
-        self.reader = reader
-        self.writer = writer
-        self.inbound = inbound
-        host, port = writer.get_extra_info("peername")[:2]
-        self.host, self.port = host, port
-        self.target = target  # the (host, port) we dialled
-        self.name = f"{host}:{port}"
-        # Bans are by IP address only: local testnets give every node its own 127.x address.
-        self.ban_key = ban_key(host)
-        self.netgroup = netgroup(self.ban_key)
-        self.version: list | None = None
-        self.got_verack = False
-        self.ready = False
-        self.height = 0
-        self.listen_port = 0
-        self.agent = ""
-        self.last_recv = time.monotonic()
-        self.in_flight = dl.InFlight()         # block requests outstanding
-        self.tx_in_flight: dict[bytes, float] = {}  # tx hash -> asked at
-        self.wanted: list[bytes] = []  # block ids to fetch, in order (at most dl.MAX_WANTED)
-        self.headers_asked = 0.0       # when our getheaders went out (0: none outstanding)
-        self.headers_next: bytes | None = None  # where to continue headers once the queue drains
-        self.stalls = 0
-        self.valid_blocks = 0          # blocks from this peer that passed verification
-        self.addr_bucket = TokenBucket()
-        self.getheaders_bucket = TokenBucket(GETHEADERS_RATE, GETHEADERS_BURST)
-        self.getheaders_ignored = 0
-        self.served_getaddr = False
-        self.addr_logged = 0.0
-        self.closed = False
-
-    async def send(self, *msg) -> None:
-        if self.closed:
-            return
-        try:
-            self.writer.write(wire.frame(self.net.magic, list(msg)))
-            await asyncio.wait_for(self.writer.drain(), timeout=30)
-        except (ConnectionError, asyncio.TimeoutError, OSError):
-            self.close()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.writer.close()
-            except Exception:  # closing a broken transport must not raise
-                pass
-
-    async def run(self) -> None:
-        try:
-            if not self.inbound:
-                await self.net.send_version(self)
-            while not self.closed:
-                timeout = IDLE_TIMEOUT if self.ready else HANDSHAKE_TIMEOUT
-                head = await asyncio.wait_for(self.reader.readexactly(wire.HEADER_BYTES), timeout)
-                n = wire.parse_header(self.net.magic, head)
-                payload = await asyncio.wait_for(self.reader.readexactly(n), timeout)
-                self.last_recv = time.monotonic()
-                await self.net.handle(self, wire.decode(payload))
-        except ProtocolViolation as exc:
-            self.net.ban(self, exc.reason, str(exc))
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, OSError):
-            pass
-        finally:
-            self.close()
-            self.net.forget(self)
 
 
 class P2PNode:
@@ -319,11 +227,15 @@ class P2PNode:
     async def _watchdog(self) -> None:
         """Once a second: stalled block downloads move to another announcer, old
         transaction and headers requests are forgotten, repeat stallers go."""
+        last = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
+            now, elapsed, last = time.monotonic(), time.monotonic() - last, time.monotonic()
+            backlogged = self.blocks is not None and self.blocks.qsize() >= dl.BACKLOG
             for p in list(self.peers):
-                for bid in p.in_flight.stalled():
+                if backlogged:
+                    p.in_flight.pause(elapsed)
+                for bid in [] if backlogged else p.in_flight.stalled():
                     p.in_flight.items.pop(bid, None)
                     p.stalls += 1
                     log.info("block %s from %s stalled (%d)", bid.hex()[:16], p.name, p.stalls)
@@ -351,7 +263,7 @@ class P2PNode:
             if len(others[0].wanted) < dl.MAX_WANTED:
                 others[0].wanted.insert(0, bid) if front else others[0].wanted.append(bid)
             return others[0]
-        return self.service_note_lost(bid, exclude=lost_from)
+        return self.service_note_lost(bid, exclude=lost_from, front=front)
 
     def _kick(self, peers) -> None:
         for p in set(peers) - {None}:
@@ -371,12 +283,14 @@ class P2PNode:
             self.service.peer_down(peer.name)
             log.info("peer %s disconnected", peer.name)
 
-    def service_note_lost(self, block_id: bytes, exclude: Peer | None = None) -> Peer | None:
+    def service_note_lost(
+        self, block_id: bytes, exclude: Peer | None = None, front: bool = True
+    ) -> Peer | None:
         """A requested block will not arrive from that peer: ask another."""
         for p in self.peers:
             if p is not exclude and p.ready and p.height > self.service.chain.tip().height:
                 if len(p.wanted) < dl.MAX_WANTED:
-                    p.wanted.insert(0, block_id)
+                    p.wanted.insert(0, block_id) if front else p.wanted.append(block_id)
                 return p
         return None
 
@@ -479,18 +393,10 @@ class P2PNode:
             log.info("addr from %s: %d kept, %d refused %s, %d over the rate limit", peer.name, stored,
                      sum(why.values()), why, self.addrman.rate_limited - limited)
 
-    def _inv_lookup(self, blocks: list[bytes], txs: list[bytes]) -> tuple[set, set]:
-        store = self.service.store
-        known_tx: set[bytes] = set()
-        if txs:
-            known_tx = {row.hash for row in store.pool_rows()}
-            known_tx |= {h for h in txs if h not in known_tx and store.tx_location(h) is not None}
-        return (store.stored_ids(blocks) if blocks else set()), known_tx
-
     async def _on_inv(self, peer, items) -> None:
         blocks = [h for kind, h in items if kind == INV_BLOCK]
         txs = [h for kind, h in items if kind == INV_TX]
-        stored, known_tx = await self._blocking(self._inv_lookup, blocks, txs)
+        stored, known_tx = await self._blocking(serve.inv_lookup, self.service.store, blocks, txs)
         busy = self._in_flight_all()
         queued = self._wanted_all()
         ask = []
@@ -532,24 +438,12 @@ class P2PNode:
         total = sum(len(p.wanted) for p in self.peers)
         return max(0, min(dl.MAX_WANTED - len(peer.wanted), dl.MAX_WANTED_TOTAL - total))
 
-    def _verified_blocks(self, ids: list[bytes]) -> dict[bytes, bytes]:
-        """The bytes of those blocks whose proof this node verified (never an
-        invalid or merely stored side block: serving one would get us banned)."""
-        from poai.store.db import VERIFIED
-
-        store, out = self.service.store, {}
-        for bid in ids:
-            rec = store.record(bid)
-            if rec is not None and rec.status == VERIFIED:
-                data = store.block_bytes(bid)
-                if data is not None:
-                    out[bid] = data
-        return out
-
     async def _on_getdata(self, peer, items) -> None:
         # at most MAX_IN_FLIGHT blocks per request (what an honest peer asks); the rest: notfound
         wanted_blocks = [h for kind, h in items if kind == INV_BLOCK][:MAX_IN_FLIGHT]
-        found = await self._blocking(self._verified_blocks, wanted_blocks) if wanted_blocks else {}
+        found = {}
+        if wanted_blocks:
+            found = await self._blocking(serve.verified_blocks, self.service.store, wanted_blocks)
         pool = None
         missing = []
         for kind, h in items:
@@ -580,25 +474,13 @@ class P2PNode:
                 peer.tx_in_flight.pop(h, None)
         self._kick(kick)
 
-    def locator(self) -> list[bytes]:
-        store = self.service.store
-        tip = store.tip().height
-        heights, step, h = [], 1, tip
-        while h > 0 and len(heights) < wire.MAX_LOCATOR - 1:
-            heights.append(h)
-            if len(heights) >= 10:
-                step *= 2
-            h -= step
-        heights.append(0)
-        return [store.main_id(x) for x in heights]
-
     async def _ask_headers(self, peer, locator: list[bytes] | None = None) -> None:
         """One getheaders outstanding per peer (cleared by its answer or after HEADERS_TIMEOUT)."""
         if peer.headers_asked:
             return
         peer.headers_asked = time.monotonic()
         if locator is None:
-            locator = await self._blocking(self.locator)
+            locator = await self._blocking(serve.locator, self.service.store)
         await peer.send("getheaders", locator, bytes(32))
 
     async def _on_getheaders(self, peer, locator, stop) -> None:
@@ -608,25 +490,8 @@ class P2PNode:
                 log.info("ignoring getheaders from %s: over its rate (%d ignored)", peer.name,
                          peer.getheaders_ignored)
             return
-        headers = await self._blocking(self._headers_after, locator, stop)
+        headers = await self._blocking(serve.headers_after, self.service.store, locator, stop)
         await peer.send("headers", headers)
-
-    def _headers_after(self, locator: list[bytes], stop: bytes) -> list[bytes]:
-        """Main-chain headers after the first locator entry on our main chain, up
-        to MAX_HEADERS or the stop block, from the headers table."""
-        store = self.service.store
-        start = 0
-        for h in locator:
-            rec = store.record(h)
-            if rec is not None and store.main_id(rec.height) == h:
-                start = rec.height
-                break
-        count = wire.MAX_HEADERS
-        if stop != bytes(32):
-            rec = store.record(stop)
-            if rec is not None and rec.height > start and store.main_id(rec.height) == stop:
-                count = min(count, rec.height - start)
-        return store.main_headers(start + 1, count)
 
     def _note_header_ids(self, ids: list[bytes]) -> None:
         for i in ids:
@@ -690,7 +555,8 @@ class P2PNode:
                 ask.append([INV_BLOCK, bid])
             if ask:
                 await peer.send("getdata", ask)
-        if peer.headers_next is not None and len(peer.wanted) <= dl.MAX_WANTED // 2 and not peer.headers_asked:
+        drained = len(peer.wanted) <= dl.MAX_WANTED // 2
+        if peer.headers_next is not None and drained and not peer.headers_asked:
             nxt, peer.headers_next = peer.headers_next, None
             await self._ask_headers(peer, [nxt])
 

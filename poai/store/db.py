@@ -312,7 +312,8 @@ class Store:
         ids, out = list(block_ids), set()
         with self.reader.connect() as c:
             for i in range(0, len(ids), 500):  # below SQLite's host-parameter limit
-                out.update(r[0] for r in c.execute(select(blocks_t.c.id).where(blocks_t.c.id.in_(ids[i:i + 500]))))
+                rows = c.execute(select(blocks_t.c.id).where(blocks_t.c.id.in_(ids[i:i + 500])))
+                out.update(r[0] for r in rows)
         return out
 
     def block_bytes(self, block_id: bytes) -> bytes | None:
