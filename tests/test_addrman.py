@@ -199,3 +199,68 @@ def test_in_flight_stalls_by_time_and_by_being_overtaken():
     assert ann.others(b"x", p1) == [p2]
     ann.drop_peer(p2)
     assert ann.others(b"x", p1) == []
+
+
+def test_headers_table_migration_and_main_headers(tmp_path):
+    """The headers table is written with every block row, refilled from the
+    block rows when a version-1 database opens, and read in one query."""
+    pytest.importorskip("sqlalchemy")
+    from poai.chain.params import get_network
+    from poai.chain.validate import genesis_block
+    from poai.store import Store
+    from poai.store.db import STORED, BlockRecord, header_bytes, headers_t
+
+    params = get_network("dev")
+    g = genesis_block(params)
+    s = Store(tmp_path / "chain.db")
+    s.initialise(params.name, g.id, g.encode(), g.header)
+    assert s.main_headers(0, 10) == [g.header.encode()] and header_bytes(g.encode()) == g.header.encode()
+    side = g.header.with_(height=1, prev_hash=g.id)
+    data = type(g)(header=side, coinbase=g.coinbase, txs=()).encode()
+    s.add_block(BlockRecord(side.id, g.id, 1, side.time, side.bits, 1, STORED, None), data)
+    assert s.stored_ids([side.id, g.id, bytes(32)]) == {side.id, g.id}
+    assert s.main_headers(1, 10) == []            # stored, not on the main chain
+    with s.engine.begin() as c:                    # make it a version-1 database
+        c.execute(headers_t.delete())
+    s.set_meta("schema", b"1")
+    s.close()
+    s = Store(tmp_path / "chain.db")
+    assert s.get_meta("schema") == b"2" and s.main_headers(0, 2000) == [g.header.encode()]
+    with s.reader.connect() as c:
+        assert c.execute(headers_t.select().where(headers_t.c.id == side.id)).first().header == side.encode()
+    s.close()
+
+
+def test_dialler_refuses_what_slipped_into_the_table(monkeypatch):
+    """The last line of defence: an entry put straight into the table (not
+    through add_learned) is still refused at dial time, and never connected."""
+    pytest.importorskip("msgpack")
+    import asyncio
+    from types import SimpleNamespace
+
+    from poai.chain.params import get_network
+    from poai.net import p2p
+    from poai.net.addrman import Entry
+
+    dialled = []
+
+    async def fake_open(*a, **k):  # nothing may reach a socket in this test
+        dialled.append((a, k))
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(p2p.asyncio, "open_connection", fake_open)
+    service = SimpleNamespace(params=get_network("dev"), bans={}, ban_count=0)
+    net = p2p.P2PNode(service, listen=("127.0.0.2", 0), peers=[("127.0.0.1", 9)])
+    for host, port in (("169.254.169.254", 80), ("10.0.0.1", 8333), ("8.8.8.8", 8333), ("example.com", 1)):
+        net.addrman.entries[(host, port)] = Entry(host, port, False, "9.9.9.9", 0.0)
+
+    async def main():
+        net.loop = asyncio.get_running_loop()
+        for addr in list(net.addrman.entries):
+            await net._dial(addr)
+
+    asyncio.run(main())
+    assert net.dial_refused == 4
+    # only the operator's loopback address was tried, from this node's own address
+    assert [(a[:2], k["local_addr"]) for a, k in dialled] == [(("127.0.0.1", 9), ("127.0.0.2", 0))]
+    assert list(net.addrman.entries) == [("127.0.0.1", 9)]
