@@ -85,6 +85,7 @@ class P2PNode:
         self.tasks: list[asyncio.Task] = []
         self.port: int | None = None
         self.received_blocks = 0
+        self.tip_height = 0  # refreshed off the loop each second (sync paths read it, never the store)
         self.refused_inbound = 0
         self.dial_refused = 0
 
@@ -230,6 +231,10 @@ class P2PNode:
         last = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
+            try:
+                self.tip_height = (await self._blocking(self.service.chain.tip)).height
+            except Exception as exc:  # a transient store error (a locked database) must not end the watchdog
+                log.debug("tip read failed: %s", exc)
             now, elapsed, last = time.monotonic(), time.monotonic() - last, time.monotonic()
             backlogged = self.blocks is not None and self.blocks.qsize() >= dl.BACKLOG
             for p in list(self.peers):
@@ -288,7 +293,7 @@ class P2PNode:
     ) -> Peer | None:
         """A requested block will not arrive from that peer: ask another."""
         for p in self.peers:
-            if p is not exclude and p.ready and p.height > self.service.chain.tip().height:
+            if p is not exclude and p.ready and p.height > self.tip_height:
                 if len(p.wanted) < dl.MAX_WANTED:
                     p.wanted.insert(0, block_id) if front else p.wanted.append(block_id)
                 return p
@@ -296,7 +301,8 @@ class P2PNode:
 
     # --- messages -----------------------------------------------------------------
     async def send_version(self, peer: Peer) -> None:
-        tip = self.service.chain.tip()
+        tip = await self._blocking(self.service.chain.tip)
+        self.tip_height = tip.height
         await peer.send(
             "version",
             wire.PROTOCOL_VERSION,
@@ -364,7 +370,8 @@ class P2PNode:
             peer.height,
         )
         await peer.send("getaddr")
-        if peer.height > self.service.chain.tip().height:
+        self.tip_height = (await self._blocking(self.service.chain.tip)).height
+        if peer.height > self.tip_height:
             await self._ask_headers(peer)
 
     async def _on_ping(self, peer, nonce) -> None:
