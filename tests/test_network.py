@@ -1,4 +1,5 @@
-"""Functional tests of the peer-to-peer network with real node processes on 127.0.0.1.
+"""Functional tests of the peer-to-peer network with real node processes on loopback
+(node i listens on 127.0.0.(i+2); attackers connect from their own 127.0.0.x).
 
 Every node is a `poai node run` process with its own data directory; chains
 are prepared with `poai mine` where a test needs history.  Tips are read from
@@ -76,9 +77,10 @@ def miner_key(data_dir: Path) -> str:
     return "0x" + Account.decrypt(json.loads(ks.read_text()), "").hex()
 
 
-def transfer(key: str, nonce: int, to: str = "0x000000000000000000000000000000000000dEaD") -> bytes:
-    tx = {"type": 2, "chainId": DEV.chain_id, "nonce": nonce, "to": to, "value": COIN, "gas": 21000,
-          "maxFeePerGas": 10**9, "maxPriorityFeePerGas": 10**9}
+def transfer(key: str, nonce: int, to: str = "0x000000000000000000000000000000000000dEaD", *,
+             fee: int = 10**9, chain_id: int = DEV.chain_id) -> bytes:
+    tx = {"type": 2, "chainId": chain_id, "nonce": nonce, "to": to, "value": COIN, "gas": 21000,
+          "maxFeePerGas": fee, "maxPriorityFeePerGas": fee}
     return bytes(Account.sign_transaction(tx, key).raw_transaction)
 
 
@@ -104,7 +106,7 @@ def test_sync_from_scratch_relay_and_restart(tmp_path, nodes):
     nodes.append(a)
     wait(lambda: rpc_up(a), 60, "node A's RPC")
     t0 = time.monotonic()
-    b = start_node(1, tmp_path / "b", peers=[a.port])
+    b = start_node(1, tmp_path / "b", peers=[a.addr])
     nodes.append(b)
     want = tip_of(a)
     wait(lambda: tip_of(b) == want, 120, "node B to sync A's 8 blocks")
@@ -181,7 +183,7 @@ def test_misbehaving_peers_are_banned_and_others_served(tmp_path, nodes):
     premine(a_dir, 3)
     a = start_node(0, a_dir)
     nodes.append(a)
-    b = start_node(1, tmp_path / "b", peers=[a.port])
+    b = start_node(1, tmp_path / "b", peers=[a.addr])
     nodes.append(b)
     wait(lambda: tip_of(b) == tip_of(a), 120, "B to sync")
     wait(lambda: rpc_up(a) and rpc_up(b), 60, "both RPCs")
@@ -190,16 +192,16 @@ def test_misbehaving_peers_are_banned_and_others_served(tmp_path, nodes):
     tip = Block.decode(store.block_bytes(store.tip().id), DEV.max_block_bytes)
     store.close()
 
-    # garbage instead of a frame
-    with socket.create_connection(("127.0.0.1", a.port)) as s:
+    # garbage instead of a frame (each attacker has its own address: bans are by IP)
+    with socket.create_connection((a.host, a.port), source_address=("127.0.0.101", 0)) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _closed_by_peer(s)
     # an oversize frame: refused from its header, before any payload is read
-    with socket.create_connection(("127.0.0.1", a.port)) as s:
+    with socket.create_connection((a.host, a.port), source_address=("127.0.0.102", 0)) as s:
         s.sendall(DEV.magic + (64 << 20).to_bytes(4, "big"))
         assert _closed_by_peer(s)
     # an invalid block after a proper handshake: a copy of the tip with another time
-    with socket.create_connection(("127.0.0.1", a.port)) as s:
+    with socket.create_connection((a.host, a.port), source_address=("127.0.0.103", 0)) as s:
         _handshake(s, genesis, 0)
         h = tip.header.with_(time=tip.header.time + 1, nonce=tip.header.nonce + 1)
         bad = Block(header=grind_seal(h, DEV.seal_bits), coinbase=tip.coinbase, txs=tip.txs)
@@ -235,12 +237,12 @@ def test_partition_heals_onto_the_most_work_chain(tmp_path, nodes):
 
     tx_hash = "0x" + keccak(raw).hex()
     n1 = start_node(1, dirs[1])
-    n0 = start_node(0, dirs[0], peers=[n1.port], mine_blocks=1)
+    n0 = start_node(0, dirs[0], peers=[n1.addr], mine_blocks=1)
     nodes.extend([n1, n0])
     # side 2: n2 mines two blocks, n3 and n4 follow
     n2 = start_node(2, dirs[2], mine_blocks=2)
-    n3 = start_node(3, dirs[3], peers=[n2.port])
-    n4 = start_node(4, dirs[4], peers=[n3.port])
+    n3 = start_node(3, dirs[3], peers=[n2.addr])
+    n4 = start_node(4, dirs[4], peers=[n3.addr])
     nodes.extend([n2, n3, n4])
     wait(lambda: rpc_up(n0) and rpc(n0, "eth_getTransactionReceipt", tx_hash), 180, "side 1 to mine the tx")
     wait(lambda: tip_of(n1) == tip_of(n0) and tip_of(n0)[0] == 4, 60, "side 1 at height 4")
@@ -250,7 +252,7 @@ def test_partition_heals_onto_the_most_work_chain(tmp_path, nodes):
     # heal: n1 restarts with a link into side 2
     stop_nodes([n1])
     nodes.remove(n1)
-    n1b = start_node(1, dirs[1], port=n1.port, peers=[n2.port])
+    n1b = start_node(1, dirs[1], port=n1.port, peers=[n2.addr])
     nodes.append(n1b)
     final = wait(lambda: len({t[1] for t in tips(nodes)}) == 1 and tips(nodes)[0], 180,
                  "all five nodes on one tip")

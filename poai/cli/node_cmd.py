@@ -146,7 +146,7 @@ def testnet(
     console.print(
         f"{nodes} nodes in {base}: "
         + ", ".join(
-            f"node{p.index} peer 127.0.0.1:{p.port} rpc http://127.0.0.1:{p.rpc_port}/" for p in procs
+            f"node{p.index} peer {p.addr} rpc http://127.0.0.1:{p.rpc_port}/" for p in procs
         )
     )
 

@@ -5,117 +5,50 @@ Block processing (inference included) runs in a worker thread, one block at
 a time, so the event loop keeps serving every other peer meanwhile.  A reply
 goes only to the peer that asked (no amplification); announcements are inv
 messages, and the data follows only on request.
+
+Guards (docs/PROTOCOL.md §8): bans are kept by IP address; at most
+MAX_INBOUND_PER_NETGROUP inbound connections per netgroup (addrman.netgroup);
+addresses go through the address manager (poai.net.addrman), which also has
+the last word before any dial; block and transaction requests are capped per
+peer and time out (poai.net.download); getdata serves only fully verified
+blocks; getheaders is answered from the headers table, at most one request
+at a time per peer (the read loop awaits each handler) and within a token
+bucket (GETHEADERS_BURST, GETHEADERS_RATE per second) beyond which requests
+are ignored and counted, not punished.  Store reads run on an executor (the
+service's, else one owned by this node), never on the loop's default one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import functools
 import logging
 import os
 import time
-from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from poai.chain.block import Block, Header
 from poai.errors import DecodeError, PoaiError, ValidationError
+from poai.net import download as dl
 from poai.net import protocol as wire
+from poai.net import serve
+from poai.net.addrman import AddrMan, AddrRefused, ban_key, parse_ip
+from poai.net.peer import Peer, _is_loopback, parse_hostport  # noqa: F401  (parse_hostport: the CLI's import)
 from poai.net.protocol import INV_BLOCK, INV_TX, ProtocolViolation
 
 log = logging.getLogger("poai.net")
 
-HANDSHAKE_TIMEOUT = 10.0
-IDLE_TIMEOUT = 90.0
 PING_INTERVAL = 30.0
 CONNECT_INTERVAL = 2.0
 BAN_SECONDS = 24 * 3600
-MAX_IN_FLIGHT = 16
+MAX_IN_FLIGHT = dl.MAX_IN_FLIGHT
+MAX_INBOUND_PER_NETGROUP = 4
 AGENT = "poai/0.1"
 # Rejections that are not the sending peer's fault (our clock, our policy, a race).
 NOT_PEER_FAULT = {"time-too-far-future", "fork-too-deep", "known-invalid", "invalid-parent"}
-
-
-def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        if default_port is None:
-            raise PoaiError(f"{text!r} is not HOST:PORT", reason="bad-address")
-        return text, default_port
-    try:
-        p = int(port)
-    except ValueError:
-        raise PoaiError(f"{text!r}: port is not a number", reason="bad-address") from None
-    if not 0 <= p <= 65535:
-        raise PoaiError(f"{text!r}: port out of range", reason="bad-address")
-    return host.strip("[]") or "0.0.0.0", p
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-class Peer:
-    def __init__(self, net: "P2PNode", reader, writer, inbound: bool, target: tuple[str, int] | None = None):
-        self.net = net
-        self.reader = reader
-        self.writer = writer
-        self.inbound = inbound
-        host, port = writer.get_extra_info("peername")[:2]
-        self.host, self.port = host, port
-        self.target = target  # the (host, port) we dialled
-        self.name = f"{host}:{port}"
-        # Local peers are not banned by address (every test node shares 127.0.0.1,
-        # as in Bitcoin Core): their ban covers this connection's address and port.
-        self.ban_key = self.name if _is_loopback(host) else host
-        self.version: list | None = None
-        self.got_verack = False
-        self.ready = False
-        self.height = 0
-        self.listen_port = 0
-        self.agent = ""
-        self.last_recv = time.monotonic()
-        self.in_flight: set[bytes] = set()
-        self.valid_blocks = 0  # blocks from this peer that passed every check
-        self.wanted: list[bytes] = []  # block ids to fetch, in order
-        self.closed = False
-
-    async def send(self, *msg) -> None:
-        if self.closed:
-            return
-        try:
-            self.writer.write(wire.frame(self.net.magic, list(msg)))
-            await asyncio.wait_for(self.writer.drain(), timeout=30)
-        except (ConnectionError, asyncio.TimeoutError, OSError):
-            self.close()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.writer.close()
-            except Exception:  # closing a broken transport must not raise
-                pass
-
-    async def run(self) -> None:
-        try:
-            if not self.inbound:
-                await self.net.send_version(self)
-            while not self.closed:
-                timeout = IDLE_TIMEOUT if self.ready else HANDSHAKE_TIMEOUT
-                head = await asyncio.wait_for(self.reader.readexactly(wire.HEADER_BYTES), timeout)
-                n = wire.parse_header(self.net.magic, head)
-                payload = await asyncio.wait_for(self.reader.readexactly(n), timeout)
-                self.last_recv = time.monotonic()
-                await self.net.handle(self, wire.decode(payload))
-        except ProtocolViolation as exc:
-            self.net.ban(self, exc.reason, str(exc))
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, OSError):
-            pass
-        finally:
-            self.close()
-            self.net.forget(self)
+# A relayed transaction with one of these is the relayer's fault (it must have checked
+# the signature and the encoding itself); policy rejections (fee, nonce) are not.
+BAD_TX = {"tx-bad-signature", "tx-high-s", "tx-wrong-chain-id", "tx-malformed", "tx-oversize"}
 
 
 class P2PNode:
@@ -136,19 +69,30 @@ class P2PNode:
         self.max_inbound = max_inbound
         self.nonce = int.from_bytes(os.urandom(8), "big")
         self.peers: set[Peer] = set()
-        self.configured = list(peers)
-        self.known: OrderedDict[tuple[str, int], float] = OrderedDict((p, 0.0) for p in peers)
+        # a node listening on loopback is part of a local testnet: it learns only loopback addresses
+        self.addrman = AddrMan(local=listen is not None and _is_loopback(listen[0]))
+        for host, port in peers:
+            self.addrman.add_operator(host, port)
+        self.announcers = dl.Announcers()
+        self.header_ids: dict[bytes, None] = {}  # recently accepted header ids (ordered, bounded)
         self.dialling: set[tuple[str, int]] = set()
         self.self_addrs: set[tuple[str, int]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.executor = getattr(service, "executor", None)
+        self._own_executor: ThreadPoolExecutor | None = None
         self.server = None
         self.tasks: list[asyncio.Task] = []
         self.port: int | None = None
         self.received_blocks = 0
+        self.tip_height = 0  # refreshed off the loop each second (sync paths read it, never the store)
+        self.refused_inbound = 0
+        self.dial_refused = 0
 
     # --- life cycle -------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.executor is None:
+            self._own_executor = self.executor = ThreadPoolExecutor(2, thread_name_prefix="poai-p2p")
         self.service.relay_block = self.announce_block_threadsafe
         self.service.relay_tx = self.announce_tx_threadsafe
         if self.listen is not None:
@@ -161,6 +105,7 @@ class P2PNode:
         self.tasks = [
             asyncio.create_task(self._connector()),
             asyncio.create_task(self._pinger()),
+            asyncio.create_task(self._watchdog()),
         ]
 
     async def stop(self) -> None:
@@ -172,11 +117,17 @@ class P2PNode:
             self.server.close()
             await self.server.wait_closed()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._own_executor is not None:
+            self._own_executor.shutdown(wait=False, cancel_futures=True)
+
+    def _blocking(self, fn, *args):
+        """Run a blocking call (store reads, verification) on the p2p executor."""
+        return self.loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
     def add_peer(self, host: str, port: int) -> None:
-        """Dial this address (again) and keep it in the address book."""
-        self.configured.append((host, port))
-        self.known[(host, port)] = 0.0
+        """Dial this address (again) and keep it in the address book (operator-given)."""
+        entry = self.addrman.add_operator(host, port)
+        entry.last_try, entry.failures = 0.0, 0
 
     # --- connections ------------------------------------------------------------
     def banned(self, key: str) -> str | None:
@@ -197,45 +148,71 @@ class P2PNode:
 
     async def _inbound(self, reader, writer) -> None:
         peer = Peer(self, reader, writer, inbound=True)
-        why = self.banned(peer.ban_key) or self.banned(peer.host)
-        if why or sum(p.inbound for p in self.peers) >= self.max_inbound:
+        inbound = [p for p in self.peers if p.inbound]
+        why = None
+        if self.banned(peer.ban_key):
+            why = "banned"
+        elif len(inbound) >= self.max_inbound:
+            why = "inbound slots full"
+        elif sum(p.netgroup == peer.netgroup for p in inbound) >= MAX_INBOUND_PER_NETGROUP:
+            why = f"netgroup {peer.netgroup} has {MAX_INBOUND_PER_NETGROUP} inbound peers"
+        if why:
+            self.refused_inbound += 1
+            log.info("inbound connection from %s refused: %s", peer.name, why)
             peer.close()
             return
         self.peers.add(peer)
         await peer.run()
 
+    def _bind_for(self, host: str):
+        """Outbound connections leave from the listening IP when it is a specific
+        one, so peers see (and ban, and count) this node by that address."""
+        if self.listen is None:
+            return None
+        mine, theirs = parse_ip(self.listen[0]), parse_ip(host)
+        if mine is None or mine.is_unspecified or (theirs is not None and theirs.version != mine.version):
+            return None
+        return (str(mine), 0)
+
     async def _dial(self, addr: tuple[str, int]) -> None:
+        try:
+            self.addrman.check_dial(*addr)
+        except AddrRefused as exc:
+            self.dial_refused += 1
+            log.warning("not dialling %s:%d: %s", addr[0], addr[1], exc.reason)
+            self.addrman.forget(addr)
+            return
         self.dialling.add(addr)
+        self.addrman.attempt(addr)
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(addr[0], addr[1], limit=wire.MAX_FRAME + 64), timeout=5
+                asyncio.open_connection(addr[0], addr[1], limit=wire.MAX_FRAME + 64,
+                                        local_addr=self._bind_for(addr[0])),
+                timeout=5,
             )
         except (OSError, asyncio.TimeoutError):
-            self.known[addr] = time.monotonic()
+            self.addrman.failed(addr)
             return
         finally:
             self.dialling.discard(addr)
         peer = Peer(self, reader, writer, inbound=False, target=addr)
         self.peers.add(peer)
-        self.known[addr] = time.monotonic()
         await peer.run()
 
     def _connected_to(self, addr: tuple[str, int]) -> bool:
         return any(p.target == addr or (p.host == addr[0] and p.listen_port == addr[1]) for p in self.peers)
 
+    def _skip_dial(self, addr: tuple[str, int]) -> bool:
+        return (addr in self.self_addrs or addr in self.dialling or self._connected_to(addr)
+                or self.banned(ban_key(addr[0])) is not None)
+
     async def _connector(self) -> None:
         while True:
-            outbound = sum(not p.inbound for p in self.peers)
-            now = time.monotonic()
-            for addr, last in list(self.known.items()):
-                if outbound >= self.max_outbound:
-                    break
-                if addr in self.self_addrs or addr in self.dialling or self._connected_to(addr):
-                    continue
-                if self.banned(addr[0]) or now - last < (CONNECT_INTERVAL if addr in self.configured else 30):
-                    continue
-                outbound += 1
-                asyncio.create_task(self._dial(addr))
+            room = self.max_outbound - sum(not p.inbound for p in self.peers) - len(self.dialling)
+            if room > 0:
+                for addr in self.addrman.select(room, self._skip_dial):
+                    self.addrman.attempt(addr)
+                    asyncio.create_task(self._dial(addr))
             await asyncio.sleep(CONNECT_INTERVAL / 2)
 
     async def _pinger(self) -> None:
@@ -245,24 +222,85 @@ class P2PNode:
                 if p.ready:
                     await p.send("ping", int.from_bytes(os.urandom(8), "big") >> 1)
 
+    async def _watchdog(self) -> None:
+        """Once a second: stalled block downloads move to another announcer, old
+        transaction and headers requests are forgotten, repeat stallers go."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.tip_height = (await self._blocking(self.service.chain.tip)).height
+            except Exception as exc:  # a transient store error (a locked database) must not end the watchdog
+                log.debug("tip read failed: %s", exc)
+            now, elapsed, last = time.monotonic(), time.monotonic() - last, time.monotonic()
+            scheduler = self.service.scheduler
+            backlogged = scheduler is not None and scheduler.pending() >= dl.BACKLOG
+            for p in list(self.peers):
+                if backlogged:
+                    p.in_flight.pause(elapsed)
+                for bid in [] if backlogged else p.in_flight.stalled():
+                    p.in_flight.items.pop(bid, None)
+                    p.stalls += 1
+                    log.info("block %s from %s stalled (%d)", bid.hex()[:16], p.name, p.stalls)
+                    self._kick([self._reassign(bid, p)])
+                if p.stalls >= dl.MAX_STALLS and not p.closed:
+                    log.warning("disconnecting peer %s: %d stalled block downloads", p.name, p.stalls)
+                    p.close()
+                for h, t in list(p.tx_in_flight.items()):
+                    if now - t > dl.TX_TIMEOUT:
+                        del p.tx_in_flight[h]
+                if p.headers_asked and now - p.headers_asked > dl.HEADERS_TIMEOUT:
+                    p.headers_asked = 0.0
+
+    def _reassign(self, bid: bytes, lost_from: Peer, front: bool = True) -> Peer | None:
+        """Ask for a block another peer that announced it (fewest requests open
+        first); with none, any peer ahead of us (service_note_lost).  Returns
+        the peer whose queue took it (its caller kicks _request_blocks)."""
+        others = sorted(self.announcers.others(bid, lost_from), key=lambda p: len(p.in_flight))
+        for p in others:
+            if len(p.in_flight) < MAX_IN_FLIGHT:
+                p.in_flight.add(bid)
+                asyncio.create_task(p.send("getdata", [[INV_BLOCK, bid]]))
+                return None
+        if others:
+            if len(others[0].wanted) < dl.MAX_WANTED:
+                others[0].wanted.insert(0, bid) if front else others[0].wanted.append(bid)
+            return others[0]
+        return self.service_note_lost(bid, exclude=lost_from, front=front)
+
+    def _kick(self, peers) -> None:
+        for p in set(peers) - {None}:
+            if not p.closed:
+                asyncio.create_task(self._request_blocks(p))
+
     def forget(self, peer: Peer) -> None:
         self.peers.discard(peer)
-        for bid in peer.in_flight:
-            self.service_note_lost(bid)
+        self.announcers.drop_peer(peer)
+        if not peer.inbound and peer.target is not None and not peer.ready:
+            self.addrman.failed(peer.target)
+        kick = [self._reassign(bid, peer) for bid in list(peer.in_flight)]
+        kick += [self._reassign(bid, peer, front=False) for bid in peer.wanted]
+        peer.wanted = []
+        self._kick(kick)
         if peer.ready:
             self.service.peer_down(peer.name)
             log.info("peer %s disconnected", peer.name)
 
-    def service_note_lost(self, block_id: bytes) -> None:
+    def service_note_lost(
+        self, block_id: bytes, exclude: Peer | None = None, front: bool = True
+    ) -> Peer | None:
         """A requested block will not arrive from that peer: ask another."""
         for p in self.peers:
-            if p.ready and p.height > self.service.chain.tip().height:
-                p.wanted.insert(0, block_id)
-                break
+            if p is not exclude and p.ready and p.height > self.tip_height:
+                if len(p.wanted) < dl.MAX_WANTED:
+                    p.wanted.insert(0, block_id) if front else p.wanted.append(block_id)
+                return p
+        return None
 
     # --- messages -----------------------------------------------------------------
     async def send_version(self, peer: Peer) -> None:
-        tip = self.service.chain.tip()
+        tip = await self._blocking(self.service.chain.tip)
+        self.tip_height = tip.height
         await peer.send(
             "version",
             wire.PROTOCOL_VERSION,
@@ -279,6 +317,11 @@ class P2PNode:
         cmd, a = msg.command, msg.args
         if not peer.ready and cmd not in ("version", "verack"):
             raise ProtocolViolation(f"{cmd} before the handshake", reason="no-handshake")
+        if cmd == "block":
+            # delivered: the request is done now, however long the block waits for verification
+            bid = dl.peek_block_id(a[0])
+            if bid is not None:
+                peer.in_flight.discard(bid)
         handler = getattr(self, "_on_" + cmd)
         await handler(peer, *a)
 
@@ -288,6 +331,7 @@ class P2PNode:
         if nonce == self.nonce:
             if peer.target is not None:
                 self.self_addrs.add(peer.target)
+                self.addrman.forget(peer.target)
             peer.close()
             return
         if chain_id != self.params.chain_id or genesis != self.service.chain.genesis.id:
@@ -299,8 +343,8 @@ class P2PNode:
             return
         peer.version = [proto, chain_id, genesis, height, work, nonce, port, agent]
         peer.height, peer.listen_port, peer.agent = height, port, agent
-        if port:
-            self.known.setdefault((peer.host, port), 0.0)
+        if port and peer.inbound:
+            self.addrman.add_learned(peer.ban_key, port, source=peer.ban_key)
         if peer.inbound:
             await self.send_version(peer)
         await peer.send("verack")
@@ -310,6 +354,8 @@ class P2PNode:
             raise ProtocolViolation("verack out of order", reason="no-handshake")
         peer.got_verack = True
         peer.ready = True
+        if peer.target is not None:
+            self.addrman.connected(peer.target)
         from poai.node.service import PeerInfo
 
         self.service.peer_up(
@@ -322,7 +368,8 @@ class P2PNode:
             peer.height,
         )
         await peer.send("getaddr")
-        if peer.height > self.service.chain.tip().height:
+        self.tip_height = (await self._blocking(self.service.chain.tip)).height
+        if peer.height > self.tip_height:
             await self._ask_headers(peer)
 
     async def _on_ping(self, peer, nonce) -> None:
@@ -332,52 +379,89 @@ class P2PNode:
         return None
 
     async def _on_getaddr(self, peer) -> None:
-        addrs = [[h, p] for (h, p) in list(self.known)[-wire.MAX_ADDR :] if (h, p) not in self.self_addrs]
+        if peer.served_getaddr:  # once per connection, as in Bitcoin Core
+            return
+        peer.served_getaddr = True
+        addrs = [a for a in self.addrman.gossip(wire.MAX_ADDR) if tuple(a) not in self.self_addrs]
         if self.port and self.listen and self.listen[0] not in ("0.0.0.0", "::"):
             addrs.append([self.listen[0], self.port])
         await peer.send("addr", addrs[-wire.MAX_ADDR :])
 
     async def _on_addr(self, peer, addrs) -> None:
-        for host, port in addrs:
-            if port and (host, port) not in self.known and len(self.known) < 4 * wire.MAX_ADDR:
-                self.known[(host, port)] = 0.0
+        before = dict(self.addrman.refused)
+        limited = self.addrman.rate_limited
+        stored, dropped = self.addrman.receive(addrs, peer.ban_key, peer.addr_bucket)
+        now = time.monotonic()
+        if dropped and now - peer.addr_logged > 10:  # at most one line per peer per 10 s
+            peer.addr_logged = now
+            why = {k: v - before.get(k, 0) for k, v in self.addrman.refused.items() if v != before.get(k, 0)}
+            log.info("addr from %s: %d kept, %d refused %s, %d over the rate limit", peer.name, stored,
+                     sum(why.values()), why, self.addrman.rate_limited - limited)
 
     async def _on_inv(self, peer, items) -> None:
-        want = []
-        in_flight = self._in_flight_all()
-        pooled: set[bytes] = set()
-        if any(kind == INV_TX for kind, _ in items):
-            pooled = {row.hash for row in self.service.store.pool_rows()}
-        for kind, h in items:
-            if kind == INV_BLOCK and h not in in_flight and not self.service.store.has_block(h):
-                want.append((kind, h))
-            elif kind == INV_TX and h not in pooled and self.service.store.tx_location(h) is None:
-                want.append((kind, h))
-        if want:
-            for kind, h in want:
-                if kind == INV_BLOCK:
-                    peer.in_flight.add(h)
-            await peer.send("getdata", [[k, h] for k, h in want])
+        blocks = [h for kind, h in items if kind == INV_BLOCK]
+        txs = [h for kind, h in items if kind == INV_TX]
+        stored, known_tx = await self._blocking(serve.inv_lookup, self.service.store, blocks, txs)
+        busy = self._in_flight_all()
+        queued = self._wanted_all()
+        ask = []
+        for h in blocks:
+            if h in stored:
+                continue
+            self.announcers.note(h, peer)
+            if h in busy or h in queued:
+                continue
+            if len(peer.in_flight) < MAX_IN_FLIGHT:
+                peer.in_flight.add(h)
+                ask.append([INV_BLOCK, h])
+            elif self._queue_room(peer) > 0:  # beyond the cap: queued while bounded, else ignored
+                peer.wanted.append(h)
+                queued.add(h)
+        asked_tx = set().union(*(p.tx_in_flight for p in self.peers))
+        now = time.monotonic()
+        for h in txs:
+            if h in known_tx or h in asked_tx or len(peer.tx_in_flight) >= dl.MAX_TX_IN_FLIGHT:
+                continue
+            peer.tx_in_flight[h] = now
+            ask.append([INV_TX, h])
+        if ask:
+            await peer.send("getdata", ask)
 
     def _in_flight_all(self) -> set[bytes]:
         out: set[bytes] = set()
         for p in self.peers:
-            out |= p.in_flight
+            out.update(p.in_flight.items)
         return out
 
+    def _wanted_all(self) -> set[bytes]:
+        out: set[bytes] = set()
+        for p in self.peers:
+            out.update(p.wanted)
+        return out
+
+    def _queue_room(self, peer: Peer) -> int:
+        total = sum(len(p.wanted) for p in self.peers)
+        return max(0, min(dl.MAX_WANTED - len(peer.wanted), dl.MAX_WANTED_TOTAL - total))
+
     async def _on_getdata(self, peer, items) -> None:
-        missing = []
+        # at most MAX_IN_FLIGHT blocks per request (what an honest peer asks); the rest: notfound
+        wanted_blocks = [h for kind, h in items if kind == INV_BLOCK][:MAX_IN_FLIGHT]
+        found = {}
+        if wanted_blocks:
+            found = await self._blocking(serve.verified_blocks, self.service.store, wanted_blocks)
         pool = None
+        missing = []
         for kind, h in items:
             if kind == INV_BLOCK:
-                data = await asyncio.to_thread(self.service.store.block_bytes, h)
+                data = found.get(h)
                 if data is None:
                     missing.append([kind, h])
                 else:
                     await peer.send("block", data)
             else:
                 if pool is None:
-                    pool = {row.hash: row.raw for row in self.service.store.pool_rows()}
+                    rows = await self._blocking(self.service.store.pool_rows)
+                    pool = {row.hash: row.raw for row in rows}
                 raw = pool.get(h)
                 if raw is None:
                     missing.append([kind, h])
@@ -387,82 +471,106 @@ class P2PNode:
             await peer.send("notfound", missing)
 
     async def _on_notfound(self, peer, items) -> None:
+        kick = []
         for kind, h in items:
-            if kind == INV_BLOCK:
-                peer.in_flight.discard(h)
+            if kind == INV_BLOCK and peer.in_flight.discard(h):
+                kick.append(self._reassign(h, peer))
+            elif kind == INV_TX:
+                peer.tx_in_flight.pop(h, None)
+        self._kick(kick)
 
-    def locator(self) -> list[bytes]:
-        store = self.service.store
-        tip = store.tip().height
-        heights, step, h = [], 1, tip
-        while h > 0 and len(heights) < wire.MAX_LOCATOR - 1:
-            heights.append(h)
-            if len(heights) >= 10:
-                step *= 2
-            h -= step
-        heights.append(0)
-        return [store.main_id(x) for x in heights]
-
-    async def _ask_headers(self, peer) -> None:
-        await peer.send("getheaders", await asyncio.to_thread(self.locator), bytes(32))
+    async def _ask_headers(self, peer, locator: list[bytes] | None = None) -> None:
+        """One getheaders outstanding per peer (cleared by its answer or after HEADERS_TIMEOUT)."""
+        if peer.headers_asked:
+            return
+        peer.headers_asked = time.monotonic()
+        if locator is None:
+            locator = await self._blocking(serve.locator, self.service.store)
+        await peer.send("getheaders", locator, bytes(32))
 
     async def _on_getheaders(self, peer, locator, stop) -> None:
-        headers = await asyncio.to_thread(self._headers_after, locator, stop)
+        if not peer.getheaders_bucket.take():
+            peer.getheaders_ignored += 1
+            if peer.getheaders_ignored in (1, 100, 10000):
+                log.info("ignoring getheaders from %s: over its rate (%d ignored)", peer.name,
+                         peer.getheaders_ignored)
+            return
+        headers = await self._blocking(serve.headers_after, self.service.store, locator, stop)
         await peer.send("headers", headers)
 
-    def _headers_after(self, locator: list[bytes], stop: bytes) -> list[bytes]:
-        store = self.service.store
-        start = 0
-        for h in locator:
-            rec = store.record(h)
-            if rec is not None and store.main_id(rec.height) == h:
-                start = rec.height
-                break
-        out = []
-        for bid in store.main_ids(start + 1, start + 1 + wire.MAX_HEADERS):
-            data = store.block_bytes(bid)
-            out.append(Block.decode(data, self.params.max_block_bytes).header.encode())
-            if bid == stop:
-                break
-        return out
+    def _note_header_ids(self, ids: list[bytes]) -> None:
+        for i in ids:
+            self.header_ids[i] = None
+        while len(self.header_ids) > dl.MAX_WANTED_TOTAL * 2:
+            del self.header_ids[next(iter(self.header_ids))]
 
     async def _on_headers(self, peer, headers) -> None:
+        peer.headers_asked = 0.0
+        # Each header's seal is one scrypt (~4 ms): 2000 of them are checked off the loop.
+        parsed = await self._blocking(self._check_headers, headers)
+        if not parsed:
+            return
+        ids = [h.id for h in parsed]
+        stored = await self._blocking(self.service.store.stored_ids, ids + [parsed[0].prev_hash])
+        if parsed[0].prev_hash not in stored and parsed[0].prev_hash not in self.header_ids:
+            return  # a fork below what we can link: our next locator finds the common point
+        self._note_header_ids(ids)
+        peer.height = max(peer.height, parsed[-1].height)
+        new = [i for i in ids if i not in stored]
+        for i in new:
+            self.announcers.note(i, peer)
+        known = self._wanted_all() | self._in_flight_all()
+        new = [i for i in new if i not in known]
+        room = self._queue_room(peer)
+        peer.wanted.extend(new[:room])
+        if len(new) > room:
+            # the queues are full: continue the headers from the last id queued once they drain
+            peer.headers_next = new[room - 1] if room else parsed[0].prev_hash
+        elif len(headers) == wire.MAX_HEADERS:
+            peer.headers_next = ids[-1]
+        await self._request_blocks(peer)
+
+    def _check_headers(self, headers: list[bytes]) -> list[Header]:
+        """Decode and run the context-free checks on a headers message (a
+        worker thread); the first bad one is the sender's violation."""
         from poai.chain import validate
 
-        store = self.service.store
-        prev_id = None
-        new = []
+        parsed: list[Header] = []
         for raw in headers:
             try:
                 h = Header.decode(raw)
                 validate.check_header_alone(h, self.params)
             except (DecodeError, ValidationError) as exc:
                 raise ProtocolViolation(f"invalid header: {exc}", reason=exc.reason) from None
-            if prev_id is not None and h.prev_hash != prev_id:
+            if parsed and h.prev_hash != parsed[-1].id:
                 raise ProtocolViolation("headers do not connect", reason="unconnected-headers")
-            if prev_id is None and not store.has_block(h.prev_hash):
-                # a fork below what we can link: ask again from our locator
-                break
-            prev_id = h.id
-            if not store.has_block(h.id):
-                new.append(h.id)
-            peer.height = max(peer.height, h.height)
-        known = set(peer.wanted) | self._in_flight_all()
-        peer.wanted.extend(i for i in new if i not in known)
-        await self._request_blocks(peer)
-        if len(headers) == wire.MAX_HEADERS:
-            await peer.send("getheaders", [prev_id], bytes(32))
+            parsed.append(h)
+        return parsed
 
     async def _request_blocks(self, peer) -> None:
-        ask = []
-        while peer.wanted and len(peer.in_flight) < MAX_IN_FLIGHT:
-            bid = peer.wanted.pop(0)
-            if bid in peer.in_flight or self.service.store.has_block(bid):
-                continue
-            peer.in_flight.add(bid)
-            ask.append([INV_BLOCK, bid])
-        if ask:
-            await peer.send("getdata", ask)
+        if peer.closed:
+            return
+        room = MAX_IN_FLIGHT - len(peer.in_flight)
+        if room > 0 and peer.wanted:
+            head = peer.wanted[: room * 4]
+            stored = await self._blocking(self.service.store.stored_ids, head)
+            ask = []
+            busy = self._in_flight_all()
+            while peer.wanted and len(peer.in_flight) < MAX_IN_FLIGHT:
+                bid = peer.wanted.pop(0)
+                if bid in busy or bid in stored:
+                    continue
+                if bid not in head:  # past what was looked up: look again next time
+                    peer.wanted.insert(0, bid)
+                    break
+                peer.in_flight.add(bid)
+                ask.append([INV_BLOCK, bid])
+            if ask:
+                await peer.send("getdata", ask)
+        drained = len(peer.wanted) <= dl.MAX_WANTED // 2
+        if peer.headers_next is not None and drained and not peer.headers_asked:
+            nxt, peer.headers_next = peer.headers_next, None
+            await self._ask_headers(peer, [nxt])
 
     async def _on_block(self, peer, data) -> None:
         """Hand the block to the verification scheduler (poai.node.scheduler):
@@ -511,14 +619,17 @@ class P2PNode:
             await self._request_blocks(peer)
 
     async def _on_tx(self, peer, raw) -> None:
+        from poai.chain.block import tx_hash
+
+        peer.tx_in_flight.pop(tx_hash(raw), None)
         try:
-            tx = await asyncio.to_thread(self.service.mempool.add, raw)
+            tx = await self._blocking(self.service.mempool.add, raw)
         except DecodeError as exc:
             self.ban(peer, exc.reason, "undecodable transaction")
             return
         except PoaiError as exc:
-            if exc.reason in ("tx-malformed", "tx-oversize"):
-                self.ban(peer, exc.reason, "malformed transaction")
+            if exc.reason in BAD_TX:
+                self.ban(peer, exc.reason, "invalid transaction")
             return
         self._announce([INV_TX, tx.hash], exclude=peer)
 

@@ -1,8 +1,11 @@
 """``poai testnet``: N full nodes on loopback with competing miners.
 
 Each node is a real ``poai node run --mine`` process with its own data
-directory, listening on 127.0.0.1, connected to the previous node (a chain
-of peers that gossip finds the rest of).  The tips are read from each
+directory, listening on its own loopback address (node i on 127.0.0.(i+2):
+peers ban and count by IP address, so local nodes must not share one; a node
+listening on a specific IP also dials from it), connected to the previous
+node (a chain of peers that gossip finds the rest of).  RPC stays on
+127.0.0.1.  The tips are read from each
 node's database until every node has the same tip at or above the wanted
 height; then the nodes are stopped with SIGINT (a clean shutdown).
 """
@@ -26,35 +29,51 @@ class NodeProc:
     rpc_port: int
     proc: subprocess.Popen
     log_path: Path
+    host: str = "127.0.0.1"
+
+    @property
+    def addr(self) -> str:
+        """HOST:PORT of its peer listener (what --peer takes)."""
+        return f"{self.host}:{self.port}"
 
 
-def _free_port() -> int:
+def node_host(index: int) -> str:
+    """The loopback address of node ``index`` (127.0.0.2, 127.0.0.3, ...)."""
+    if not 0 <= index < 250 * 256:
+        raise ValueError(f"node index {index} out of range")
+    return f"127.0.{index // 250}.{index % 250 + 2}"
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def start_node(index: int, data_dir: Path, *, mine: bool = False, mine_blocks: int | None = None,
                peers=(), port: int | None = None, rpc_port: int | None = None, threads: int = 1,
-               batch: int = 2, extra_args=()) -> NodeProc:
-    """Start one ``poai node run`` process on 127.0.0.1 (free ports unless given)."""
+               batch: int = 2, extra_args=(), env: dict | None = None) -> NodeProc:
+    """Start one ``poai node run`` process listening on node_host(index) (free
+    ports unless given).  peers: "HOST:PORT" strings (or NodeProcs)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, rpc_port = port or _free_port(), rpc_port or _free_port()
-    env = dict(os.environ, POAI_PASSWORD=os.environ.get("POAI_PASSWORD", ""), POAI_THREADS=str(threads))
-    args = [sys.executable, "-m", "poai.cli", "node", "run", "--listen", f"127.0.0.1:{port}",
+    host = node_host(index)
+    port, rpc_port = port or _free_port(host), rpc_port or _free_port()
+    env = dict(os.environ, POAI_PASSWORD=os.environ.get("POAI_PASSWORD", ""), POAI_THREADS=str(threads),
+               **(env or {}))
+    args = [sys.executable, "-m", "poai.cli", "node", "run", "--listen", f"{host}:{port}",
             "--rpc", f"127.0.0.1:{rpc_port}", "-d", str(data_dir), "--batch", str(batch), *extra_args]
     if mine_blocks is not None:
         args += ["--mine-blocks", str(mine_blocks)]
     elif mine:
         args.append("--mine")
     for p in peers:
-        args += ["--peer", f"127.0.0.1:{p}"]
+        args += ["--peer", p.addr if isinstance(p, NodeProc) else str(p)]
     log_path = data_dir / "node.log"
     with open(log_path, "a") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return NodeProc(index, data_dir, port, rpc_port, proc, log_path)
+    return NodeProc(index, data_dir, port, rpc_port, proc, log_path, host)
 
 
 def start_nodes(n: int, base_dir: Path, *, mine: bool = True, threads: int = 1, batch: int = 2,
@@ -62,7 +81,7 @@ def start_nodes(n: int, base_dir: Path, *, mine: bool = True, threads: int = 1, 
     """N nodes, each peered with the previous one."""
     nodes: list[NodeProc] = []
     for i in range(n):
-        peers = [nodes[-1].port] if nodes else []
+        peers = [nodes[-1].addr] if nodes else []
         nodes.append(start_node(i, base_dir / f"node{i}", mine=mine, peers=peers, threads=threads,
                                 batch=batch, extra_args=extra_args))
     return nodes

@@ -12,6 +12,8 @@ Tables
                                            every block seen with a valid header;
                                            status: 0 stored, 1 proof verified,
                                            2 invalid (reason kept)
+    headers(id, height, header)            every stored block's header bytes, so
+                                           getheaders never decodes a block
     main(height, id)                       the active chain
     accounts(address, nonce, balance)      state at the tip (balance 32 bytes BE)
     undo(id, data)                         account values before a main block
@@ -65,8 +67,9 @@ from poai.store.pool import PoolStore, pool_t
 
 log = logging.getLogger(__name__)
 
-# 2: the mempool table gained fee columns and indexes (poai.store.pool.migrate).
-SCHEMA_VERSION = 2
+# 2: the mempool table gained fee columns and indexes (poai.store.pool.migrate);
+# 3: the headers table (filled from the block rows when an older database opens).
+SCHEMA_VERSION = 3
 BUSY_ATTEMPT_MS = 1000   # SQLite's own busy wait per attempt (its handler polls every few ms)
 BUSY_LIMIT_S = 10.0      # total time a write may wait for the lock before "store-busy"
 STORED, VERIFIED, INVALID = 0, 1, 2
@@ -90,6 +93,13 @@ blocks_t = Table(
     Column("status", Integer, nullable=False),
     Column("reason", String(64)),
     Column("data", LargeBinary, nullable=False),
+)
+headers_t = Table(
+    "headers",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("height", BigInteger, nullable=False),
+    Column("header", LargeBinary, nullable=False),
 )
 main_t = Table(
     "main",
@@ -143,12 +153,42 @@ _REC_COLS = (blocks_t.c.id, blocks_t.c.prev, blocks_t.c.height, blocks_t.c.time,
              blocks_t.c.work, blocks_t.c.status, blocks_t.c.reason)
 
 
+def header_bytes(block_data: bytes) -> bytes:
+    """The header's encoding inside a block's bytes, read without decoding the
+    transactions: a block is the canonical msgpack array [header, coinbase,
+    txs], so the header is the first item packed again (canonical in, canonical
+    out)."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(block_data), 1))
+    unpacker.feed(block_data)
+    if unpacker.read_array_header() < 1:
+        raise StoreError("a stored block is not an array: the database is damaged")
+    return msgpack.packb(unpacker.unpack(), use_bin_type=True)
+
+
 def _insert_block(c, rec: BlockRecord, data: bytes) -> None:
-    """Insert a block row unless the id is already stored."""
+    """Insert a block row (and its header row) unless the id is already stored."""
     if c.execute(select(blocks_t.c.id).where(blocks_t.c.id == rec.id)).first() is None:
         c.execute(insert(blocks_t).values(id=rec.id, prev=rec.prev, height=rec.height, time=rec.time,
                                           bits=rec.bits, work=_w(rec.work), status=rec.status,
                                           reason=rec.reason, data=data))
+        c.execute(delete(headers_t).where(headers_t.c.id == rec.id))
+        c.execute(insert(headers_t).values(id=rec.id, height=rec.height, header=header_bytes(data)))
+
+
+def _migrate(c) -> None:
+    """Bring an initialised database to SCHEMA_VERSION (one transaction)."""
+    have = c.execute(select(meta_t.c.value).where(meta_t.c.key == "schema")).scalar()
+    if have is None or int(have) >= SCHEMA_VERSION:
+        return
+    if int(have) < 3:
+        # versions 1 and 2 had no headers table: fill it from the block rows, one row at a time
+        # (a block is up to 1 MiB; fetching them all at once would hold the whole chain)
+        ids = [r[0] for r in c.execute(select(blocks_t.c.id).where(
+            blocks_t.c.id.not_in(select(headers_t.c.id))))]
+        for bid in ids:
+            row = c.execute(select(blocks_t.c.height, blocks_t.c.data).where(blocks_t.c.id == bid)).first()
+            c.execute(insert(headers_t).values(id=bid, height=row.height, header=header_bytes(row.data)))
+    c.execute(update(meta_t).where(meta_t.c.key == "schema").values(value=str(SCHEMA_VERSION).encode()))
 
 
 def _rec(row) -> BlockRecord:
@@ -211,9 +251,7 @@ class Store:
                 with self.write() as c:
                     metadata.create_all(c)
                     poolrows.create(c)          # creates or migrates the mempool table
-                    have = c.execute(select(meta_t.c.value).where(meta_t.c.key == "schema")).scalar()
-                    if have is not None and int(have) < SCHEMA_VERSION:
-                        self.set_meta("schema", str(SCHEMA_VERSION).encode(), conn=c)
+                    _migrate(c)                 # the headers table, then the schema version
             except StoreError as exc:
                 raise StoreError(
                     f"cannot open the chain database {self.path}: {exc}", reason=exc.reason
@@ -344,6 +382,7 @@ class Store:
                     data=genesis_bytes,
                 )
             )
+            c.execute(insert(headers_t).values(id=genesis_id, height=0, header=header_bytes(genesis_bytes)))
             c.execute(insert(main_t).values(height=0, id=genesis_id))
             c.execute(insert(undo_t).values(id=genesis_id, data=msgpack.packb([])))
             for k, v in (
@@ -367,6 +406,15 @@ class Store:
                 select(*_REC_COLS).where(blocks_t.c.id == block_id)
             ).first()
         return _rec(row) if row is not None else None
+
+    def stored_ids(self, block_ids) -> set[bytes]:
+        """Which of these block ids are stored (any status): chunked IN queries."""
+        ids, out = list(block_ids), set()
+        with self.reader.connect() as c:
+            for i in range(0, len(ids), 500):  # below SQLite's host-parameter limit
+                rows = c.execute(select(blocks_t.c.id).where(blocks_t.c.id.in_(ids[i:i + 500])))
+                out.update(r[0] for r in rows)
+        return out
 
     def block_bytes(self, block_id: bytes) -> bytes | None:
         with self.read() as c:
@@ -416,6 +464,18 @@ class Store:
             rows = c.execute(
                 select(main_t.c.id)
                 .where(main_t.c.height >= start, main_t.c.height < stop)
+                .order_by(main_t.c.height)
+            ).all()
+        return [r[0] for r in rows]
+
+    def main_headers(self, start_height: int, count: int) -> list[bytes]:
+        """Header bytes of main-chain blocks start_height .. start_height+count-1,
+        in height order (fewer at the tip): one query, no block decoded."""
+        with self.reader.connect() as c:
+            rows = c.execute(
+                select(headers_t.c.header)
+                .select_from(main_t.join(headers_t, headers_t.c.id == main_t.c.id))
+                .where(main_t.c.height >= start_height, main_t.c.height < start_height + max(count, 0))
                 .order_by(main_t.c.height)
             ).all()
         return [r[0] for r in rows]
