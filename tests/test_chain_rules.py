@@ -181,7 +181,7 @@ def test_transaction_rules(node):
                     "to": to_checksum_address(DEAD),
                     "value": COIN,
                     "gas": 21000,
-                    "maxFeePerGas": 10**9,
+                    "maxFeePerGas": 2 * 10**9,
                     "maxPriorityFeePerGas": 10**9,
                 },
                 KEY_A,
@@ -383,20 +383,21 @@ def test_the_gate_can_refuse_inference(node):
     assert reason_of(node, bad) == "bad-proof"  # not remembered as invalid: judged later
 
 
-def test_reorg_depth_is_enforced_when_switching(tmp_path, model, node):
+def test_reorg_depth_counts_from_the_fork_point(tmp_path, model, node):
+    """Protocol 1 measured the depth from the incoming block's parent: a side branch
+    grown one block at a time from a deep fork always passed.  Now the fork point counts."""
     from dataclasses import replace as dc_replace
 
     params = dc_replace(node.params, max_reorg_depth=2)
     a = Node(tmp_path / "x.db", model, address=ADDR_A, params=params)
     b = Node(tmp_path / "y.db", model, address=ADDR_B, params=params)
+    shared = a.mine(2)
     b.clock.t = a.clock.t
-    a.mine(3)
-    side = b.mine(5)
-    for blk in side[:3]:  # equal or less work: stored without a switch, each within the depth limit
-        a.chain.accept_block(blk.encode())
-    tip = a.chain.tip().id
+    b.chain.accept_block(shared[0].encode())
+    side = b.mine(2)  # 2' and 3' on block 1
+    assert a.chain.accept_block(side[0].encode()).status == "side"  # fork at 1, tip 2: within 2
+    a.mine(2)  # tip 4: the fork at height 1 is now 3 blocks deep
     with pytest.raises(ValidationError) as err:
-        for blk in side[3:]:
-            a.chain.accept_block(blk.encode())
+        a.chain.accept_block(side[1].encode())  # its parent (2') is high; its fork point is not
     assert err.value.reason == "fork-too-deep"
-    assert a.chain.tip().id == tip
+    assert a.chain.tip().height == 4

@@ -114,7 +114,7 @@ def _submit(db_path, params, pk: bytes, sender: bytes, rng: random.Random, count
                 nonce=nonce,
                 to=rng.randbytes(20),
                 value=rng.randint(1, 10**15),
-                max_fee_per_gas=price,
+                max_fee_per_gas=price + params.min_base_fee,  # the base fee stays at its floor
                 max_priority_fee_per_gas=price,
                 gas=INTRINSIC_GAS,
             )

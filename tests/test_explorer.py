@@ -37,7 +37,7 @@ def transfer(nonce: int, value: int, *, legacy: bool = False) -> bytes:
     if legacy:
         fields["gasPrice"] = 2 * 10**9
     else:
-        fields.update(type=2, maxFeePerGas=10**9, maxPriorityFeePerGas=10**9)
+        fields.update(type=2, maxFeePerGas=2 * 10**9, maxPriorityFeePerGas=10**9)
     return bytes(EthAccount.sign_transaction(fields, KEY_A).raw_transaction)
 
 
@@ -141,8 +141,8 @@ def test_block_page(site, model):
     for raw in site["mined"]:
         assert f'/tx/{keccak(raw).hex()}' in text
     assert "Transactions (2)" in text
-    fee = 21000 * 10**9 + 21000 * 2 * 10**9
-    assert explorer.fmt_amount(5 * COIN + fee) in text  # the coinbase: reward and fees
+    fee = 2 * 21000 * 10**9  # both transfers tip 1 gwei above the 1 gwei base fee (burned)
+    assert explorer.fmt_amount(5 * COIN + fee) in text  # the coinbase: reward and tips
     assert "smollm2" in text.lower()
     # the same page by id, with and without 0x
     for ident in (b4.id.hex(), "0x" + b4.id.hex()):

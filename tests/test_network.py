@@ -80,7 +80,7 @@ def miner_key(data_dir: Path) -> str:
 def transfer(key: str, nonce: int, to: str = "0x000000000000000000000000000000000000dEaD", *,
              fee: int = 10**9, chain_id: int = DEV.chain_id) -> bytes:
     tx = {"type": 2, "chainId": chain_id, "nonce": nonce, "to": to, "value": COIN, "gas": 21000,
-          "maxFeePerGas": fee, "maxPriorityFeePerGas": fee}
+          "maxFeePerGas": fee + DEV.min_base_fee, "maxPriorityFeePerGas": fee}  # fee: the tip
     return bytes(Account.sign_transaction(tx, key).raw_transaction)
 
 
