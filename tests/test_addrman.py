@@ -225,7 +225,7 @@ def test_headers_table_migration_and_main_headers(tmp_path):
     s.set_meta("schema", b"1")
     s.close()
     s = Store(tmp_path / "chain.db")
-    assert s.get_meta("schema") == b"2" and s.main_headers(0, 2000) == [g.header.encode()]
+    assert s.get_meta("schema") == b"3" and s.main_headers(0, 2000) == [g.header.encode()]
     with s.reader.connect() as c:
         assert c.execute(headers_t.select().where(headers_t.c.id == side.id)).first().header == side.encode()
     s.close()
