@@ -215,3 +215,40 @@ def test_protocol_doc_matches_parameters():
     assert row("coinbase maturity") == [str(p.coinbase_maturity) for p in nets]
     assert row("max future time") == [str(p.max_future) for p in nets]
     assert row("genesis time") == [str(p.genesis_time) for p in nets]
+
+
+def _child_of_genesis(params, txs):
+    from poai.chain import validate
+
+    g = validate.genesis_block(params)
+    cb = Coinbase(height=1, miner=b"\x05" * 20, value=params.reward(1))
+    h = Header(
+        version=2, chain_id=params.chain_id, height=1, prev_hash=g.id, tx_root=block_tx_root(cb, txs),
+        state_root=bytes(32), time=g.header.time + 1, bits=params.genesis_bits,
+        base_fee=params.min_base_fee, model=g.header.model, miner=cb.miner, nonce=1, proof=bytes(32),
+    )
+    block = Block(header=grind_seal(h, params.seal_bits), coinbase=cb, txs=tuple(txs))
+    parent = validate.ChainEntry(id=g.id, height=0, time=g.header.time, bits=g.header.bits, work=1,
+                                 base_fee=g.header.base_fee, n_txs=0)
+    ctx = validate.BlockContext(
+        parent=parent, mtp=g.header.time, now=g.header.time + 10, expected_bits=params.genesis_bits,
+        expected_base_fee=params.min_base_fee, parent_state_root=g.header.state_root,
+        read=lambda a: Account(), matured=None,
+    )
+    return block, ctx
+
+
+@pytest.mark.parametrize("n_txs, proof_first", [(3, False), (64, False), (65, True)])
+def test_big_blocks_pay_the_proof_before_the_state(n_txs, proof_first):
+    """Decoding and recovering 2000 signatures could cost more than the inference:
+    above 64 transactions the proof is checked first, so only real work buys a state check."""
+    from poai.chain import validate
+    from poai.errors import PoaiError
+
+    params = get_network("dev")
+    block, ctx = _child_of_genesis(params, [b"\xc1" + bytes([i]) for i in range(n_txs)])  # undecodable
+    calls = []
+    with pytest.raises(PoaiError) as err:
+        validate.check_block(block, ctx, params, proof=lambda h: calls.append(h) or bytes(32))
+    assert bool(calls) == proof_first
+    assert err.value.reason == "tx-malformed"  # the proof (all zeros) matched: the state decides

@@ -375,18 +375,18 @@ def decode_tx(raw: bytes, chain_id: int, *, sender: bytes | None = None) -> Tran
     if s > _HALF_N:
         raise TxError("signature s is above n/2 (not canonical, EIP-2)", reason="tx-high-s")
 
-    digest = signing_digest(
-        tx_type,
-        chain_id=tx_chain_id,
-        nonce=nonce,
-        max_priority_fee_per_gas=max_priority_fee,
-        max_fee_per_gas=max_fee,
-        gas=gas,
-        to=to,
-        value=value,
-        data=data,
-    )
     if sender is None:
+        digest = signing_digest(
+            tx_type,
+            chain_id=tx_chain_id,
+            nonce=nonce,
+            max_priority_fee_per_gas=max_priority_fee,
+            max_fee_per_gas=max_fee,
+            gas=gas,
+            to=to,
+            value=value,
+            data=data,
+        )
         sender = recover_sender(digest, y_parity, r, s)
     elif len(sender) != 20:
         raise ValueError("a stored sender is 20 bytes")
