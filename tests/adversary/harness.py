@@ -39,7 +39,7 @@ from poai.chain.tx import address_of_private_key
 
 from .mirror import Mirror
 from .netio import LinkProxy, LoopThread, RawPeer
-from .procs import NodeProc, RpcMissing, free_port, node_args
+from .procs import NodeProc, RpcFailed, RpcMissing, free_port, node_args
 
 DEV = get_network("dev")
 ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "adversary.json"
@@ -141,8 +141,8 @@ class Case:
         now = self.adv.verify_stats()
         if now is None or self._stats0 is None:
             return None
-        before, after = self._stats0.get("by_peer", {}), now.get("by_peer", {})
-        return sum(int(after.get(ip, 0)) - int(before.get(ip, 0)) for ip in self.rec.attacker_ips)
+        before, after = _by_ip(self._stats0.get("by_peer", {})), _by_ip(now.get("by_peer", {}))
+        return sum(after.get(ip, 0) - before.get(ip, 0) for ip in self.rec.attacker_ips)
 
     def outcomes(self) -> dict[str, int] | None:
         """Change of the victim's verification outcomes (reason -> count) since the start."""
@@ -174,8 +174,8 @@ class Case:
         n = self.inferences()
         self.rec.victim_inferences = n
         if n is None:
-            self.check(False, "victim inferences unknown: the victim has no poai_verifyStats RPC yet "
-                              "(CONTRACT: service.verify_stats, lead + h-rpc)")
+            self.check(False, "victim inferences unknown: the victim reports no verification figures "
+                              "(poai_verifyStats over service.verify_stats: h-rpc + lead)")
             return
         self.check(n <= at_most, f"the victim spent {n} inference(s) on the attacker, at most {at_most} "
                                  f"expected{': ' + what if what else ''}")
@@ -315,6 +315,11 @@ class Adversary:
         except RpcMissing:
             self._stats_missing = True
             return None
+        except RpcFailed as exc:  # the RPC method exists, the service figures do not (lead)
+            if (exc.error.get("data") or {}).get("reason") == "no-verify-stats":
+                self._stats_missing = True
+                return None
+            raise
 
     def bans(self) -> dict[str, str]:
         """ip -> reason, from poai_bans (else the victim's log, while that RPC is missing)."""
@@ -393,6 +398,15 @@ class Adversary:
             cases[r.name] = dict(asdict(r), module=self.module, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         doc["cases"] = cases
         ARTIFACT.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def _by_ip(by_peer: dict) -> dict[str, int]:
+    """by_peer keyed by IP (a key may be "ip:port" where peers are keyed by connection)."""
+    out: dict[str, int] = {}
+    for key, n in by_peer.items():
+        ip = key.rsplit(":", 1)[0] if key.count(":") == 1 else key
+        out[ip.strip("[]")] = out.get(ip.strip("[]"), 0) + int(n)
+    return out
 
 
 def _fmt(v) -> str:
