@@ -90,7 +90,16 @@ class Case:
 
     # --- set-up and bookkeeping -----------------------------------------------------------
     def start(self) -> None:
-        self._stats0 = self.adv.verify_stats()
+        waited = self.adv.wait_responsive(30.0)
+        if waited is None:
+            self.rec.failures.append("the victim's RPC did not answer within 30 s at the case's start")
+        elif waited > 1.0:
+            self.note(f"waited {waited:.1f} s for the victim's RPC to answer (an earlier case's backlog)")
+        try:
+            self._stats0 = self.adv.verify_stats()
+        except OSError as exc:
+            self._stats0 = None
+            self.rec.failures.append(f"poai_verifyStats failed at the case's start: {exc}")
         self._cpu0 = self.adv.victim.cpu_seconds()
         self._seal0 = (self.adv.mirror.seal_evaluations, self.adv.mirror.seal_seconds)
         self._t0 = time.monotonic()
@@ -136,9 +145,15 @@ class Case:
             self.note(f"try {attempt + 1}: the honest tip moved before the victim judged the block; sent again")
 
     # --- the victim's figures ---------------------------------------------------------------
+    def _stats_now(self) -> dict | None:
+        try:
+            return self.adv.verify_stats()
+        except OSError:  # an unresponsive victim: the figure is unknown, the case says so
+            return None
+
     def inferences(self) -> int | None:
-        """Inferences the victim spent on this case's attacker addresses so far (None: no stats RPC)."""
-        now = self.adv.verify_stats()
+        """Inferences the victim spent on this case's attacker addresses so far (None: unknown)."""
+        now = self._stats_now()
         if now is None or self._stats0 is None:
             return None
         before, after = _by_ip(self._stats0.get("by_peer", {})), _by_ip(now.get("by_peer", {}))
@@ -146,7 +161,7 @@ class Case:
 
     def outcomes(self) -> dict[str, int] | None:
         """Change of the victim's verification outcomes (reason -> count) since the start."""
-        now = self.adv.verify_stats()
+        now = self._stats_now()
         if now is None or self._stats0 is None:
             return None
         a, b = now.get("outcomes", {}), self._stats0.get("outcomes", {})
@@ -209,7 +224,7 @@ class Case:
         r.attacker_frames = sum(p.frames_sent for p in self.peers)
         if r.victim_inferences is None:
             r.victim_inferences = self.inferences()
-        stats = self.adv.verify_stats()
+        stats = self._stats_now()
         if stats is not None and self._stats0 is not None:
             r.victim_inferences_total = int(stats.get("inferences", 0)) - int(self._stats0.get("inferences", 0))
         r.passed = not r.failures
@@ -320,6 +335,20 @@ class Adversary:
                 self._stats_missing = True
                 return None
             raise
+
+    def wait_responsive(self, timeout: float) -> float | None:
+        """Seconds until the victim's RPC answers eth_blockNumber (None: not within timeout)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if not self.victim.alive():
+                raise AssertionError(f"the victim exited ({self.victim.proc.returncode}); log:\n"
+                                     f"{self.victim.log_tail()}")
+            try:
+                self.victim.rpc("eth_blockNumber", timeout=max(1.0, timeout - (time.monotonic() - t0)))
+                return time.monotonic() - t0
+            except OSError:
+                time.sleep(0.2)
+        return None
 
     def bans(self) -> dict[str, str]:
         """ip -> reason, from poai_bans (else the victim's log, while that RPC is missing)."""
@@ -432,12 +461,18 @@ def module_view(request, tmp_path_factory, module: str):
     """The session's one Adversary (started on first use, stopped when pytest
     ends: the model load makes each node process start in tens of seconds on a
     loaded machine), with this module's cases reported at the module's end."""
+    if "failed" in _SESSION:  # one start per session: a second try would cost as much again
+        raise AssertionError(f"the adversary network did not start: {_SESSION['failed']}")
     adv = _SESSION.get("adv")
     if adv is None:
         adv = Adversary(tmp_path_factory.mktemp("adversary"), ModelRef(DEV), module)
         request.config.add_cleanup(adv.stop)
+        try:
+            adv.start()
+        except BaseException as exc:
+            _SESSION["failed"] = f"{type(exc).__name__}: {exc}"
+            raise
         _SESSION["adv"] = adv
-        adv.start()
     if not adv.victim.alive() or not adv.miner.alive():
         raise AssertionError("the victim or the honest miner died in an earlier module")
     adv.module = module
