@@ -54,10 +54,13 @@ def test_reground_seal(adv):
 
 def test_replay_bad_proof(adv):
     """2: a bad-proof block five times, then the same bytes from a new address."""
-    with adv.case("replay_bad_proof", "bad proof x5: <=1 inference, banned bad-proof; "
-                                      "same bytes, new address: 0 more") as c:
+    with adv.case(
+        "replay_bad_proof", "bad proof x5: <=1 inference, banned bad-proof; same bytes, new address: 0 more"
+    ) as c:
         p, block, reason = c.send_on_tip(lambda: adv.mirror.bad_proof_block(), copies=5)
-        c.check(reason == "bad-proof", f"sender: expected a ban with reason bad-proof, got {reason or 'no ban'}")
+        c.check(
+            reason == "bad-proof", f"sender: expected a ban with reason bad-proof, got {reason or 'no ban'}"
+        )
         adv.shared["bad_block"] = block
         c.settle()
         first = c.inferences()
@@ -75,8 +78,10 @@ def test_replay_bad_proof(adv):
 def test_same_core_other_proof(adv):
     """3: a bad-proof block judged once, then its header core with other random proofs
     (fresh seals) from other addresses: the victim knows the core's digest."""
-    with adv.case("same_core_other_proof", "bad block judged once (1 inference), its core with 3 other "
-                                           "proofs from 3 addresses: 0 inferences") as c:
+    with adv.case(
+        "same_core_other_proof",
+        "bad block judged once (1 inference), its core with 3 other proofs from 3 addresses: 0 inferences",
+    ) as c:
         first, bad, reason = c.send_on_tip(lambda: adv.mirror.bad_proof_block())
         c.check(reason == "bad-proof", f"first sender: expected a ban bad-proof, got {reason or 'no ban'}")
         c.settle()
@@ -86,16 +91,19 @@ def test_same_core_other_proof(adv):
             h = bad.header.with_(proof=adv.mirror.random_proof(target))
             c.peer().send("block", replace(bad, header=adv.mirror.seal(h)).encode())
         c.done_attacking()
-        c.note(f"the core's parent is {'still' if adv.victim.tip()[1][2:] == bad.header.prev_hash.hex() else 'no longer'}"
-               " the victim's tip")
+        on_tip = adv.victim.tip()[1][2:] == bad.header.prev_hash.hex()
+        c.note(f"the core's parent is {'still' if on_tip else 'no longer'} the victim's tip")
         c.settle()
         total = c.inferences()
         c.rec.victim_inferences = total
         if total is None:
             c.expect_inferences(0)
         else:
-            c.check(total - on_first == 0, f"{total - on_first} inference(s) on the same core with other proofs "
-                                           "(0 expected: its digest is known)")
+            c.check(
+                total - on_first == 0,
+                f"{total - on_first} inference(s) on the same core with other proofs "
+                "(0 expected: its digest is known)",
+            )
             c.check(on_first <= 1, f"{on_first} inferences on the first copy")
         c.expect_follows()
 
@@ -118,7 +126,10 @@ def test_bad_seal(adv):
         adv.sync_mirror()
         block = adv.mirror.bad_proof_block()
         seal = block.header.seal + 1
-        while adv.mirror.header_reason(block.header.with_(seal=seal)) != "bad-seal" and seal < block.header.seal + 64:
+        while (
+            adv.mirror.header_reason(block.header.with_(seal=seal)) != "bad-seal"
+            and seal < block.header.seal + 64
+        ):
             seal += 1
         bad = replace(block, header=block.header.with_(seal=seal))
         c.check(adv.mirror.header_reason(bad.header) == "bad-seal", "crafting: no failing seal found")
@@ -143,8 +154,10 @@ def test_proof_above_target(adv):
 
 def test_wrong_network_unvetted_model_bad_version(adv):
     """6: three context-free header faults, each from its own address."""
-    with adv.case("wrong_network_model_version", "chain id / model / version: 0 inferences, "
-                                                 "banned wrong-network, unvetted-model, bad-version") as c:
+    with adv.case(
+        "wrong_network_model_version",
+        "chain id / model / version: 0 inferences, banned wrong-network, unvetted-model, bad-version",
+    ) as c:
         adv.sync_mirror()
         version = adv.mirror.template()[0].header.version
         _header_attack(adv, c, "wrong-network", chain_id=MAIN.chain_id + 1000)
@@ -168,19 +181,26 @@ def test_far_future_time(adv):
         c.settle()
         outcomes = c.outcomes()
         if outcomes is not None:
-            c.check(outcomes.get("time-too-far-future", 0) >= 1 or outcomes.get(".dropped", 0) >= 1,
-                    f"no time-too-far-future outcome recorded ({outcomes})")
+            c.check(
+                outcomes.get("time-too-far-future", 0) >= 1 or outcomes.get(".dropped", 0) >= 1,
+                f"no time-too-far-future outcome recorded ({outcomes})",
+            )
         else:
-            c.check("time-too-far-future" in adv.victim.log_text(),
-                    "no time-too-far-future rejection in the victim's log")
+            c.check(
+                "time-too-far-future" in adv.victim.log_text(),
+                "no time-too-far-future rejection in the victim's log",
+            )
         c.expect_inferences(0)
         c.expect_follows()
 
 
 def test_bad_roots_and_coinbase(adv):
     """8: state root, transaction root, coinbase value: all rejected before inference."""
-    with adv.case("bad_state_tx_root_coinbase", "bad state root / tx root / coinbase value: "
-                                                "0 inferences, banned with those reasons") as c:
+    with adv.case(
+        "bad_state_tx_root_coinbase",
+        "bad state root / tx root / coinbase value: 0 inferences, banned with those reasons",
+    ) as c:
+
         def overpaid() -> Block:
             base, target = adv.mirror.template()
             base = adv.mirror.with_coinbase(base, value=base.coinbase.value + 1)
@@ -210,7 +230,9 @@ def test_orphan_flood(adv):
             height = base.height + 1 + i % 8
             moved = adv.mirror.with_coinbase(base, height=height)
             h = moved.header.with_(prev_hash=os.urandom(32), height=height)
-            msgs.append(["block", adv.mirror.bad_proof_block(base=replace(moved, header=h), target=target).encode()])
+            msgs.append(
+                ["block", adv.mirror.bad_proof_block(base=replace(moved, header=h), target=target).encode()]
+            )
         peers = [c.peer(), c.peer()]
         for k, p in enumerate(peers):
             p.send_many(msgs[k::2])
@@ -260,9 +282,12 @@ def test_getdata_invalid(adv):
                 break
             if msg.command in ("notfound", "block"):
                 got = msg
-        c.check(got is not None and got.command == "notfound" and [wire.INV_BLOCK, bad.id] in
-                [list(x) for x in got.args[0]], f"expected notfound for the invalid block, got "
-                                               f"{got.command if got else 'nothing'}")
+        c.check(
+            got is not None
+            and got.command == "notfound"
+            and [wire.INV_BLOCK, bad.id] in [list(x) for x in got.args[0]],
+            f"expected notfound for the invalid block, got {got.command if got else 'nothing'}",
+        )
         c.done_attacking()
         c.expect_follows()
 
@@ -271,8 +296,10 @@ def test_big_block_ecdsa(adv):
     """23: 2000 validly signed transactions from unfunded keys paying below the base fee."""
     from adversary import txs
 
-    with adv.case("big_block_ecdsa", "2000 signed txs, unfunded, fee < base fee: cheap rejection, "
-                                     "0 inferences, judged within 5 s") as c:
+    with adv.case(
+        "big_block_ecdsa",
+        "2000 signed txs, unfunded, fee < base fee: cheap rejection, 0 inferences, judged within 5 s",
+    ) as c:
         fee = adv.params.min_base_fee - 1
         t0 = time.perf_counter()
         raws = txs.batch(2000, chain_id=adv.params.chain_id, max_fee=fee, tip=fee)
@@ -288,7 +315,9 @@ def test_big_block_ecdsa(adv):
         c.note(f"block of {len(block.encode())} bytes; banned ({got}) {c.judge_s:.2f} s after it was sent")
         c.check(got is None or c.judge_s <= 5.0, f"the victim took {c.judge_s:.1f} s to reject the block")
         cheap = ("tx-fee-below-base-fee", "tx-insufficient-funds", "fee-below-base-fee")
-        c.check(got in cheap, f"expected a ban with a cheap reason ({', '.join(cheap)}), got {got or 'no ban'}")
+        c.check(
+            got in cheap, f"expected a ban with a cheap reason ({', '.join(cheap)}), got {got or 'no ban'}"
+        )
         c.done_attacking()
         c.settle()
         c.expect_inferences(0)

@@ -20,9 +20,18 @@ from poai.net import protocol as wire
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-POISON = [("169.254.169.254", 80), ("10.0.0.1", 29773), ("192.168.1.1", 29773), ("fe80::1", 29773),
-          ("fd00:ec2::254", 80), ("::ffff:10.0.0.1", 29773), ("example.com", 29773),
-          ("poai-seed.invalid", 29773), ("127.0.0.9", 0), ("0.0.0.0", 29773)]
+POISON = [
+    ("169.254.169.254", 80),
+    ("10.0.0.1", 29773),
+    ("192.168.1.1", 29773),
+    ("fe80::1", 29773),
+    ("fd00:ec2::254", 80),
+    ("::ffff:10.0.0.1", 29773),
+    ("example.com", 29773),
+    ("poai-seed.invalid", 29773),
+    ("127.0.0.9", 0),
+    ("0.0.0.0", 29773),
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +45,12 @@ def test_in_flight_flood(adv):
     with adv.case("in_flight_flood", "inv of 10,000 block ids: <= 16 asked, ping < 1 s, victim follows") as c:
         p = c.peer()
         ids = [os.urandom(32) for _ in range(10_000)]
-        p.send_many([["inv", [[wire.INV_BLOCK, h] for h in ids[i:i + wire.MAX_INV]]]
-                     for i in range(0, len(ids), wire.MAX_INV)])
+        p.send_many(
+            [
+                ["inv", [[wire.INV_BLOCK, h] for h in ids[i : i + wire.MAX_INV]]]
+                for i in range(0, len(ids), wire.MAX_INV)
+            ]
+        )
         c.done_attacking()
         asked = sum(len(m.args[0]) for m in p.collect(4.0) if m.command == "getdata")
         c.note(f"the victim asked the flooder for {asked} block(s)")
@@ -53,8 +66,12 @@ def test_in_flight_flood(adv):
 def test_stalling_announcer(adv):
     """12: the honest miner's next block announced first by a peer that never sends it."""
     bound = harness.VICTIM_BLOCK_TIMEOUT_S + 15
-    with adv.case("stalling_announcer", f"announce-and-stall: block from the honest peer within {bound} s") as c:
-        spy = RawPeer(adv.lt, adv.params, adv.genesis_id, (adv.miner.ip, adv.miner.port), "127.60.0.1").connect()
+    with adv.case(
+        "stalling_announcer", f"announce-and-stall: block from the honest peer within {bound} s"
+    ) as c:
+        spy = RawPeer(
+            adv.lt, adv.params, adv.genesis_id, (adv.miner.ip, adv.miner.port), "127.60.0.1"
+        ).connect()
         staller = c.peer()
         staller.auto_pong = True
         adv.proxy.delay_to_victim = 1.5  # the honest announcement reaches the victim 1.5 s late
@@ -84,16 +101,22 @@ def test_stalling_announcer(adv):
                 got = time.monotonic() - c.attack_end
                 break
             time.sleep(0.25)
-        c.note(f"victim had the stalled block after {got if got is None else round(got, 1)} s "
-               f"(download timeout {harness.VICTIM_BLOCK_TIMEOUT_S} s via $POAI_P2P_BLOCK_TIMEOUT)")
-        c.check(got is not None, f"the victim did not get the stalled block from the honest peer within {bound} s")
+        c.note(
+            f"victim had the stalled block after {got if got is None else round(got, 1)} s "
+            f"(download timeout {harness.VICTIM_BLOCK_TIMEOUT_S} s via $POAI_P2P_BLOCK_TIMEOUT)"
+        )
+        c.check(
+            got is not None, f"the victim did not get the stalled block from the honest peer within {bound} s"
+        )
         staller.close()
         c.expect_follows()
 
 
 def test_getheaders_flood(adv):
     """13: 500 getheaders in a burst: answered within rate limits, an honest getheaders stays fast."""
-    with adv.case("getheaders_flood", "500 getheaders: honest getheaders < 1 s meanwhile, victim follows") as c:
+    with adv.case(
+        "getheaders_flood", "500 getheaders: honest getheaders < 1 s meanwhile, victim follows"
+    ) as c:
         p = c.peer()
         friend = adv.friend_peer()
         p.send_many([["getheaders", [adv.genesis_id], bytes(32)]] * 500)
@@ -108,8 +131,10 @@ def test_getheaders_flood(adv):
         answered = sum(1 for m in p.collect(3.0) if m.command == "headers")
         friend.close()
         c.note(f"flooder got {answered} headers answers to 500; honest round trips {rtts}")
-        c.check(None not in rtts and max(rtts) < 1.0, f"honest getheaders round trips {rtts} (each under 1 s)")
-        c.check(answered < 500, f"all 500 getheaders were answered (expected a rate limit)")
+        c.check(
+            None not in rtts and max(rtts) < 1.0, f"honest getheaders round trips {rtts} (each under 1 s)"
+        )
+        c.check(answered < 500, "all 500 getheaders were answered (expected a rate limit)")
         c.expect_follows()
 
 
@@ -134,8 +159,11 @@ def test_addr_poison(adv):
     with adv.case("addr_poison", "poisoned addr: none kept, none dialled") as c:
         why = _addr_guard()
         if why is not None:
-            c.check(False, f"not sent: {why}; today's victim would dial them "
-                           "(house rule: never send traffic outside 127.0.0.0/8)")
+            c.check(
+                False,
+                f"not sent: {why}; today's victim would dial them "
+                "(house rule: never send traffic outside 127.0.0.0/8)",
+            )
             return
         log_before = len(adv.victim.log_text())
         p = c.peer()
@@ -144,15 +172,20 @@ def test_addr_poison(adv):
         time.sleep(3.0)  # the victim's connector runs every second
         log = adv.victim.log_text()[log_before:]
         info = adv.victim.rpc("poai_nodeInfo")
-        table = next((info[k] for k in ("addresses", "known", "addrman", "knownAddresses") if k in info), None)
+        table = next(
+            (info[k] for k in ("addresses", "known", "addrman", "knownAddresses") if k in info), None
+        )
         if table is not None:
             text = str(table)
             kept = [h for h, _ in POISON if h in text]
             c.check(not kept, f"poisoned addresses in the victim's address table: {kept}")
         else:
             c.note("poai_nodeInfo shows no address table; judged from the victim's log")
-        dialled = [line for line in log.splitlines()
-                   if any(h in line for h, _ in POISON) and "not dialling" not in line and "refused" not in line]
+        dialled = [
+            line
+            for line in log.splitlines()
+            if any(h in line for h, _ in POISON) and "not dialling" not in line and "refused" not in line
+        ]
         c.check(not dialled, f"victim log lines naming poisoned addresses: {dialled[:3]}")
         kept_line = [line for line in log.splitlines() if "addr from" in line and p.local_ip in line]
         c.note(f"victim log: {kept_line[:1]}")
@@ -207,8 +240,10 @@ def test_netgroup_inbound(adv):
 
 def test_bad_frames(adv):
     """18: garbage payload, oversize frame, wrong magic, a message before the handshake."""
-    with adv.case("garbage_oversize_magic_prehandshake", "banned malformed-message, oversize-frame, "
-                                                         "bad-magic, no-handshake") as c:
+    with adv.case(
+        "garbage_oversize_magic_prehandshake",
+        "banned malformed-message, oversize-frame, bad-magic, no-handshake",
+    ) as c:
         attacks = [
             ("malformed-message", True, adv.params.magic + (5).to_bytes(4, "big") + b"\xc1" * 5),
             ("oversize-frame", True, adv.params.magic + (wire.MAX_FRAME + 1).to_bytes(4, "big")),

@@ -31,8 +31,12 @@ def _batch_rpc(node, calls: list[tuple[str, list]], chunk: int = 100) -> list[di
     """JSON-RPC batches of ``chunk``: every response object, in order."""
     out = []
     for i in range(0, len(calls), chunk):
-        body = json.dumps([{"jsonrpc": "2.0", "id": i + j, "method": m, "params": p}
-                           for j, (m, p) in enumerate(calls[i:i + chunk])]).encode()
+        body = json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": i + j, "method": m, "params": p}
+                for j, (m, p) in enumerate(calls[i : i + chunk])
+            ]
+        ).encode()
         status, data = node.http(body, timeout=120)
         replies = json.loads(data)
         if not isinstance(replies, list):
@@ -47,8 +51,10 @@ def _mempool_size(node) -> int:
 
 def test_zero_fee_spam(adv):
     """19: 1000 zero-fee transactions (100 funded, 900 unfunded) by p2p and RPC."""
-    with adv.case("zero_fee_spam", f"{SPAM} zero-fee txs via p2p tx and eth_sendRawTransaction: "
-                                   "all refused, none relayed, none mined") as c:
+    with adv.case(
+        "zero_fee_spam",
+        f"{SPAM} zero-fee txs via p2p tx and eth_sendRawTransaction: all refused, none relayed, none mined",
+    ) as c:
         chain_id = adv.params.chain_id
         nonce = int(adv.victim.rpc("eth_getTransactionCount", "0x" + adv.address.hex(), "pending"), 16)
         raws = txs.batch(FUNDED, chain_id=chain_id, max_fee=0, tip=0, key=adv.key, first_nonce=nonce)
@@ -63,10 +69,15 @@ def test_zero_fee_spam(adv):
         taken_rpc = [r for r in replies if "error" not in r]
         reasons = sorted({str(r["error"].get("message", ""))[:60] for r in replies if "error" in r})[:4]
         c.note(f"RPC refusals (first kinds): {reasons}")
-        c.check(not taken_rpc, f"eth_sendRawTransaction accepted {len(taken_rpc)} of {len(replies)} zero-fee txs")
+        c.check(
+            not taken_rpc, f"eth_sendRawTransaction accepted {len(taken_rpc)} of {len(replies)} zero-fee txs"
+        )
         c.settle()
-        pooled = [r for r in _batch_rpc(adv.victim, [("eth_getTransactionByHash", [h]) for h in hashes])
-                  if r.get("result") is not None]
+        pooled = [
+            r
+            for r in _batch_rpc(adv.victim, [("eth_getTransactionByHash", [h]) for h in hashes])
+            if r.get("result") is not None
+        ]
         c.check(not pooled, f"{len(pooled)} of the {SPAM} zero-fee txs are in the victim's pool or chain")
         relayed = adv.proxy.tx_invs_to_miner - relayed0
         c.check(relayed == 0, f"the victim announced {relayed} of them to the honest miner")
@@ -77,8 +88,11 @@ def test_zero_fee_spam(adv):
         deadline = time.monotonic() + 30
         while adv.miner.tip()[0] < start + 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-        mined = [r for r in _batch_rpc(adv.miner, [("eth_getTransactionReceipt", [h]) for h in hashes[:FUNDED]])
-                 if r.get("result") is not None]
+        mined = [
+            r
+            for r in _batch_rpc(adv.miner, [("eth_getTransactionReceipt", [h]) for h in hashes[:FUNDED]])
+            if r.get("result") is not None
+        ]
         c.check(not mined, f"{len(mined)} zero-fee txs were mined")
         c.note(f"flooder ban: {adv.wait_ban(p.local_ip, 0)}")
         c.expect_follows()
@@ -86,10 +100,18 @@ def test_zero_fee_spam(adv):
 
 def test_bad_signature_tx(adv):
     """20: a transaction whose r is on no curve point (s kept low): the relayer is banned."""
-    with adv.case("bad_signature_tx", "tx with r off the curve via p2p: refused, sender banned "
-                                      "tx-bad-signature") as c:
-        good = txs.sign_1559(adv.key, chain_id=adv.params.chain_id, nonce=0, to=b"\x22" * 20, value=1,
-                             max_fee=10 * adv.params.min_base_fee, tip=adv.params.min_base_fee)
+    with adv.case(
+        "bad_signature_tx", "tx with r off the curve via p2p: refused, sender banned tx-bad-signature"
+    ) as c:
+        good = txs.sign_1559(
+            adv.key,
+            chain_id=adv.params.chain_id,
+            nonce=0,
+            to=b"\x22" * 20,
+            value=1,
+            max_fee=10 * adv.params.min_base_fee,
+            tip=adv.params.min_base_fee,
+        )
         bad = txs.r_off_curve(good)
         try:
             decode_tx(bad, adv.params.chain_id)
@@ -108,16 +130,20 @@ def test_bad_signature_tx(adv):
 
 def test_rpc_foreign_host_origin_content_type(adv):
     """21: DNS rebinding and cross-site requests are refused, so is a non-JSON body."""
-    with adv.case("rpc_foreign_host_origin_type", "foreign Host 403, foreign Origin 403, "
-                                                  "text/plain 415") as c:
+    with adv.case(
+        "rpc_foreign_host_origin_type", "foreign Host 403, foreign Origin 403, text/plain 415"
+    ) as c:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}).encode()
         own = f"{adv.victim.ip}:{adv.victim.rpc_port}"
         control, _ = adv.victim.http(body, {"Host": own, "Content-Type": "application/json"})
         c.check(control == 200, f"a proper request got {control}")
         for what, headers, want in [
             ("foreign Host", {"Host": "rebind.attacker.example:80", "Content-Type": "application/json"}, 403),
-            ("foreign Origin", {"Host": own, "Origin": "http://attacker.example",
-                                "Content-Type": "application/json"}, 403),
+            (
+                "foreign Origin",
+                {"Host": own, "Origin": "http://attacker.example", "Content-Type": "application/json"},
+                403,
+            ),
             ("wrong Content-Type", {"Host": own, "Content-Type": "text/plain"}, 415),
         ]:
             status, _ = adv.victim.http(body, headers)
@@ -163,10 +189,14 @@ def test_rpc_saturation(adv):
             friend.close()
         c.done_attacking()
         worst = None if None in rtts else max(rtts)
-        c.note(f"RPC requests served: {sum(served)}, failed: {len(errors)} (first: {errors[:1]}); "
-               f"getheaders round trips max {worst}")
+        c.note(
+            f"RPC requests served: {sum(served)}, failed: {len(errors)} (first: {errors[:1]}); "
+            f"getheaders round trips max {worst}"
+        )
         c.check(sum(served) > 0, f"no RPC request was served while hammering ({errors[:1]})")
-        print(f"\nrpc_saturation: p2p getheaders round trip max {worst} s over {len(rtts)} samples, "
-              f"{sum(served)} RPC requests served meanwhile")
+        print(
+            f"\nrpc_saturation: p2p getheaders round trip max {worst} s over {len(rtts)} samples, "
+            f"{sum(served)} RPC requests served meanwhile"
+        )
         c.check(worst is not None and worst < 1.0, f"getheaders round trip max {worst} s (under 1 s)")
         c.expect_follows()

@@ -142,7 +142,9 @@ class Case:
             self.judge_s = time.monotonic() - sent  # send -> ban seen over RPC (0.25 s polls)
             if got is not None or self.adv.victim.tip() == tip0 or attempt == tries - 1:
                 return p, block, got
-            self.note(f"try {attempt + 1}: the honest tip moved before the victim judged the block; sent again")
+            self.note(
+                f"try {attempt + 1}: the honest tip moved before the victim judged the block; sent again"
+            )
 
     # --- the victim's figures ---------------------------------------------------------------
     def _stats_now(self) -> dict | None:
@@ -189,17 +191,25 @@ class Case:
         n = self.inferences()
         self.rec.victim_inferences = n
         if n is None:
-            self.check(False, "victim inferences unknown: the victim reports no verification figures "
-                              "(poai_verifyStats over service.verify_stats: h-rpc + lead)")
+            self.check(
+                False,
+                "victim inferences unknown: the victim reports no verification figures "
+                "(poai_verifyStats over service.verify_stats: h-rpc + lead)",
+            )
             return
-        self.check(n <= at_most, f"the victim spent {n} inference(s) on the attacker, at most {at_most} "
-                                 f"expected{': ' + what if what else ''}")
+        self.check(
+            n <= at_most,
+            f"the victim spent {n} inference(s) on the attacker, at most {at_most} "
+            f"expected{': ' + what if what else ''}",
+        )
 
     def expect_ban(self, ip: str, reasons: str | tuple[str, ...], timeout: float = 15.0) -> None:
         want = (reasons,) if isinstance(reasons, str) else reasons
         got = self.adv.wait_ban(ip, timeout)
-        self.check(got in want, f"{ip}: expected a ban with reason {' or '.join(want)}, "
-                                f"got {got if got else 'no ban'}")
+        self.check(
+            got in want,
+            f"{ip}: expected a ban with reason {' or '.join(want)}, got {got if got else 'no ban'}",
+        )
 
     def expect_not_banned(self, ip: str, wait: float = 2.0) -> None:
         got = self.adv.wait_ban(ip, wait)
@@ -210,7 +220,9 @@ class Case:
             self.done_attacking()
         delay, detail = self.adv.follows(bound, since=self.attack_end)
         self.rec.follow_delay_s = delay
-        self.check(delay is not None, f"the victim did not follow the honest tip within {bound:.0f} s ({detail})")
+        self.check(
+            delay is not None, f"the victim did not follow the honest tip within {bound:.0f} s ({detail})"
+        )
 
     # --- closing --------------------------------------------------------------------------
     def finish(self, error: BaseException | None) -> None:
@@ -226,7 +238,9 @@ class Case:
             r.victim_inferences = self.inferences()
         stats = self._stats_now()
         if stats is not None and self._stats0 is not None:
-            r.victim_inferences_total = int(stats.get("inferences", 0)) - int(self._stats0.get("inferences", 0))
+            r.victim_inferences_total = int(stats.get("inferences", 0)) - int(
+                self._stats0.get("inferences", 0)
+            )
         r.passed = not r.failures
         for p in self.peers:
             p.close()
@@ -247,14 +261,29 @@ class Adversary:
         self.key = os.urandom(32)
         self.address = address_of_private_key(self.key)  # the honest miner's reward address: our funded key
         m_port, m_rpc = free_port("127.0.0.3"), free_port("127.0.0.3")
-        self.miner = NodeProc("miner", "127.0.0.3", m_port, m_rpc, base / "miner",
-                              node_args(base / "miner", "127.0.0.3", m_port, m_rpc,
-                                        mine_to="0x" + self.address.hex(), nice=MINER_NICE))
-        self.proxy = LinkProxy(self.lt, self.params.magic, ("127.0.0.2", free_port("127.0.0.2")), ("127.0.0.3", m_port))
+        self.miner = NodeProc(
+            "miner",
+            "127.0.0.3",
+            m_port,
+            m_rpc,
+            base / "miner",
+            node_args(
+                base / "miner", "127.0.0.3", m_port, m_rpc, mine_to="0x" + self.address.hex(), nice=MINER_NICE
+            ),
+        )
+        self.proxy = LinkProxy(
+            self.lt, self.params.magic, ("127.0.0.2", free_port("127.0.0.2")), ("127.0.0.3", m_port)
+        )
         v_port, v_rpc = free_port("127.0.0.1"), free_port("127.0.0.1")
-        self.victim = NodeProc("victim", "127.0.0.1", v_port, v_rpc, base / "victim",
-                               node_args(base / "victim", "127.0.0.1", v_port, v_rpc, peers=[self.proxy.listen]),
-                               env={"POAI_P2P_BLOCK_TIMEOUT": str(VICTIM_BLOCK_TIMEOUT_S)})
+        self.victim = NodeProc(
+            "victim",
+            "127.0.0.1",
+            v_port,
+            v_rpc,
+            base / "victim",
+            node_args(base / "victim", "127.0.0.1", v_port, v_rpc, peers=[self.proxy.listen]),
+            env={"POAI_P2P_BLOCK_TIMEOUT": str(VICTIM_BLOCK_TIMEOUT_S)},
+        )
         self.mirror: Mirror | None = None
         self.mirror_peer: RawPeer | None = None
         self.genesis_id: bytes | None = None
@@ -272,8 +301,10 @@ class Adversary:
         deadline = time.monotonic() + 120
         while self.victim.tip()[0] < self.params.coinbase_maturity + 2:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the honest chain did not reach height 4 in 120 s; miner log:\n"
-                                     f"{self.miner.log_tail()}\nvictim log:\n{self.victim.log_tail()}")
+                raise AssertionError(
+                    f"the honest chain did not reach height 4 in 120 s; miner log:\n"
+                    f"{self.miner.log_tail()}\nvictim log:\n{self.victim.log_tail()}"
+                )
             time.sleep(0.5)
         self.mirror = Mirror(self.base / "mirror", self.params, self.model, self.address)
         self.mirror_peer = self.friend_peer()
@@ -341,8 +372,9 @@ class Adversary:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if not self.victim.alive():
-                raise AssertionError(f"the victim exited ({self.victim.proc.returncode}); log:\n"
-                                     f"{self.victim.log_tail()}")
+                raise AssertionError(
+                    f"the victim exited ({self.victim.proc.returncode}); log:\n{self.victim.log_tail()}"
+                )
             try:
                 self.victim.rpc("eth_blockNumber", timeout=max(1.0, timeout - (time.monotonic() - t0)))
                 return time.monotonic() - t0
@@ -398,14 +430,34 @@ class Adversary:
 
     # --- report ---------------------------------------------------------------------------
     def table(self, records: list[CaseRecord]) -> str:
-        cols = ("case", "ok", "victim inf", "all inf", "victim cpu s", "wall s", "follow s", "seals", "frames")
+        cols = (
+            "case",
+            "ok",
+            "victim inf",
+            "all inf",
+            "victim cpu s",
+            "wall s",
+            "follow s",
+            "seals",
+            "frames",
+        )
         rows = [cols]
         for r in records:
-            rows.append((r.name, "pass" if r.passed else "FAIL", _fmt(r.victim_inferences),
-                         _fmt(r.victim_inferences_total), f"{r.victim_cpu_s:.2f}", f"{r.wall_s:.1f}",
-                         _fmt(r.follow_delay_s), str(r.attacker_seal_evaluations), str(r.attacker_frames)))
+            rows.append(
+                (
+                    r.name,
+                    "pass" if r.passed else "FAIL",
+                    _fmt(r.victim_inferences),
+                    _fmt(r.victim_inferences_total),
+                    f"{r.victim_cpu_s:.2f}",
+                    f"{r.wall_s:.1f}",
+                    _fmt(r.follow_delay_s),
+                    str(r.attacker_seal_evaluations),
+                    str(r.attacker_frames),
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         for r in records:
             for f in r.failures:
@@ -415,8 +467,10 @@ class Adversary:
     def write_report(self, records: list[CaseRecord]) -> None:
         if not records:
             return
-        print(f"\nadversary suite, module {self.module} (attacker inferences: 0 in every case)\n"
-              + self.table(records))
+        print(
+            f"\nadversary suite, module {self.module} (attacker inferences: 0 in every case)\n"
+            + self.table(records)
+        )
         ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
         try:
             doc = json.loads(ARTIFACT.read_text())
@@ -424,7 +478,9 @@ class Adversary:
             doc = {}
         cases = doc.get("cases", {})
         for r in records:
-            cases[r.name] = dict(asdict(r), module=self.module, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            cases[r.name] = dict(
+                asdict(r), module=self.module, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            )
         doc["cases"] = cases
         ARTIFACT.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 

@@ -69,7 +69,7 @@ class Mirror:
             ids = [Header.decode(raw).id for raw in msg.args[0]]
             want = [i for i in ids if not self.store.has_block(i)]
             for start in range(0, len(want), 500):
-                chunk = want[start:start + 500]
+                chunk = want[start : start + 500]
                 peer.send("getdata", [[wire.INV_BLOCK, i] for i in chunk])
                 got: dict[bytes, bytes] = {}
                 while len(got) < len(chunk):
@@ -124,13 +124,17 @@ class Mirror:
         self.seal_evaluations += sealed.seal - start + 1
         return sealed
 
-    def bad_proof_block(self, *, base: Block | None = None, target: int | None = None, **header_changes) -> Block:
+    def bad_proof_block(
+        self, *, base: Block | None = None, target: int | None = None, **header_changes
+    ) -> Block:
         """A block on the tip (or ``base``, a template) with a random proof <= target,
         ``header_changes`` applied, and the seal ground."""
         if base is None:
             base, target = self.template()
         target = compact_to_target(base.header.bits) if target is None else target
-        h = base.header.with_(nonce=int.from_bytes(os.urandom(8), "big") >> 1, proof=self.random_proof(target))
+        h = base.header.with_(
+            nonce=int.from_bytes(os.urandom(8), "big") >> 1, proof=self.random_proof(target)
+        )
         return replace(base, header=self.seal(h.with_(**header_changes)))
 
     def reseal(self, block: Block) -> Block:

@@ -67,8 +67,17 @@ class HandshakeRefused(AssertionError):
 class RawPeer:
     """A connection to the victim from ``local_ip``; blocking methods, bounded waits."""
 
-    def __init__(self, lt: LoopThread, params, genesis_id: bytes, target: tuple[str, int], local_ip: str,
-                 *, height: int = 0, agent: str = "adversary") -> None:
+    def __init__(
+        self,
+        lt: LoopThread,
+        params,
+        genesis_id: bytes,
+        target: tuple[str, int],
+        local_ip: str,
+        *,
+        height: int = 0,
+        agent: str = "adversary",
+    ) -> None:
         self.lt = lt
         self.params = params
         self.magic = params.magic
@@ -93,7 +102,8 @@ class RawPeer:
 
     async def _open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(
-            self.target[0], self.target[1], local_addr=(self.local_ip, 0), limit=wire.MAX_FRAME + 64)
+            self.target[0], self.target[1], local_addr=(self.local_ip, 0), limit=wire.MAX_FRAME + 64
+        )
         self.local_port = self.writer.get_extra_info("sockname")[1]
         asyncio.get_running_loop().create_task(self._read_loop())
 
@@ -119,14 +129,27 @@ class RawPeer:
 
     def handshake(self, timeout: float = 10.0) -> "RawPeer":
         """version -> (version, verack) <- verack; raises HandshakeRefused."""
-        self.send("version", wire.PROTOCOL_VERSION, self.params.chain_id, self.genesis_id, self.height,
-                  bytes(32), int.from_bytes(os.urandom(8), "big") >> 1, 0, self.agent)
+        self.send(
+            "version",
+            wire.PROTOCOL_VERSION,
+            self.params.chain_id,
+            self.genesis_id,
+            self.height,
+            bytes(32),
+            int.from_bytes(os.urandom(8), "big") >> 1,
+            0,
+            self.agent,
+        )
         got: set[str] = set()
         deadline = time.monotonic() + timeout
         while not {"version", "verack"} <= got:
             msg = self.recv(max(0.0, deadline - time.monotonic()))
             if msg is None:
-                why = "closed the connection" if self.closed.is_set() else f"sent no handshake in {timeout:.0f} s"
+                why = (
+                    "closed the connection"
+                    if self.closed.is_set()
+                    else f"sent no handshake in {timeout:.0f} s"
+                )
                 raise HandshakeRefused(f"the victim {why} (peer from {self.local_ip})")
             got.add(msg.command)
         self.send("verack")
@@ -246,7 +269,9 @@ class RawPeer:
 class LinkProxy:
     """victim <-> proxy(listen) <-> miner(target), frame by frame."""
 
-    def __init__(self, lt: LoopThread, magic: bytes, listen: tuple[str, int], target: tuple[str, int]) -> None:
+    def __init__(
+        self, lt: LoopThread, magic: bytes, listen: tuple[str, int], target: tuple[str, int]
+    ) -> None:
         self.lt, self.magic, self.listen, self.target = lt, magic, listen, target
         self.delay_to_victim = 0.0  # seconds added to every frame from the miner to the victim
         self.to_miner: Counter = Counter()  # command -> frames forwarded victim -> miner
@@ -259,19 +284,24 @@ class LinkProxy:
         self.lt.call(self._start(), 10)
 
     async def _start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, self.listen[0], self.listen[1],
-                                                 limit=wire.MAX_FRAME + 64)
+        self.server = await asyncio.start_server(
+            self._accept, self.listen[0], self.listen[1], limit=wire.MAX_FRAME + 64
+        )
 
     async def _accept(self, v_reader, v_writer) -> None:
         try:
             m_reader, m_writer = await asyncio.open_connection(
-                self.target[0], self.target[1], local_addr=(self.listen[0], 0), limit=wire.MAX_FRAME + 64)
+                self.target[0], self.target[1], local_addr=(self.listen[0], 0), limit=wire.MAX_FRAME + 64
+            )
         except OSError:
             v_writer.close()
             return
         self.links += 1
-        await asyncio.gather(self._pump(v_reader, m_writer, to_victim=False),
-                             self._pump(m_reader, v_writer, to_victim=True), return_exceptions=True)
+        await asyncio.gather(
+            self._pump(v_reader, m_writer, to_victim=False),
+            self._pump(m_reader, v_writer, to_victim=True),
+            return_exceptions=True,
+        )
         for w in (v_writer, m_writer):
             w.close()
 
@@ -286,7 +316,7 @@ class LinkProxy:
         if msg.command == "version":
             args = list(msg.args)
             args[6] = 0  # listening port: a node must not learn where to dial around the proxy
-            return wire.frame(self.magic, ["version", *args])[wire.HEADER_BYTES:]
+            return wire.frame(self.magic, ["version", *args])[wire.HEADER_BYTES :]
         if msg.command == "inv" and not to_victim:
             self.tx_invs_to_miner += sum(1 for kind, _ in msg.args[0] if kind == wire.INV_TX)
         return payload

@@ -134,7 +134,7 @@ class NodeProc:
     def cpu_seconds(self) -> float:
         """utime + stime of the node process (/proc/<pid>/stat fields 14 and 15)."""
         text = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log_text(self) -> str:
@@ -154,13 +154,38 @@ class NodeProc:
         return out
 
 
-def node_args(data_dir: Path, ip: str, port: int, rpc_port: int, *, peers=(), mine_to: str | None = None,
-              nice: int = 0, extra=()) -> list[str]:
+def node_args(
+    data_dir: Path,
+    ip: str,
+    port: int,
+    rpc_port: int,
+    *,
+    peers=(),
+    mine_to: str | None = None,
+    nice: int = 0,
+    extra=(),
+) -> list[str]:
     """The command line of one node; ``nice`` lowers its CPU priority (``nice`` execs
     the node, so the process id stays the node's)."""
     args = ["nice", "-n", str(nice)] if nice else []
-    args += [sys.executable, "-m", "poai.cli", "node", "run", "-n", "dev", "-d", str(data_dir),
-            "--listen", f"{ip}:{port}", "--rpc", f"{ip}:{rpc_port}", "--batch", "1", *extra]
+    args += [
+        sys.executable,
+        "-m",
+        "poai.cli",
+        "node",
+        "run",
+        "-n",
+        "dev",
+        "-d",
+        str(data_dir),
+        "--listen",
+        f"{ip}:{port}",
+        "--rpc",
+        f"{ip}:{rpc_port}",
+        "--batch",
+        "1",
+        *extra,
+    ]
     for host, p in peers:
         args += ["--peer", f"{host}:{p}"]
     if mine_to is not None:

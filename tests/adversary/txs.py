@@ -19,11 +19,20 @@ from poai.chain.tx import SECP256K1_N, TX_TYPE_1559, address_of_private_key, dec
 _P = 2**256 - 2**32 - 977  # the secp256k1 field prime
 
 
-def sign_1559(key: bytes, *, chain_id: int, nonce: int, to: bytes, value: int, max_fee: int, tip: int,
-              gas: int = 21_000) -> bytes:
+def sign_1559(
+    key: bytes, *, chain_id: int, nonce: int, to: bytes, value: int, max_fee: int, tip: int, gas: int = 21_000
+) -> bytes:
     """The raw type-2 transfer, byte-identical to what eth-account signs."""
-    fields = dict(chain_id=chain_id, nonce=nonce, max_priority_fee_per_gas=tip, max_fee_per_gas=max_fee,
-                  gas=gas, to=to, value=value, data=b"")
+    fields = dict(
+        chain_id=chain_id,
+        nonce=nonce,
+        max_priority_fee_per_gas=tip,
+        max_fee_per_gas=max_fee,
+        gas=gas,
+        to=to,
+        value=value,
+        data=b"",
+    )
     digest = signing_digest(TX_TYPE_1559, **fields)
     sig = coincurve.PrivateKey(key).sign_recoverable(digest, hasher=None)
     r, s, y = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
@@ -31,8 +40,16 @@ def sign_1559(key: bytes, *, chain_id: int, nonce: int, to: bytes, value: int, m
     return bytes([TX_TYPE_1559]) + rlp.encode(unsigned + [y, r, s])
 
 
-def batch(n: int, *, chain_id: int, max_fee: int, tip: int, key: bytes | None = None, first_nonce: int = 0,
-          to: bytes = b"\x11" * 20) -> list[bytes]:
+def batch(
+    n: int,
+    *,
+    chain_id: int,
+    max_fee: int,
+    tip: int,
+    key: bytes | None = None,
+    first_nonce: int = 0,
+    to: bytes = b"\x11" * 20,
+) -> list[bytes]:
     """``n`` transfers: from ``key`` with consecutive nonces, else each from a fresh random key."""
     out = []
     for i in range(n):
