@@ -13,7 +13,7 @@ import time
 
 import pytest
 from eth_account import Account as EthAccount
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, create_engine, insert
+from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, create_engine, insert, text
 
 from poai.chain.block import Block, Coinbase, Header
 from poai.chain.params import COIN, get_network
@@ -247,3 +247,22 @@ def test_a_lock_that_persists_is_store_busy_not_a_sqlite_error(store):
     finally:
         holder.join()
     assert decode_tx(pool.add(transfer(KEYS[0], 0).raw).raw, CHAIN_ID).sender == ADDRS[0]
+
+
+def test_proof_memory_persists_and_stays_bounded(tmp_path):
+    from poai.store.proofs import PRUNE_EVERY, ProofMemory
+
+    store = Store(tmp_path / "p.db")
+    mem = ProofMemory(store, max_rows=10)
+    assert mem.get(b"core-a") is None
+    mem.put(b"core-a", b"\x01" * 32)
+    mem.put(b"core-a", b"\x01" * 32)  # idempotent
+    assert mem.get(b"core-a") == b"\x01" * 32
+    for i in range(PRUNE_EVERY):
+        mem.put(b"core-%d" % i, bytes([i % 256]) * 32)
+    with store.reader.connect() as c:
+        n = c.execute(text("SELECT count(*) FROM proofs")).scalar()
+    assert n <= 10 + PRUNE_EVERY  # pruned to the bound once per PRUNE_EVERY inserts
+    store.close()
+    again = ProofMemory(Store(tmp_path / "p.db"))
+    assert again.get(b"core-%d" % (PRUNE_EVERY - 1)) == bytes([(PRUNE_EVERY - 1) % 256]) * 32

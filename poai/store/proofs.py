@@ -24,6 +24,7 @@ from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, delete,
 
 MAX_ROWS = 200_000  # ~14 MB of rows: far more distinct cores than any honest history needs
 LRU_ENTRIES = 4096
+PRUNE_EVERY = 256  # count the rows (a table scan) once per this many inserts
 
 _meta = MetaData()
 proofs_t = Table(
@@ -46,6 +47,7 @@ class ProofMemory:
         self.store = store
         self.max_rows = max_rows
         self._lru: OrderedDict[bytes, bytes] = OrderedDict()
+        self._puts = 0
         self._lock = threading.Lock()
         if not getattr(store, "readonly", False):
             _meta.create_all(store.engine)
@@ -70,6 +72,9 @@ class ProofMemory:
         with self.store.engine.begin() as c:
             if c.execute(select(proofs_t.c.core_hash).where(proofs_t.c.core_hash == key)).first() is None:
                 c.execute(insert(proofs_t).values(core_hash=key, digest=digest, added=time.time_ns()))
+                self._puts += 1
+                if self._puts % PRUNE_EVERY:
+                    return
                 n = c.execute(select(func.count()).select_from(proofs_t)).scalar()
                 if n > self.max_rows:
                     oldest = select(proofs_t.c.core_hash).order_by(proofs_t.c.added).limit(n - self.max_rows)
