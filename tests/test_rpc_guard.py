@@ -263,9 +263,8 @@ def test_search_junk_answers_404(server):
 def test_verify_stats_metrics_and_rpc(svc):  # noqa: F811
     from test_rpc import parse_metrics
 
-    with pytest.raises(jsonrpc.RpcError) as err:
-        rpc(svc, "poai_verifyStats")
-    assert err.value.data == {"reason": "no-verify-stats"}
+    fresh = rpc(svc, "poai_verifyStats")
+    assert (fresh["inferences"], fresh["by_peer"], fresh["cache_hits"]) == (0, {}, 0)
     stats = {"inferences": 9, "by_peer": {"127.0.0.5": 9}, "cache_hits": 4, "dropped": 2,
              "outcomes": {"accepted": 5, "bad-proof": 3, 'odd"reason': 1}}
     svc.verify_stats = lambda: stats

@@ -11,10 +11,11 @@ block gets and *when* inference may be spent on it:
 * a block extending the tip gets every check, state then proof, and is
   connected in one database transaction;
 * a side block that cannot take the lead (cumulative work not above the
-  tip's) is stored after its cheap checks and gets no inference until its
-  branch could win; one that takes the lead gets its branch's proofs checked
-  and the node switches chains (disconnect to the fork with undo data, then
-  connect), refusing forks deeper than max_reorg_depth;
+  tip's) is parked in memory after its cheap checks (bounded; no inference,
+  no disk); a block that makes a stored or parked branch take the lead gets
+  that branch's proofs checked, the branch stored, and the node switches
+  chains (disconnect to the fork with undo data, then connect), refusing
+  forks deeper than max_reorg_depth;
 * before any inference the caller's ``gate`` (the verification scheduler's
   budget for the block's source) may refuse it: the block is then dropped,
   not marked invalid.
@@ -41,6 +42,7 @@ from poai.store.db import INVALID, STORED, VERIFIED, BlockRecord, Store
 from poai.store.proofs import ProofMemory
 
 MAX_ORPHANS = 64
+MAX_PARKED = 64
 MAX_REJECTED = 10_000  # ids of blocks rejected without being stored (cheap to re-check anyway)
 HEADER_CACHE = 2048
 # Rejections not remembered by block id: those that say nothing about the
@@ -105,6 +107,8 @@ class ChainState:
         self.models = models or ModelCache()
         self.clock = clock
         self.orphans: OrderedDict[bytes, bytes] = OrderedDict()  # id -> block bytes
+        # side blocks that could not take the lead when they came (id -> bytes)
+        self.parked: OrderedDict[bytes, bytes] = OrderedDict()
         self.rejected: OrderedDict[bytes, str] = OrderedDict()  # id -> reason (not stored blocks)
         self.proofs = ProofMemory(store)
         self.stats: Counter = Counter()  # inferences, cache_hits, accepted, <reject reason>
@@ -297,7 +301,9 @@ class ChainState:
         result.disconnected = gone
         return result
 
-    def _accept(self, block: Block, data: bytes, result: AcceptResult, gate) -> None:
+    def _accept(self, block: Block, data: bytes, result: AcceptResult, gate, *, lead: bool = False) -> None:
+        """lead: the block is an ancestor of a branch that takes the lead (it is
+        verified and stored even though its own work does not beat the tip)."""
         h = block.header
         known = self.store.record(block.id)
         if known is not None:
@@ -322,6 +328,8 @@ class ChainState:
             result.cached = True
             validate.check_proof(h, remembered)
         parent = self.store.record(h.prev_hash)
+        if parent is None and h.prev_hash in self.parked:
+            parent = self._unpark_branch(block, result, gate)
         if parent is None:
             if h.height == 0:
                 raise ValidationError("a second genesis block", reason="bad-height")
@@ -362,19 +370,58 @@ class ChainState:
         validate.check_block(
             block, self.context(parent, with_state=False), self.params, state=False, header_checked=True
         )
-        if rec.work <= tip.work:
-            self.store.add_block(rec, data)
+        if rec.work <= tip.work and not lead:
+            # It cannot take the lead: parked in memory (bounded), neither verified
+            # nor stored, so a stream of sealed fakes costs no inference and no disk.
+            self.parked[block.id] = data
+            self.parked.move_to_end(block.id)
+            while len(self.parked) > MAX_PARKED:
+                self.parked.popitem(last=False)
             result.status = "side"
             return
         validate.check_proof(h, self.proof_digest(block, gate, result))
         self.store.add_block(replace(rec, status=VERIFIED), data)
+        self._headers[block.id] = (h, len(block.txs))
         result.status = "side"
+        if lead:
+            return
         self._activate_best(result, gate)
         if self.store.tip().id == block.id:
             result.status = "connected"
         elif self.store.record(block.id).status == INVALID:
             bad = self.store.record(block.id)
             raise ValidationError(f"block {block.id.hex()} is invalid: {bad.reason}", reason=bad.reason)
+
+    def _unpark_branch(self, block: Block, result: AcceptResult, gate) -> BlockRecord | None:
+        """``block``'s parent is parked.  If the parked branch below it reaches a
+        stored block and, with ``block``, has more work than the tip, verify and
+        store the branch (oldest first) and return the parent's record; else None
+        (``block`` then waits as an orphan)."""
+        branch: list[tuple[Block, bytes]] = []
+        prev = block.header.prev_hash
+        while prev in self.parked and len(branch) <= MAX_PARKED:
+            data = self.parked[prev]
+            blk = Block.decode(data, self.params.max_block_bytes)
+            branch.append((blk, data))
+            prev = blk.header.prev_hash
+        base = self.store.record(prev)
+        if base is None or base.status == INVALID:
+            return None
+        work = base.work + work_for_bits(block.header.bits)
+        work += sum(work_for_bits(b.header.bits) for b, _ in branch)
+        if work <= self.store.tip().work:
+            return None
+        for blk, data in reversed(branch):
+            self.parked.pop(blk.id, None)
+            try:
+                self._accept(blk, data, result, gate, lead=True)
+            except ValidationError as exc:
+                if exc.reason in NOT_BY_ID:
+                    raise
+                raise ValidationError(
+                    f"an ancestor {blk.id.hex()} is invalid ({exc.reason})", reason="invalid-parent"
+                ) from None
+        return self.store.record(block.header.prev_hash)
 
     def _check_fork_depth(self, fork_parent: BlockRecord, tip: BlockRecord) -> None:
         # The fork point is at most fork_parent's height; a switch would undo

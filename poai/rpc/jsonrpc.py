@@ -361,10 +361,7 @@ def poai_node_info(node):
 def poai_verify_stats(node):
     """service.verify_stats(): inferences spent on blocks from peers/RPC (total and by
     peer), outcomes ({"accepted": n, <reject reason>: n}), cache hits, dropped."""
-    stats = getattr(node, "verify_stats", None)
-    if stats is None:
-        raise server_error("this node keeps no verification statistics", "no-verify-stats")
-    return stats()
+    return node.verify_stats()
 
 
 @method("poai_bans")

@@ -3,7 +3,7 @@
 Non-consensus figures; chain work is exported as a float gauge.  A metric's
 value is a number, or a list of (labels, number) samples (rejected
 verifications by reason).  The verification counters come from
-``service.verify_stats()`` and are left out on a service without it.
+``service.verify_stats()``.
 """
 
 from __future__ import annotations
@@ -35,10 +35,7 @@ def _label_value(text: str) -> str:
 def verify_metrics(node) -> list[tuple[str, str, str, object]]:
     """Counters of service.verify_stats(): accepted and rejected (by reason)
     blocks, inferences spent, cache hits, dropped blocks."""
-    stats_fn = getattr(node, "verify_stats", None)
-    if stats_fn is None:
-        return []
-    stats = stats_fn()
+    stats = node.verify_stats()
     outcomes = dict(stats.get("outcomes", {}))
     accepted = int(outcomes.pop("accepted", 0))
     return [
