@@ -394,10 +394,12 @@ def test_reorg_depth_counts_from_the_fork_point(tmp_path, model, node):
     shared = a.mine(2)
     b.clock.t = a.clock.t
     b.chain.accept_block(shared[0].encode())
-    side = b.mine(2)  # 2' and 3' on block 1
+    side = b.mine(4)  # 2', 3', 4', 5' on block 1
     assert a.chain.accept_block(side[0].encode()).status == "side"  # fork at 1, tip 2: within 2
     a.mine(2)  # tip 4: the fork at height 1 is now 3 blocks deep
+    for blk in side[1:3]:  # the branch does not lead yet: parked, nothing verified
+        assert a.chain.accept_block(blk.encode()).status == "side"
     with pytest.raises(ValidationError) as err:
-        a.chain.accept_block(side[1].encode())  # its parent (2') is high; its fork point is not
+        a.chain.accept_block(side[3].encode())  # now it would lead: the fork point is too deep
     assert err.value.reason == "fork-too-deep"
     assert a.chain.tip().height == 4

@@ -330,6 +330,10 @@ class ChainState:
         parent = self.store.record(h.prev_hash)
         if parent is None and h.prev_hash in self.parked:
             parent = self._unpark_branch(block, result, gate)
+            if parent is None:  # the parked branch, with this block, still cannot lead
+                self._park(block.id, data)
+                result.status = "side"
+                return
         if parent is None:
             if h.height == 0:
                 raise ValidationError("a second genesis block", reason="bad-height")
@@ -373,10 +377,7 @@ class ChainState:
         if rec.work <= tip.work and not lead:
             # It cannot take the lead: parked in memory (bounded), neither verified
             # nor stored, so a stream of sealed fakes costs no inference and no disk.
-            self.parked[block.id] = data
-            self.parked.move_to_end(block.id)
-            while len(self.parked) > MAX_PARKED:
-                self.parked.popitem(last=False)
+            self._park(block.id, data)
             result.status = "side"
             return
         validate.check_proof(h, self.proof_digest(block, gate, result))
@@ -391,6 +392,12 @@ class ChainState:
         elif self.store.record(block.id).status == INVALID:
             bad = self.store.record(block.id)
             raise ValidationError(f"block {block.id.hex()} is invalid: {bad.reason}", reason=bad.reason)
+
+    def _park(self, block_id: bytes, data: bytes) -> None:
+        self.parked[block_id] = data
+        self.parked.move_to_end(block_id)
+        while len(self.parked) > MAX_PARKED:
+            self.parked.popitem(last=False)
 
     def _unpark_branch(self, block: Block, result: AcceptResult, gate) -> BlockRecord | None:
         """``block``'s parent is parked.  If the parked branch below it reaches a
