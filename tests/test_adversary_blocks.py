@@ -298,7 +298,8 @@ def test_big_block_ecdsa(adv):
 
     with adv.case(
         "big_block_ecdsa",
-        "2000 signed txs, unfunded, fee < base fee: cheap rejection, 0 inferences, judged within 5 s",
+        "2000 signed txs, unfunded, fee < base fee, bad proof: a block over 64 txs pays the proof "
+        "before its state, so at most 1 inference (then the ban), judged within 5 s",
     ) as c:
         fee = adv.params.min_base_fee - 1
         t0 = time.perf_counter()
@@ -314,11 +315,13 @@ def test_big_block_ecdsa(adv):
         _, block, got = c.send_on_tip(build, ban_timeout=20)
         c.note(f"block of {len(block.encode())} bytes; banned ({got}) {c.judge_s:.2f} s after it was sent")
         c.check(got is None or c.judge_s <= 5.0, f"the victim took {c.judge_s:.1f} s to reject the block")
-        cheap = ("tx-fee-below-base-fee", "tx-insufficient-funds", "fee-below-base-fee")
+        # Over 64 transactions the proof is checked before the state (PROTOCOL.md §6): the
+        # forged proof costs the victim one inference, never the 2000 signature recoveries.
+        cheap = ("bad-proof", "tx-fee-below-base-fee", "tx-insufficient-funds")
         c.check(
-            got in cheap, f"expected a ban with a cheap reason ({', '.join(cheap)}), got {got or 'no ban'}"
+            got in cheap, f"expected a ban with one of ({', '.join(cheap)}), got {got or 'no ban'}"
         )
         c.done_attacking()
         c.settle()
-        c.expect_inferences(0)
+        c.expect_inferences(1)
         c.expect_follows()

@@ -43,6 +43,7 @@ CONNECT_INTERVAL = 2.0
 BAN_SECONDS = 24 * 3600
 MAX_IN_FLIGHT = dl.MAX_IN_FLIGHT
 MAX_INBOUND_PER_NETGROUP = 4
+STALE_TIP_S = 20.0  # no new tip for this long: ask a peer for headers
 AGENT = "poai/0.1"
 # Rejections that are not the sending peer's fault (our clock, our policy, a race).
 NOT_PEER_FAULT = {"time-too-far-future", "fork-too-deep", "known-invalid", "invalid-parent"}
@@ -226,12 +227,26 @@ class P2PNode:
         """Once a second: stalled block downloads move to another announcer, old
         transaction and headers requests are forgotten, repeat stallers go."""
         last = time.monotonic()
+        tip_seen, tip_since, probe = None, time.monotonic(), 0
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.tip_height = (await self._blocking(self.service.chain.tip)).height
+                tip = await self._blocking(self.service.chain.tip)
+                self.tip_height = tip.height
             except Exception as exc:  # a transient store error (a locked database) must not end the watchdog
                 log.debug("tip read failed: %s", exc)
+                tip = None
+            if tip is not None and tip.id != tip_seen:
+                tip_seen, tip_since = tip.id, time.monotonic()
+            elif time.monotonic() - tip_since > STALE_TIP_S:
+                # No new block for a while (Bitcoin Core's stale-tip check): ask one
+                # ready peer, in turn, for headers past our tip, in case an
+                # announcement or a download was lost.
+                ready = [p for p in self.peers if p.ready and not p.closed and not p.headers_asked]
+                if ready:
+                    probe += 1
+                    await self._ask_headers(ready[probe % len(ready)])
+                tip_since = time.monotonic()
             now, elapsed, last = time.monotonic(), time.monotonic() - last, time.monotonic()
             scheduler = self.service.scheduler
             backlogged = scheduler is not None and scheduler.pending() >= dl.BACKLOG
@@ -252,7 +267,9 @@ class P2PNode:
                 if p.headers_asked and now - p.headers_asked > dl.HEADERS_TIMEOUT:
                     p.headers_asked = 0.0
 
-    def _reassign(self, bid: bytes, lost_from: Peer, front: bool = True) -> Peer | None:
+    def _reassign(
+        self, bid: bytes, lost_from: Peer, front: bool = True, fallback: bool = True
+    ) -> Peer | None:
         """Ask for a block another peer that announced it (fewest requests open
         first); with none, any peer ahead of us (service_note_lost).  Returns
         the peer whose queue took it (its caller kicks _request_blocks)."""
@@ -266,7 +283,7 @@ class P2PNode:
             if len(others[0].wanted) < dl.MAX_WANTED:
                 others[0].wanted.insert(0, bid) if front else others[0].wanted.append(bid)
             return others[0]
-        return self.service_note_lost(bid, exclude=lost_from, front=front)
+        return self.service_note_lost(bid, exclude=lost_from, front=front) if fallback else None
 
     def _kick(self, peers) -> None:
         for p in set(peers) - {None}:
@@ -279,7 +296,9 @@ class P2PNode:
         if not peer.inbound and peer.target is not None and not peer.ready:
             self.addrman.failed(peer.target)
         kick = [self._reassign(bid, peer) for bid in list(peer.in_flight)]
-        kick += [self._reassign(bid, peer, front=False) for bid in peer.wanted]
+        # Ids it only queued go to other peers that announced them, never to
+        # peers that did not: a flood of invented ids must not fill honest queues.
+        kick += [self._reassign(bid, peer, front=False, fallback=False) for bid in peer.wanted]
         peer.wanted = []
         self._kick(kick)
         if peer.ready:
@@ -478,6 +497,7 @@ class P2PNode:
             elif kind == INV_TX:
                 peer.tx_in_flight.pop(h, None)
         self._kick(kick)
+        await self._request_blocks(peer)  # its freed slots take the next queued blocks
 
     async def _ask_headers(self, peer, locator: list[bytes] | None = None) -> None:
         """One getheaders outstanding per peer (cleared by its answer or after HEADERS_TIMEOUT)."""

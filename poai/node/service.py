@@ -105,6 +105,26 @@ class NodeService:
                 self.relay_block(block)
         return result
 
+    def sync_state(self) -> dict:
+        """Sizes of the block pipeline's queues (an operator's view of why a node lags):
+        orphans and parked side blocks, blocks waiting for verification, and per peer
+        the blocks requested and queued.  Read without locks: a snapshot, not exact."""
+        net = getattr(self, "net", None)
+        peers = {}
+        known = 0
+        if net is not None:
+            for p in list(net.peers):
+                peers[p.name] = {"inFlight": len(p.in_flight), "wanted": len(p.wanted),
+                                 "height": p.height, "outbound": not p.inbound}
+            known = len(net.addrman) if hasattr(net.addrman, "__len__") else 0
+        return {
+            "orphans": len(self.chain.orphans),
+            "parked": len(self.chain.parked),
+            "verifyQueue": self.scheduler.pending() if self.scheduler is not None else 0,
+            "knownAddresses": known,
+            "peers": peers,
+        }
+
     def verify_stats(self) -> dict:
         """Inference spent and verification outcomes (CONTRACT: RPC poai_verifyStats)."""
         stats = dict(self.chain.stats)

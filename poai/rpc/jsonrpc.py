@@ -354,6 +354,7 @@ def poai_node_info(node):
         "mempoolSize": len(node.mempool),
         "verifyMs": verify,
         "uptime": max(0.0, float(node.clock() - node.started)),
+        "sync": node.sync_state(),
     }
 
 

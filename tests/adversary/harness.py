@@ -219,6 +219,11 @@ class Case:
         if self.attack_end is None:
             self.done_attacking()
         delay, detail = self.adv.follows(bound, since=self.attack_end)
+        if delay is None:  # say where the victim's block pipeline stands
+            try:
+                detail += f"; victim sync state {self.adv.victim.rpc('poai_nodeInfo').get('sync')}"
+            except Exception as exc:  # noqa: BLE001 - a diagnostic only
+                detail += f"; no sync state ({exc})"
         self.rec.follow_delay_s = delay
         self.check(
             delay is not None, f"the victim did not follow the honest tip within {bound:.0f} s ({detail})"
