@@ -45,15 +45,9 @@ class Mirror:
 
     # --- following the victim -----------------------------------------------------------
     def locator(self) -> list[bytes]:
-        tip = self.store.tip().height
-        heights, step, h = [], 1, tip
-        while h > 0 and len(heights) < wire.MAX_LOCATOR - 1:
-            heights.append(h)
-            if len(heights) >= 10:
-                step *= 2
-            h -= step
-        heights.append(0)
-        return [self.store.main_id(x) for x in heights]
+        from poai.net import serve
+
+        return serve.locator(self.store)
 
     def sync(self, peer, timeout: float = 30.0) -> int:
         """Fetch and accept the victim's main chain beyond ours through ``peer``
