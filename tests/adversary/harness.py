@@ -123,11 +123,12 @@ class Case:
     def done_attacking(self) -> None:
         self.attack_end = time.monotonic()
 
-    def send_on_tip(self, build, *, copies: int = 1, ban_timeout: float = 20.0, tries: int = 2):
+    def send_on_tip(self, build, *, copies: int = 1, ban_timeout: float = 20.0, tries: int = 4):
         """Send ``build()`` (a block crafted on the freshly synced tip) from a new
         attacker peer once the victim is on the honest tip, ``copies`` times.
         When the victim's tip moved before it judged the block (no ban yet, tip
-        changed: the block no longer extends the tip), try once more.
+        changed: the block no longer extends the tip, and a side block that cannot
+        take the lead is parked unjudged), try again.
         Returns (peer, block, ban reason or None)."""
         for attempt in range(tries):
             self.adv.wait_synced()
@@ -138,7 +139,13 @@ class Case:
             sent = time.monotonic()
             for _ in range(copies):
                 p.send("block", data)
-            got = self.adv.wait_ban(p.local_ip, ban_timeout)
+            got = None
+            while time.monotonic() - sent < ban_timeout:
+                got = self.adv.wait_ban(p.local_ip, 1.0)
+                if got is not None:
+                    break
+                if self.adv.victim.tip() != tip0 and time.monotonic() - sent > 3.0:
+                    break  # overtaken by an honest block: parked, never judged
             self.judge_s = time.monotonic() - sent  # send -> ban seen over RPC (0.25 s polls)
             if got is not None or self.adv.victim.tip() == tip0 or attempt == tries - 1:
                 return p, block, got
