@@ -210,10 +210,16 @@ def recover_public_key(digest: bytes, y_parity: int, r: int, s: int, backend: Ba
     """
     if len(digest) != 32:
         raise ValueError("the signed digest is 32 bytes")
+    check_signature_values(y_parity, r, s)
+    return (backend or BACKEND).recover(bytes(digest), y_parity, r, s)
+
+
+def check_signature_values(y_parity: int, r: int, s: int) -> None:
+    """The range rules of a signature, before any curve arithmetic (TxError
+    ``tx-bad-signature``): y parity 0 or 1, r and s in 1..n-1."""
     if y_parity not in (0, 1):
         raise _bad_signature(f"y parity {y_parity} is not 0 or 1")
     if not 1 <= r < SECP256K1_N:
         raise _bad_signature("r is out of range")
     if not 1 <= s < SECP256K1_N:
         raise _bad_signature("s is out of range")
-    return (backend or BACKEND).recover(bytes(digest), y_parity, r, s)

@@ -366,12 +366,7 @@ def decode_tx(raw: bytes, chain_id: int, *, sender: bytes | None = None) -> Tran
             f"max priority fee per gas {max_priority_fee} is above max fee per gas {max_fee}",
             reason="tx-fee-cap-below-tip",
         )
-    if y_parity not in (0, 1):
-        raise _bad_signature(f"y parity {y_parity} is not 0 or 1")
-    if not 1 <= r < SECP256K1_N:
-        raise _bad_signature("r is out of range")
-    if not 1 <= s < SECP256K1_N:
-        raise _bad_signature("s is out of range")
+    secp256k1.check_signature_values(y_parity, r, s)
     if s > _HALF_N:
         raise TxError("signature s is above n/2 (not canonical, EIP-2)", reason="tx-high-s")
 
