@@ -658,3 +658,14 @@ def test_threads_sharing_one_mempool(store, pool):
         t.join()
     assert errors == []
     assert len(pool) == 36 and len(pool.select(100)) == 36
+
+
+def test_known_senders_are_the_pooled_ones(store, pool):
+    """The chain state's signature cache: one batched lookup gives the senders this
+    node recovered for the pooled transactions of a block, and nothing else."""
+    fund(store, A)
+    pooled = eth2(KEYS[0], 0)
+    pool.add(pooled)
+    other = eth2(KEYS[1], 0)  # never pooled
+    assert pool.known_senders([pooled, other]) == {pooled: A}
+    assert pool.known_senders([]) == {}

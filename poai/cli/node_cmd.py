@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from poai.cli.common import ALLOW_EMPTY_PASSWORD, DATA_DIR, MINER_PASSWORD_FILE, datadir
-from poai.errors import PoaiError
 
 console = Console()
 node_app = typer.Typer(help="Run a full node.", no_args_is_help=True)
@@ -100,16 +99,10 @@ def run(
 def rpc_bind(text: str) -> tuple[str, int]:
     """The RPC's bind address from --rpc: HOST:PORT, [IPv6]:PORT, :PORT or PORT.
     No host means 127.0.0.1 (geth's default): 0.0.0.0 only when written."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        host, port = "", text.strip()
-    try:
-        p = int(port)
-    except ValueError:
-        raise PoaiError(f"--rpc {text!r}: the port is not a number", reason="bad-address") from None
-    if not 0 <= p <= 65535:
-        raise PoaiError(f"--rpc {text!r}: the port is out of range", reason="bad-address")
-    return host.strip("[]") or "127.0.0.1", p
+    from poai.net.peer import parse_hostport
+
+    text = text.strip()
+    return parse_hostport(text if ":" in text else ":" + text, default_host="127.0.0.1")
 
 
 def _stored_height(dd) -> int:

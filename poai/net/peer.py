@@ -21,7 +21,11 @@ IDLE_TIMEOUT = 90.0
 GETHEADERS_BURST, GETHEADERS_RATE = 50.0, 0.5  # requests, requests per second
 
 
-def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+def parse_hostport(
+    text: str, default_port: int | None = None, default_host: str = "0.0.0.0"
+) -> tuple[str, int]:
+    """HOST:PORT or [IPv6]:PORT; an empty host is default_host, a missing port
+    default_port (PoaiError "bad-address" when there is none)."""
     host, sep, port = text.rpartition(":")
     if not sep:
         if default_port is None:
@@ -33,7 +37,7 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
         raise PoaiError(f"{text!r}: port is not a number", reason="bad-address") from None
     if not 0 <= p <= 65535:
         raise PoaiError(f"{text!r}: port out of range", reason="bad-address")
-    return host.strip("[]") or "0.0.0.0", p
+    return host.strip("[]") or default_host, p
 
 
 def _is_loopback(host: str) -> bool:

@@ -112,7 +112,7 @@ class ChainState:
         self.rejected: OrderedDict[bytes, str] = OrderedDict()  # id -> reason (not stored blocks)
         self.proofs = ProofMemory(store)
         self.stats: Counter = Counter()  # inferences, cache_hits, accepted, <reject reason>
-        self.known_senders = None  # callable(raw tx) -> sender | None (the mempool's), set by the node
+        self.known_senders = None  # callable(raws) -> {raw: sender} (the mempool's), set by the node
         self._headers: OrderedDict[bytes, tuple[Header, int]] = OrderedDict()
         self.lock = threading.RLock()
         genesis = validate.genesis_block(params)
@@ -219,14 +219,9 @@ class ChainState:
         )
 
     def _known_senders(self, block: Block) -> dict[bytes, bytes]:
-        if self.known_senders is None:
+        if self.known_senders is None or not block.txs:
             return {}
-        out = {}
-        for raw in block.txs:
-            s = self.known_senders(raw)
-            if s is not None:
-                out[raw] = s
-        return out
+        return self.known_senders(block.txs)
 
     # --- proof ----------------------------------------------------------------
     def infer_digest(self, block: Block) -> bytes:

@@ -104,13 +104,15 @@ class Mempool:
         self.store.pool.remove(gone)
         return out
 
-    def known_sender(self, raw: bytes) -> bytes | None:
-        """The sender this node recovered when ``raw`` entered the pool (the
-        chain state's signature cache), or None."""
+    def known_senders(self, raws) -> dict[bytes, bytes]:
+        """raw -> the sender this node recovered when it entered the pool, for the
+        pooled ones of ``raws`` (the chain state's signature cache; one query per
+        500 transactions)."""
         from poai.chain.block import tx_hash
 
-        row = self.store.pool.raw_of(tx_hash(raw))
-        return row[1] if row is not None and bytes(row[0]) == bytes(raw) else None
+        by_hash = {tx_hash(raw): bytes(raw) for raw in raws}
+        rows = self.store.pool.senders_of(by_hash)
+        return {raw: sender for h, (raw, sender) in rows.items() if by_hash.get(h) == raw}
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         """One pending transaction by hash (a primary-key lookup), or None."""

@@ -67,9 +67,6 @@ class Miner:
             self.mempool.reconcile(result.connected, result.disconnected)
         return result
 
-    def _candidates(self, limit: int, base_fee: int):
-        return self.mempool.select(limit, base_fee=base_fee)
-
     def template(self) -> tuple[Block, int]:
         """A block on the current tip with nonce 0 and no proof; and the target."""
         chain, params = self.chain, self.chain.params
@@ -94,7 +91,7 @@ class Miner:
         fees = 0
         if self.mempool is not None:
             ov = _Overlay(chain.store.account)
-            for tx in self._candidates(params.max_block_txs, base_fee):
+            for tx in self.mempool.select(params.max_block_txs, base_fee=base_fee):
                 try:
                     _burned, tip_paid = apply_transfer(ov, tx, base_fee)
                 except PoaiError:

@@ -52,7 +52,7 @@ class NodeService:
         # never on the event loop's default executor that other layers may load.
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="poai-node")
         self.scheduler = None  # poai.node.scheduler.VerifyScheduler, started by the node runner
-        chain.known_senders = getattr(mempool, "known_sender", None)
+        chain.known_senders = mempool.known_senders
         self.bans: dict[str, tuple[float, str]] = {}  # host -> (until, reason)
         self.ban_count = 0
         self._peers: dict[str, PeerInfo] = {}

@@ -262,6 +262,16 @@ class PoolStore:
             out.update(bytes(r[0]) for r in self._all(conn, sql, part))
         return out
 
+    def senders_of(self, hashes, conn=None) -> dict[bytes, tuple[bytes, bytes]]:
+        """hash -> (raw, sender) for the pooled ones of ``hashes`` (500 a query)."""
+        hashes = list(hashes)
+        out: dict[bytes, tuple[bytes, bytes]] = {}
+        for i in range(0, len(hashes), _CHUNK):
+            part = tuple(hashes[i:i + _CHUNK])
+            sql = f"SELECT hash, raw, sender FROM mempool WHERE hash IN ({', '.join('?' * len(part))})"
+            out.update((bytes(h), (bytes(r), bytes(s))) for h, r, s in self._all(conn, sql, part))
+        return out
+
     def of_sender(self, sender: bytes, conn=None) -> list[PoolEntry]:
         """A sender's rows in nonce order (an index range; admission keeps at
         most MAX_NONCE_GAP + 1 of them above the account nonce)."""
