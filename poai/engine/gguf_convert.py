@@ -63,6 +63,40 @@ class QuantMatrix:
     def cols(self) -> int:
         return int(self.q.shape[1])
 
+    @classmethod
+    def from_quants(cls, name: str, fmt: str, q: np.ndarray, scale: np.ndarray,
+                    minv: np.ndarray | None, block: int) -> "QuantMatrix":
+        """A matrix from decoded quants (int8-valued [rows, cols]) and its
+        per-block scales/offsets (any integer dtype, checked |.| < 2**31);
+        computes l1blk.  The one constructor of every QuantMatrix (GGUF
+        conversion, synthetic test and known-answer models)."""
+        q = np.asarray(q)
+        cols = int(q.shape[1])
+        scale32 = _checked_scales(scale, name, "scale")
+        min32 = None if minv is None else _checked_scales(minv, name, "offset")
+        # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
+        # weights (units 2**-24), computed in row chunks to bound memory.
+        rows = q.shape[0]
+        nblk = cols // block
+        l1blk = 0
+        for start in range(0, rows, 1024):   # int64 temporaries of 1024 rows at a time
+            stop = min(rows, start + 1024)
+            qb = q[start:stop].reshape(stop - start, nblk, block).astype(np.int64)
+            w = qb * scale32[start:stop].astype(np.int64)[..., None]
+            if min32 is not None:
+                w += min32[start:stop].astype(np.int64)[..., None]
+            blk = np.abs(w).reshape(stop - start, cols // 32, 32).sum(axis=2)
+            l1blk = max(l1blk, int(blk.max()) if blk.size else 0)
+        return cls(
+            name=name,
+            fmt=fmt,
+            q=np.ascontiguousarray(q, dtype=np.int8),
+            scale=np.ascontiguousarray(scale32),
+            minv=None if min32 is None else np.ascontiguousarray(min32),
+            block=block,
+            l1blk=l1blk,
+        )
+
     def dequant_rows(self, rows: np.ndarray) -> np.ndarray:
         """Exact W[rows, :] as int64 in units of 2**-24."""
         q = self.q[rows].astype(np.int64)
@@ -275,27 +309,4 @@ def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix
         raise UnsupportedModelError(
             f"tensor {name}: decoded {q.shape[1]} columns, header says {cols}"
         )
-    scale32 = _checked_scales(scale, name, "scale")
-    min32 = None if minv is None else _checked_scales(minv, name, "offset")
-    # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
-    # weights (units 2**-24), computed in row chunks to bound memory.
-    rows = q.shape[0]
-    nblk = cols // block
-    l1blk = 0
-    for start in range(0, rows, 1024):   # int64 temporaries of 1024 rows at a time
-        stop = min(rows, start + 1024)
-        qb = q[start:stop].reshape(stop - start, nblk, block).astype(np.int64)
-        w = qb * scale32[start:stop].astype(np.int64)[..., None]
-        if min32 is not None:
-            w += min32[start:stop].astype(np.int64)[..., None]
-        blk = np.abs(w).reshape(stop - start, cols // 32, 32).sum(axis=2)
-        l1blk = max(l1blk, int(blk.max()) if blk.size else 0)
-    return QuantMatrix(
-        name=name,
-        fmt=fmt,
-        q=np.ascontiguousarray(q, dtype=np.int8),
-        scale=np.ascontiguousarray(scale32),
-        minv=None if min32 is None else np.ascontiguousarray(min32),
-        block=block,
-        l1blk=l1blk,
-    )
+    return QuantMatrix.from_quants(name, fmt, q, scale, minv, block)
