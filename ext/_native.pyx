@@ -18,6 +18,9 @@ cnp.import_array()
 
 cdef extern from "poai_kernels.h":
     int poai_arith_shift_ok()
+    void poai_kernels_init()
+    const int64_t *poai_recip_table()
+    int64_t poai_recip_q30(int64_t d) nogil
     void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
                            int16_t *q, int64_t *e) nogil
     void poai_matmul(const int64_t *x, int64_t T, int64_t K,
@@ -75,6 +78,25 @@ cdef extern from "poai_packed.h":
 
 if not poai_arith_shift_ok():
     raise ImportError("poai._native: this compiler's >> on negative int64 is not arithmetic")
+poai_kernels_init()
+
+
+def recip_table():
+    """The C kernels' reciprocal seed table (must equal tables.recip_table)."""
+    cdef const int64_t *t = poai_recip_table()
+    return np.array([t[i] for i in range(257)], dtype=np.int64)
+
+
+def recip_q30(d):
+    """recip_q30 of each d in [2^30, 2^31] (the caller checks the range)."""
+    cdef cnp.ndarray[int64_t, ndim=1] da = _c64(d).reshape(-1)
+    cdef cnp.ndarray[int64_t, ndim=1] out = np.empty_like(da)
+    cdef Py_ssize_t i
+    for i in range(da.shape[0]):
+        if da[i] < (1 << 30) or da[i] > (1 << 31):
+            raise ValueError("recip_q30: divisor outside [2^30, 2^31]")
+        out[i] = poai_recip_q30(da[i])
+    return out.reshape(np.shape(d))
 
 
 def _c64(a):

@@ -65,6 +65,41 @@ static int64_t isqrt62(int64_t x) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* division-free reciprocal (docs/ENGINE.md "Reciprocal")                     */
+
+/* RT[i] = div_round(2^60, 2^30 + (2i+1) 2^21), i < 256; RT[256] = 2^29:
+ * the same integers as poai/engine/tables.py:recip_table (tested equal).
+ * Filled once by poai_kernels_init (module import), read-only after. */
+static int64_t recip_tab[257];
+
+void poai_kernels_init(void) {
+    for (int i = 0; i < 256; i++) {
+        int64_t m = ((int64_t)1 << 30) + (int64_t)(2 * i + 1) * ((int64_t)1 << 21);
+        /* 2^61 + m < 2^63: exact */
+        recip_tab[i] = (((int64_t)1 << 61) + m) / (2 * m);
+    }
+    recip_tab[256] = (int64_t)1 << 29;
+}
+
+const int64_t *poai_recip_table(void) { return recip_tab; }
+
+int64_t poai_recip_q30(int64_t d) {
+    /* d in [2^30, 2^31]: seed within 2^-9, then two Newton steps */
+    int64_t r = recip_tab[(d - ((int64_t)1 << 30)) >> 22];
+    for (int step = 0; step < 2; step++) {
+        int64_t err = ((int64_t)1 << 60) - d * r;     /* |d*r| < 2^62, |err| < 2^52 */
+        r += rshift_round(r * rshift_round(err, 29), 31); /* |r * e'| < 2^53 */
+    }
+    return r; /* in [2^29, 2^30] */
+}
+
+/* s >= 2^30 (s < 2^62): d = rshift_round(s, sh) in [2^30, 2^31], sh = bitlen(s) - 31 */
+static inline int64_t recip_normalize(int64_t s, int *sh) {
+    *sh = bit_length((uint64_t)s) - 31;
+    return rshift_round(s, *sh);
+}
+
+/* ------------------------------------------------------------------------ */
 /* activation quantization                                                   */
 
 /* One block: q = x / 2^e rounded, e the smallest with amax <= 32767 * 2^e. */
@@ -174,11 +209,11 @@ static void normalize_row(const int64_t *x, int64_t n, const int64_t *g, int64_t
     int k = 62 - bit_length((uint64_t)v);
     k -= k & 1;
     int64_t u = k >= 0 ? (v << k) : (v >> -k);
-    int64_t r = isqrt62(u);
-    int64_t mult = v == 0 ? 0 : div_round((int64_t)1 << 61, r > 1 ? r : 1);
+    int64_t r = isqrt62(u); /* in [2^30, 2^31) when v > 0 */
+    int64_t mult = v == 0 ? 0 : poai_recip_q30(r < ((int64_t)1 << 30) ? ((int64_t)1 << 30) : r);
     int shift = 38 - k / 2;
     for (int64_t i = 0; i < n; i++) {
-        int64_t t1 = rshift_round(x[i] * mult, 31); /* |x * M| < 2^62 */
+        int64_t t1 = rshift_round(x[i] * mult, 30); /* |x| < 2^31, M <= 2^30: < 2^61 */
         y[i] = rshift_round(t1 * g[i], shift);      /* |t1 * g| < 2^62 */
     }
 }
@@ -217,11 +252,11 @@ int64_t poai_exp_q30(int64_t z, const int64_t *table, int64_t log2e_q30) {
     return rshift_round(v, (int)(n < 62 ? n : 62));
 }
 
+/* sigmoid(x) in Q30: recip(2^30 + exp(-|x|)) = sigmoid(|x|), mirrored for x < 0 */
 static inline int64_t sigmoid_q30(int64_t x, const int64_t *table, int64_t log2e_q30) {
-    int64_t e = poai_exp_q30(-iabs64(x), table, log2e_q30);
-    int64_t den = ((int64_t)1 << UNIT_FRAC) + e;
-    if (x >= 0) return div_round((int64_t)1 << 60, den);
-    return div_round(e << UNIT_FRAC, den);
+    int64_t e = poai_exp_q30(-iabs64(x), table, log2e_q30);   /* in [0, 2^30] */
+    int64_t pos = poai_recip_q30(((int64_t)1 << UNIT_FRAC) + e); /* in [2^29, 2^30] */
+    return x >= 0 ? pos : ((int64_t)1 << UNIT_FRAC) - pos;
 }
 
 void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
@@ -290,12 +325,15 @@ static int attention_head(const int64_t *q, const int64_t *k, const int64_t *v, 
             score[j] = sc;
             if (sc > mx) mx = sc;
         }
-        int64_t total = 0; /* < T * 2^30 */
+        int64_t total = 0; /* in [2^30, T * 2^30]: the maximum contributes 2^30 */
         for (int64_t j = 0; j <= i; j++) {
             p[j] = poai_exp_q30(score[j] - mx, table, log2e_q30);
             total += p[j];
         }
-        for (int64_t j = 0; j <= i; j++) p[j] = div_round(p[j] << ACT_FRAC, total);
+        int sh;
+        int64_t rt = poai_recip_q30(recip_normalize(total, &sh)); /* 1/total ~ rt 2^-(60+sh) */
+        /* p = rshift_round(e * rt, 44 + sh): e <= 2^30, rt <= 2^30, sh <= 15 */
+        for (int64_t j = 0; j <= i; j++) p[j] = rshift_round(p[j] * rt, 44 + sh);
         for (int64_t d = 0; d < hd; d++) acc[d] = 0;
         for (int64_t j = 0; j <= i; j++) {
             /* acc[d] = sum_j p_j v_jd: p <= 2^16, |v| < 2^31: < T * 2^47 */

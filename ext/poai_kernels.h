@@ -14,6 +14,13 @@
 
 #define POAI_QBLOCK 32
 
+/* Fill the reciprocal seed table (call once, at module import). */
+void poai_kernels_init(void);
+/* The 257-entry seed table (tables.py:recip_table) and the reciprocal
+ * recip_q30(d) ~= 2^60 / d for d in [2^30, 2^31] (docs/ENGINE.md). */
+const int64_t *poai_recip_table(void);
+int64_t poai_recip_q30(int64_t d);
+
 /* 1 if this compiler's >> on negative int64 is arithmetic (required). */
 int poai_arith_shift_ok(void);
 

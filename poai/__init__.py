@@ -11,4 +11,4 @@ __version__ = "0.1.0"
 # Version of everything that feeds a hash (engine arithmetic, tables,
 # tokenizer, conversion rules).  Any change to those is a protocol change and
 # bumps this number together with the golden vectors in tests/vectors/.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4

@@ -24,7 +24,8 @@ import pytest
 
 TEXT = Path(__file__).parent / "data" / "fidelity_text.txt"
 MIN_POSITIONS = 2000
-MIN_TOP1 = 0.97
+MIN_TOP1 = 0.995
+MAX_KL = 1e-5      # mean KL(f32 || poai) in nats (issue 11's bar)
 # Native Q4_1 path: llama.cpp agrees with itself there on ~95.9% (batch vs
 # one token at a time, first 2,048 positions).  Floor below that noise.
 NATIVE_FLOOR = 0.95
@@ -83,7 +84,8 @@ def test_top1_agreement_with_llamacpp(smollm2_path, native_ops):
     from poai import engine, fidelity, llamacpp
 
     # Vetted loading: the fidelity claim is about the pinned model file.
-    model = engine.load(smollm2_path, kernel="scalar")
+    # Every kernel gives the same bits (tests/test_kernels_*.py): the fastest here.
+    model = engine.load(smollm2_path)
     native = llamacpp.load(smollm2_path, n_ctx=512)
     ids = fidelity.tokenize_llamacpp(native, TEXT.read_text(encoding="ascii"))
 
@@ -106,4 +108,5 @@ def test_top1_agreement_with_llamacpp(smollm2_path, native_ops):
     print(quantized.format_report())
     assert target.positions >= MIN_POSITIONS
     assert target.top1 >= MIN_TOP1, target.format_report()
+    assert target.kl_mean <= MAX_KL, target.format_report()
     assert quantized.top1 >= NATIVE_FLOOR, quantized.format_report()

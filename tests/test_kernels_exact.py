@@ -129,6 +129,38 @@ def test_exp_sweep(native_ops):
     assert int(ref.exp_q30(np.array([0]))[0]) == 2**30
 
 
+def _exact_recip(d):
+    return [((1 << 61) + x) // (2 * x) for x in d.tolist()]   # div_round(2**60, d)
+
+
+def test_recip_table_and_sweep():
+    """The C seed table is tables.recip_table; recip_q30 is the reference's on
+    a sweep of [2**30, 2**31] and every interval edge, and within 1 of the
+    exactly rounded 2**60 / d (two Newton steps from a 2**-9 seed)."""
+    from poai.engine.kernels import native_module
+
+    native = native_module()
+    assert np.array_equal(native.recip_table(), tables.recip_table())
+    edges = (1 << 30) + (np.arange(257, dtype=np.int64) << 22)
+    d = np.unique(np.concatenate([
+        np.arange(1 << 30, (1 << 31) + 1, 7919, dtype=np.int64), edges, edges - 1, edges + 1,
+    ]))
+    d = d[(d >= 1 << 30) & (d <= 1 << 31)]
+    r = ref.recip_q30(d)
+    assert_same(r, native.recip_q30(d))
+    assert np.abs(r - np.array(_exact_recip(d))).max() <= 1
+    assert int(r.min()) >= 1 << 29 and int(r.max()) <= 1 << 30
+    with pytest.raises(ValueError):
+        native.recip_q30(np.array([(1 << 30) - 1], np.int64))
+
+
+def test_sigmoid_symmetric_and_division_free():
+    """sigmoid(-x) = 2**30 - sigmoid(x) exactly; sigmoid(0) = 2**29."""
+    x = np.arange(1, 20 << 16, 4099, dtype=np.int64)
+    assert np.array_equal(ref.sigmoid_q30(-x), (1 << 30) - ref.sigmoid_q30(x))
+    assert int(ref.sigmoid_q30(np.array([0]))[0]) == 1 << 29
+
+
 def test_elementwise(native_ops):
     rng = _rng(5)
     x = np.concatenate([

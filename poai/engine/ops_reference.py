@@ -145,18 +145,19 @@ def embed(w: QuantMatrix, ids: np.ndarray) -> np.ndarray:
 
 def _inv_rms_multiplier(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For v >= 0 (Q32 mean square, v < 2**63): M, k with 1/sqrt(v * 2**-32)
-    ~= M * 2**(16 + k/2 - 61).
+    ~= M * 2**(16 + k/2 - 60).
 
     k is the even shift that brings u = v * 2**k into [2**60, 2**62)
     (a right shift, flooring, when k < 0); r = isqrt(u) in [2**30, 2**31);
-    M = div_round(2**61, r) in [2**30, 2**31].  v == 0 gives M = 0.
+    M = recip_q30(r) ~= 2**60 / r in [2**29, 2**30] (no division).  v == 0
+    gives M = 0.
     """
     b = bit_length_array(v)
     k = 62 - b
     k = k - (k & 1)
     u = np.where(k >= 0, v << np.maximum(k, 0), v >> np.maximum(-k, 0))
     r = isqrt_array(u)
-    m = np.where(v == 0, 0, div_round(np.int64(1) << 61, np.maximum(r, 1)))
+    m = np.where(v == 0, 0, recip_q30(np.maximum(r, 1 << 30)))
     return m, k
 
 
@@ -167,7 +168,7 @@ def _normalize(x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
       x' = rshift_round(x, t), t = max(0, bitlen(max|x|) - 24)   |x'| <= 2**24
       sumsq = sum x'**2                                          < 2**62
       v = (sumsq // n) << 2t + eps_q32   (Q32)                   < 2**63
-      t1 = rshift_round(x * M, 31)                               |x*M| < 2**62
+      t1 = rshift_round(x * M, 30)                               |x*M| < 2**61
       y  = rshift_round(t1 * g, 38 - k/2)                        |t1*g| < 2**62
     (shift 38 - k/2 lies in [8, 39] because 1 <= v < 2**63 gives k in [-2, 60].)
     """
@@ -179,7 +180,7 @@ def _normalize(x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
     sumsq = (xs * xs).sum(axis=-1)
     v = ((sumsq // n) << (2 * t)) + eps_q32
     m, k = _inv_rms_multiplier(v)
-    t1 = rshift_round(x * m[:, None], 31)
+    t1 = rshift_round(x * m[:, None], 30)
     shift = 38 - k // 2
     return rshift_round_var(t1 * g[None, :], shift[:, None])
 
@@ -230,17 +231,53 @@ def exp_q30(z: np.ndarray) -> np.ndarray:
     return rshift_round_var(v, np.minimum(n, 62))
 
 
-def sigmoid_q30(x: np.ndarray) -> np.ndarray:
-    """sigmoid(x) in Q30 for x in Q16 (|x| < 2**62).
+def recip_q30(d: np.ndarray) -> np.ndarray:
+    """R ~= 2**60 / d for a normalized divisor d in [2**30, 2**31], without a
+    division: R in [2**29, 2**30] (so recip_q30(2**30 + e) is a Q30 number).
 
-    x >= 0: div_round(2**60, 2**30 + exp(-x));  x < 0: div_round(e * 2**30, 2**30 + e)
-    with e = exp_q30(x).  Both numerators < 2**61.
+    Seed from the pinned table (tables.recip_table, relative error < 2**-9),
+    then two Newton steps R <- R + R * (2**60 - d*R) / 2**60, each with the
+    rounding written out:
+        i   = (d - 2**30) >> 22                      in [0, 256]
+        R   = RT[i]
+        err = 2**60 - d * R        |d*R| < 2**62,    |err| < 2**52
+        e'  = rshift_round(err, 29)                  |e'| < 2**23
+        R   = R + rshift_round(R * e', 31)           |R*e'| < 2**53
+    After the second step R is within 2 units of 2**60 / d.  Every product is
+    32 x 32 -> 64 bits and non-negative operands stay below 2**31, so the
+    same steps run on SIMD lanes (vpmuldq) and GPUs.
+    """
+    d = np.asarray(d, dtype=np.int64)
+    table = tables.recip_table()
+    r = table[(d - (1 << tables.RECIP_NORM_BITS)) >> (tables.RECIP_NORM_BITS - tables.RECIP_TABLE_BITS)]
+    one = np.int64(1) << tables.RECIP_OUT_BITS
+    for _ in range(RECIP_NEWTON_STEPS):
+        err = one - d * r
+        r = r + rshift_round(r * rshift_round(err, 29), 31)
+    return r
+
+
+RECIP_NEWTON_STEPS = 2
+
+
+def recip_normalize(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For s >= 2**30 (s < 2**62): (d, sh) with d = rshift_round(s, sh) in
+    [2**30, 2**31] and sh = bitlen(s) - 31 >= 0, so 1/s ~= recip_q30(d) * 2**-(60 + sh)."""
+    sh = bit_length_array(s) - 31
+    return rshift_round_var(s, sh), sh
+
+
+def sigmoid_q30(x: np.ndarray) -> np.ndarray:
+    """sigmoid(x) in Q30 for x in Q16 (|x| < 2**62), without a division.
+
+    e = exp_q30(-|x|) in [0, 2**30], so d = 2**30 + e is a normalized divisor
+    and recip_q30(d) ~= 2**60 / d = sigmoid(|x|) in Q30 (in [2**29, 2**30]);
+    sigmoid(x) = that for x >= 0 and 2**30 minus it for x < 0 (exactly
+    symmetric: sigmoid(-x) = 1 - sigmoid(x)).
     """
     e = exp_q30(-np.abs(x))
-    den = ONE_Q30 + e
-    pos = div_round(np.int64(1) << 60, den)
-    neg = div_round(e << UNIT_FRAC_BITS, den)
-    return np.where(x >= 0, pos, neg)
+    pos = recip_q30(ONE_Q30 + e)
+    return np.where(x >= 0, pos, ONE_Q30 - pos)
 
 
 def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -324,8 +361,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: np.ndarray | N
       s16   = rshift_round(raw, 16)            (Q16)  require |s16| < 2**31
       score = rshift_round(s16 * C, 30), C = round(2**30 / sqrt(hd))  < 2**61
       z     = score - max_{j<=i} score <= 0;   e = exp_q30(z)
-      S     = sum_{j<=i} e                     < T * 2**30
-      p     = div_round(e << 16, S)            (Q16 probability)
+      S     = sum_{j<=i} e                     in [2**30, T * 2**30]
+      d, sh = recip_normalize(S);  R = recip_q30(d)     (1/S ~= R * 2**-(60+sh))
+      p     = rshift_round(e * R, 44 + sh)     (Q16 probability; e*R <= 2**60)
       out   = rshift_round(sum_j p*v, 16)      < T * 2**47 < 2**62
     Returns out [T, H, hd] and, when ``heads`` lists query heads, their
     probability rows p [len(heads), T, T] (zeros above the diagonal).
@@ -350,7 +388,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: np.ndarray | N
         z = score - score.max(axis=1, keepdims=True)
         e = np.where(causal, exp_q30(np.maximum(z, EXP_CLAMP_Q16)), 0)
         ssum = e.sum(axis=1, keepdims=True)
-        p = div_round(e << ACT_FRAC_BITS, ssum)
+        d, sh = recip_normalize(ssum)
+        p = rshift_round_var(e * recip_q30(d), 44 + sh)
         p = np.where(causal, p, 0)
         out[:, h, :] = rshift_round(_exact_dot(p, v[:, kv, :].T), ACT_FRAC_BITS)
         if heads is not None and h in heads:

@@ -142,6 +142,33 @@ def exp2_table() -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
+# --- reciprocal: the seed table of recip_q30 ---------------------------------
+
+RECIP_TABLE_BITS = 8        # 256 intervals of the normalized divisor [2**30, 2**31]
+RECIP_NORM_BITS = 30        # a normalized divisor lies in [2**30, 2**31]
+RECIP_OUT_BITS = 60         # recip_q30(d) ~= 2**60 / d, in [2**29, 2**30]
+
+
+@functools.lru_cache(maxsize=None)
+def recip_table() -> np.ndarray:
+    """R[i] = round(2**60 / m_i), i = 0..256: the seed of the engine's
+    division-free reciprocal (ops_reference.recip_q30).
+
+    m_i = 2**30 + (2i + 1) * 2**21 is the midpoint of the i-th of 256 equal
+    intervals of [2**30, 2**31]; R[256] = 2**29 = 2**60 / 2**31 exactly (the
+    divisor 2**31 itself).  Entries lie in [2**29, 2**30]; a seed is within
+    2**-9 (relative) of the true reciprocal of any divisor of its interval.
+    """
+    n = 1 << RECIP_TABLE_BITS
+    step = 1 << (RECIP_NORM_BITS - RECIP_TABLE_BITS)        # 2**22
+    out = []
+    for i in range(n):
+        m = (1 << RECIP_NORM_BITS) + (2 * i + 1) * (step // 2)
+        out.append((2 * (1 << RECIP_OUT_BITS) + m) // (2 * m))   # div_round
+    out.append(1 << (RECIP_OUT_BITS - RECIP_NORM_BITS - 1))
+    return np.array(out, dtype=np.int64)
+
+
 @functools.lru_cache(maxsize=None)
 def log2e_q30() -> int:
     """round(log2(e) * 2**30) = round(2**30 / ln 2)."""
