@@ -392,3 +392,203 @@ def vnni_probe(int64_t iters):
     with nogil:
         r = poai_vnni_probe(iters)
     return r
+
+
+# --- the fused forward (ext/poai_forward.c) -----------------------------------
+
+from libc.stdlib cimport calloc, free
+
+cdef extern from "poai_forward.h":
+    ctypedef struct poai_pmat:
+        int64_t rows, K
+        int wbits
+        const unsigned char *wp
+        const int32_t *psc0
+        const int32_t *psc1
+        const int32_t *pmn
+    ctypedef struct poai_fw_layer:
+        const int64_t *attn_norm
+        const int64_t *ffn_norm
+        poai_pmat wq, wk, wv, wo, wg, wu, wd
+    ctypedef struct poai_fw_model:
+        int64_t n_layer, d, ff, H, Hkv, hd, n_rot
+        int64_t eps_q32, inv_sqrt_hd_q30, log2e_q30
+        const int64_t *exp_table
+        const poai_fw_layer *layers
+        const int64_t *out_norm
+    ctypedef struct poai_fw_buffers:
+        int64_t *h
+        int64_t *q
+        int64_t *k
+        int64_t *v
+        int64_t *a
+        int64_t *o
+        int64_t *g
+        int64_t *u
+        int16_t *qa
+        int64_t *qs
+        int64_t *qr
+        int64_t *qsum
+        int64_t *att
+    int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t B, int64_t T,
+                           const int64_t *cos_t, const int64_t *sin_t, const int64_t *sel_layer,
+                           const int64_t *sel_head, int64_t n_sel, int64_t *probs,
+                           const poai_fw_buffers *buf, int nthreads) nogil
+
+VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2}
+
+
+cdef const int64_t *_i64_ptr(a) except NULL:
+    if not isinstance(a, np.ndarray) or a.dtype != np.int64 or not a.flags.c_contiguous:
+        raise ValueError("expected a C-contiguous int64 array")
+    return <const int64_t *>cnp.PyArray_DATA(a)
+
+
+cdef poai_pmat _pmat(int64_t K, packed) except *:
+    cdef poai_pmat m
+    wp = packed.wp
+    if not isinstance(wp, np.ndarray) or not wp.flags.c_contiguous or wp.itemsize != 1:
+        raise ValueError("packed weights must be a C-contiguous byte array")
+    m.rows = packed.rows
+    m.K = K
+    m.wbits = getattr(packed, "wbits", 8)
+    m.wp = <const unsigned char *>cnp.PyArray_DATA(wp)
+    m.psc0 = _i32_ptr(packed.psc0)
+    m.psc1 = _i32_ptr(packed.psc1)
+    m.pmn = _i32_ptr(packed.pmn)
+    return m
+
+
+def _lanes(int64_t K):
+    return (K // 32 // poai_packed_group(K)) * 16
+
+
+cdef class FusedLlama:
+    """A llama-family model wired for poai_forward_llama: pointers into the
+    caller's arrays (kept alive here) and work buffers per batch shape."""
+
+    cdef poai_fw_model model
+    cdef poai_fw_layer *layers
+    cdef object keep
+    cdef dict buffers
+
+    def __cinit__(self):
+        self.layers = NULL
+
+    def __init__(self, cfg, layers, out_norm, exp_table, int64_t inv_sqrt_hd_q30,
+                 int64_t log2e_q30):
+        """cfg: (n_layer, d, ff, H, Hkv, hd, n_rot, eps_q32); layers: a list of
+        (attn_norm, ffn_norm, [(K, packed) for wq, wk, wv, wo, wg, wu, wd])."""
+        n_layer, d, ff, H, Hkv, hd, n_rot, eps = cfg
+        if len(layers) != n_layer or n_layer < 1:
+            raise ValueError("FusedLlama: layer count")
+        self.keep = [layers, out_norm, exp_table]
+        self.buffers = {}
+        self.layers = <poai_fw_layer *>calloc(n_layer, sizeof(poai_fw_layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        cdef int64_t i
+        for i in range(n_layer):
+            an, fn, mats = layers[i]
+            if an.shape[0] != d or fn.shape[0] != d or len(mats) != 7:
+                raise ValueError("FusedLlama: layer shapes")
+            self.layers[i].attn_norm = _i64_ptr(an)
+            self.layers[i].ffn_norm = _i64_ptr(fn)
+            self.layers[i].wq = _pmat(mats[0][0], mats[0][1])
+            self.layers[i].wk = _pmat(mats[1][0], mats[1][1])
+            self.layers[i].wv = _pmat(mats[2][0], mats[2][1])
+            self.layers[i].wo = _pmat(mats[3][0], mats[3][1])
+            self.layers[i].wg = _pmat(mats[4][0], mats[4][1])
+            self.layers[i].wu = _pmat(mats[5][0], mats[5][1])
+            self.layers[i].wd = _pmat(mats[6][0], mats[6][1])
+        self.model.n_layer = n_layer
+        self.model.d = d
+        self.model.ff = ff
+        self.model.H = H
+        self.model.Hkv = Hkv
+        self.model.hd = hd
+        self.model.n_rot = n_rot
+        self.model.eps_q32 = eps
+        self.model.inv_sqrt_hd_q30 = inv_sqrt_hd_q30
+        self.model.log2e_q30 = log2e_q30
+        if exp_table.shape[0] != 1025:
+            raise ValueError("FusedLlama: exp2 table")
+        self.model.exp_table = _i64_ptr(exp_table)
+        self.model.layers = self.layers
+        if out_norm.shape[0] != d:
+            raise ValueError("FusedLlama: output norm")
+        self.model.out_norm = _i64_ptr(out_norm)
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    cdef dict _buffers(self, int64_t B, int64_t T, int nthreads):
+        key = (B, T, nthreads)
+        bufs = self.buffers.get(key)
+        if bufs is None:
+            m = self.model
+            N = B * T
+            kmax = max(m.d, m.ff)
+            lanes = max(_lanes(m.d), _lanes(m.ff))
+            z = np.empty
+            bufs = dict(h=z(N * m.d, np.int64), q=z(N * m.H * m.hd, np.int64),
+                        k=z(N * m.Hkv * m.hd, np.int64), v=z(N * m.Hkv * m.hd, np.int64),
+                        a=z(N * m.d, np.int64), o=z(N * m.d, np.int64),
+                        g=z(N * m.ff, np.int64), u=z(N * m.ff, np.int64),
+                        qa=z(N * kmax, np.int16), qs=z(N * lanes, np.int64),
+                        qr=z(N * lanes, np.int64), qsum=z(N * lanes, np.int64),
+                        att=z(nthreads * (2 * T + m.hd), np.int64))
+            if len(self.buffers) >= 4:        # a few batch shapes at most
+                self.buffers.clear()
+            self.buffers[key] = bufs
+        return bufs
+
+    def run(self, str variant, x, int64_t B, int64_t T, cos, sin, sel_layer, sel_head,
+            int nthreads=1):
+        """x [B*T, d] int64 is overwritten with the final normalized hidden
+        states.  Returns (status, probs [sum n_l * B * T * T] int64)."""
+        if variant not in VARIANTS or (variant != "generic" and not cpu_supports(variant)):
+            raise ValueError(f"fused variant {variant!r} is not usable on this CPU")
+        if nthreads < 1 or B < 1 or T < 1:
+            raise ValueError("FusedLlama.run: bad batch shape or thread count")
+        cdef cnp.ndarray[int64_t, ndim=2] xa = x
+        if not xa.flags.c_contiguous or xa.shape[0] != B * T or xa.shape[1] != self.model.d:
+            raise ValueError("FusedLlama.run: x must be C-contiguous [B*T, d] int64")
+        cdef cnp.ndarray[int64_t, ndim=2] ca = _c64(cos)
+        cdef cnp.ndarray[int64_t, ndim=2] sa = _c64(sin)
+        if ca.shape[0] != T or sa.shape[0] != T or ca.shape[1] != self.model.n_rot // 2 \
+                or sa.shape[1] != self.model.n_rot // 2:
+            raise ValueError("FusedLlama.run: cos/sin must be [T, n_rot/2]")
+        cdef cnp.ndarray[int64_t, ndim=1] sl = _c64(sel_layer).reshape(-1)
+        cdef cnp.ndarray[int64_t, ndim=1] sh = _c64(sel_head).reshape(-1)
+        cdef int64_t n_sel = sl.shape[0], i
+        if sh.shape[0] != n_sel:
+            raise ValueError("FusedLlama.run: selection lengths")
+        for i in range(n_sel):
+            if sl[i] < 0 or sl[i] >= self.model.n_layer or sh[i] < 0 or sh[i] >= self.model.H \
+                    or (i and sl[i] < sl[i - 1]):
+                raise ValueError("FusedLlama.run: selection out of range or not grouped by layer")
+        cdef cnp.ndarray[int64_t, ndim=1] probs = np.zeros(max(n_sel, 1) * B * T * T, np.int64)
+        bufs = self._buffers(B, T, nthreads)
+        cdef poai_fw_buffers b
+        b.h = <int64_t *>cnp.PyArray_DATA(bufs["h"])
+        b.q = <int64_t *>cnp.PyArray_DATA(bufs["q"])
+        b.k = <int64_t *>cnp.PyArray_DATA(bufs["k"])
+        b.v = <int64_t *>cnp.PyArray_DATA(bufs["v"])
+        b.a = <int64_t *>cnp.PyArray_DATA(bufs["a"])
+        b.o = <int64_t *>cnp.PyArray_DATA(bufs["o"])
+        b.g = <int64_t *>cnp.PyArray_DATA(bufs["g"])
+        b.u = <int64_t *>cnp.PyArray_DATA(bufs["u"])
+        b.qa = <int16_t *>cnp.PyArray_DATA(bufs["qa"])
+        b.qs = <int64_t *>cnp.PyArray_DATA(bufs["qs"])
+        b.qr = <int64_t *>cnp.PyArray_DATA(bufs["qr"])
+        b.qsum = <int64_t *>cnp.PyArray_DATA(bufs["qsum"])
+        b.att = <int64_t *>cnp.PyArray_DATA(bufs["att"])
+        cdef int v = VARIANTS[variant]
+        cdef int status
+        cdef const int64_t *slp = &sl[0] if n_sel else NULL
+        cdef const int64_t *shp = &sh[0] if n_sel else NULL
+        with nogil:
+            status = poai_forward_llama(&self.model, v, &xa[0, 0], B, T, &ca[0, 0], &sa[0, 0],
+                                        slp, shp, n_sel, &probs[0], &b, nthreads)
+        return status, probs[:n_sel * B * T * T]

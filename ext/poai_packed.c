@@ -159,6 +159,16 @@ POAI_PACKED_FN(poai_matmul_packed_generic) {
     }
 }
 
+void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
+                      const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
+                      int nthreads) {
+    poai_matmul_packed_fn fn = variant == POAI_VARIANT_AVX512 ? poai_matmul_packed_avx512
+                             : variant == POAI_VARIANT_AVX2 ? poai_matmul_packed_avx2
+                             : poai_matmul_packed_generic;
+    fn(qa, s, rnd, asum, T, w->K, (const int8_t *)w->wp, w->psc0, w->psc1, w->pmn, w->rows, y,
+       nthreads);
+}
+
 /* ------------------------------------------------------------------------ */
 /* CPU detection                                                             */
 

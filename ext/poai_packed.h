@@ -93,6 +93,24 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
  * y_row = rshift_round(sum of the row's g lanes, 7). */
 void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow);
 
+/* One weight matrix in the packed layout (the interface other C code uses). */
+typedef struct {
+    int64_t rows, K;
+    int wbits;                         /* 8: one int8 per weight */
+    const uint8_t *wp;                 /* packed weights */
+    const int32_t *psc0, *psc1, *pmn;  /* per-lane weight data; psc1 / pmn may be NULL */
+} poai_pmat;
+
+#define POAI_VARIANT_GENERIC 0
+#define POAI_VARIANT_AVX2 1
+#define POAI_VARIANT_AVX512 2
+
+/* y [T, w->rows] = packed activations (poai_quantize_packed of a [T, w->K]
+ * input) times w, with the given variant (the caller checked it is usable). */
+void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
+                      const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
+                      int nthreads);
+
 /* Benchmark probe: iters x 12 register-only vpdpbusd (AVX-512 VNNI only). */
 int64_t poai_vnni_probe(int64_t iters);
 

@@ -116,10 +116,26 @@ def run_forward_batch(
     if t > cfg.n_ctx:
         raise EngineRangeError(f"{t} tokens exceed the model's context of {cfg.n_ctx}")
     attn_heads = attn_heads or {}
-    probs: dict = {}
-    n = nb * t
+    x = ops.embed(model.tok_embd, tokens.reshape(nb * t))
+    fused = getattr(ops, "forward_layers", None)
+    if fused is not None and cfg.arch == "llama":
+        # The same graph in one native call (ext/poai_forward.c); None means
+        # it does not apply or a range check failed: the op-by-op path below
+        # then runs (and raises the identical error).
+        cos, sin = rope_for(model, t)
+        out = fused(model, x, nb, t, cos, sin, attn_heads)
+        if out is not None:
+            hidden, probs = out
+            return _finish(model, ops, hidden, nb, t, logit_rows, probs)
+    hidden, probs = _layers(model, ops, x, nb, t, attn_heads)
+    return _finish(model, ops, hidden, nb, t, logit_rows, probs)
 
-    x = ops.embed(model.tok_embd, tokens.reshape(n))
+
+def _layers(model: CanonicalModel, ops, x: np.ndarray, nb: int, t: int, attn_heads: dict):
+    """Every layer and the final norm, op by op (the readable definition)."""
+    cfg = model.config
+    n = nb * t
+    probs: dict = {}
     if cfg.arch == "gpt2":
         x = x + np.tile(model.pos_embd[:t], (nb, 1))
         cos = sin = None
@@ -171,6 +187,13 @@ def run_forward_batch(
         hidden = ops.layernorm(x, model.out_norm, model.out_norm_b, cfg.eps_q32)
     else:
         hidden = ops.rmsnorm(x, model.out_norm, cfg.eps_q32)
+    return hidden, probs
+
+
+def _finish(model: CanonicalModel, ops, hidden: np.ndarray, nb: int, t: int, logit_rows,
+            probs: dict) -> BatchResult:
+    """The output head over the wanted rows of the final hidden states."""
+    n = nb * t
     hidden = hidden.reshape(nb, t, -1)
     if logit_rows is None:
         logits = ops.matmul(hidden.reshape(n, -1), model.output).reshape(nb, t, -1)

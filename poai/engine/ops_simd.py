@@ -82,6 +82,7 @@ class PackedOps:
         self.threads = threads or default_threads()
         self._native = native_module()
         self._packed: dict[int, tuple[weakref.ref, PackedMatrix]] = {}
+        self._fused: dict[int, tuple[weakref.ref, object]] = {}
         self._lock = threading.Lock()
         for name in ("embed", "add_bias", "rmsnorm", "layernorm", "exp_q30", "gelu", "rope",
                      "quantize_act"):
@@ -115,6 +116,56 @@ class PackedOps:
     def matmul(self, x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         return self.matmul_many(x, (w,))[0]
 
+    def fused(self, model):
+        """The model wired for the fused native forward (made once per model),
+        or None when the fused path does not apply (not llama-shaped, or a
+        weight over the engine's bound: the op-by-op path raises for it)."""
+        key = id(model)
+        with self._lock:
+            hit = self._fused.get(key)
+            if hit is not None and hit[0]() is model:
+                return hit[1]
+        fused = _build_fused(self, model)
+
+        def forget(_ref, key=key, table=self._fused):
+            table.pop(key, None)
+
+        with self._lock:
+            self._fused[key] = (weakref.ref(model, forget), fused)
+        return fused
+
+    def forward_layers(self, model, x: np.ndarray, n_seq: int, t: int, cos: np.ndarray,
+                       sin: np.ndarray, attn_heads: dict):
+        """Every layer and the final norm in one native call (ext/poai_forward.c).
+
+        x [n_seq*t, d] Q16 embeddings.  Returns (hidden [n_seq*t, d],
+        {(layer, head): [n_seq, t, t]}), or None when the fused path does not
+        apply or a value left its proven range (the caller then runs the
+        op-by-op path, which raises the identical EngineRangeError)."""
+        fused = self.fused(model)
+        if fused is None:
+            return None
+        pairs = [(li, h) for li in sorted(attn_heads) for h in attn_heads[li]]
+        sel_l = np.array([p[0] for p in pairs], dtype=np.int64)
+        sel_h = np.array([p[1] for p in pairs], dtype=np.int64)
+        hidden = np.array(x, dtype=np.int64, order="C", copy=True)
+        status, flat = fused.run(self.variant, hidden, n_seq, t, cos, sin, sel_l, sel_h,
+                                 self.threads)
+        if status:
+            return None
+        probs = {}
+        offset = 0
+        for li in sorted(attn_heads):
+            heads = list(attn_heads[li])
+            if not heads:
+                continue
+            size = n_seq * len(heads) * t * t
+            block = flat[offset: offset + size].reshape(n_seq, len(heads), t, t)
+            offset += size
+            for i, head in enumerate(heads):
+                probs[(li, head)] = block[:, i]
+        return hidden, probs
+
     def matmul_many(self, x: np.ndarray, ws) -> list[np.ndarray]:
         """x times each weight of ``ws``; x is quantized once for all of them."""
         ref.check_matmul(x, *ws)
@@ -125,3 +176,28 @@ class PackedOps:
             out.append(self._native.matmul_quantized(self.variant, quantized, p.rows, p.wp, p.psc0,
                                                      p.psc1, p.pmn, self.threads))
         return out
+
+
+def _build_fused(ops: PackedOps, model):
+    """A _native.FusedLlama over ``ops``' packed weights of a llama model."""
+    from poai.engine import tables
+    from poai.engine.fixedpoint import L1BLK_LIMIT_BITS
+
+    cfg = model.config
+    if cfg.arch != "llama":
+        return None
+    layers = []
+    for layer in model.layers:
+        mats = (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down)
+        if any(w is None or w.l1blk >= 1 << L1BLK_LIMIT_BITS for w in mats):
+            return None
+        if layer.wo_b is not None:
+            return None
+        layers.append((np.ascontiguousarray(layer.attn_norm, dtype=np.int64),
+                       np.ascontiguousarray(layer.ffn_norm, dtype=np.int64),
+                       [(w.cols, ops.packed(w)) for w in mats]))
+    return ops._native.FusedLlama(
+        (cfg.n_layer, cfg.d_model, cfg.n_ff, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_rot,
+         cfg.eps_q32),
+        layers, np.ascontiguousarray(model.out_norm, dtype=np.int64), tables.exp2_table(),
+        tables.inv_sqrt_q30(cfg.head_dim), tables.log2e_q30())
