@@ -107,8 +107,15 @@ def test_cases_compute_values_not_range_errors():
     assert set(golden) == set(kat_cases.CASE_NAMES)
 
 
+def test_unknown_kernel_is_not_run():
+    result = selfcheck.check("avx9")
+    assert result.status == selfcheck.NOT_RUN and "unknown kernel 'avx9'" in result.detail
+
+
 def test_stream_is_pinned():
-    assert kat_cases.stream("pin", 4, 0, 9).tolist() == kat_cases.stream("pin", 4, 0, 9).tolist()
+    """The inputs come from SHAKE-256, not an RNG: these values never change."""
+    assert kat_cases.stream("pin", 6, 0, 9).tolist() == [9, 5, 1, 3, 0, 1]
+    assert kat_cases.stream("pin", 2, -(1 << 31), (1 << 31) - 1).tolist() == [-1512824249, 91898727]
     values = kat_cases.stream("range", 1000, -3, 3)
     assert values.min() == -3 and values.max() == 3
 

@@ -245,7 +245,7 @@ def synthetic_model() -> CanonicalModel:
         gains = (3, 3, 1, 1, 1, 1, 1)
         wq, wk, wv, wo, wg, wu, wd = (
             typical_weight(p + n + ".weight", f, r, c, g)
-            for n, f, (r, c), g in zip(names, fmts, shapes, gains))
+            for n, f, (r, c), g in zip(names, fmts, shapes, gains, strict=True))
         layers.append(Layer(
             attn_norm=_gains(p + "attn_norm", d), attn_norm_b=None,
             wq=wq, wk=wk, wv=wv, wqkv=None, wqkv_b=None, wo=wo, wo_b=None,

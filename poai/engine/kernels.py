@@ -51,6 +51,8 @@ NATIVE_KERNELS = tuple(name for name in KERNELS if name != "reference")
 def support_reason(name: str) -> str | None:
     """Why this build or CPU cannot run kernel ``name`` (None: it can).  Says
     nothing about correctness: see :func:`available`."""
+    if name not in KERNELS:
+        return f"unknown kernel {name!r}; choose one of: auto, {', '.join(KERNELS)}"
     if name == "reference":
         return None
     try:
