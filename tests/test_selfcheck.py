@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from poai.engine import kat_cases, kernels, selfcheck
 from poai.engine import ops_reference as ref
+from poai.engine.forward import run_forward_batch
 from poai.errors import EngineRangeError, KernelUnavailableError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,9 @@ def test_cases_compute_values_not_range_errors():
     for case in kat_cases.MATMUL_CASES:
         x, w = case.inputs()
         ref.matmul(x, w)   # raises EngineRangeError if a case left the range
+    run_forward_batch(kat_cases.synthetic_model(), kat_cases.forward_tokens(), ref,
+                      logit_rows=np.asarray(kat_cases.FORWARD_LOGIT_ROWS),
+                      attn_heads=kat_cases.FORWARD_ATTN_HEADS)   # raises if out of range
     edge = [c.inputs()[1] for c in kat_cases.MATMUL_CASES if c.shape == "edge"]
     assert all(w.l1blk >= 1 << 30 for w in edge)
     golden = selfcheck.load_golden()["digests"]
