@@ -12,15 +12,39 @@ from rich.table import Table
 console = Console()
 
 
-def kernels() -> None:
-    """List the inference kernels, whether each is usable here, and what auto picks."""
+def kernels(
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """List the inference kernels: usable here, known-answer test, and what auto picks."""
+    from poai.engine import selfcheck
     from poai.engine.kernels import available, resolve_name
 
-    table = Table("kernel", "usable", "note")
-    for name, reason in available().items():
-        table.add_row(name, "yes" if reason is None else "no", reason or "")
+    usable = available()            # runs every supported kernel's known-answer test once
+    kat = selfcheck.results()
+    auto = resolve_name("auto")
+    if as_json:
+        print(json.dumps({
+            "auto": auto,
+            "kernels": [{"name": name, "usable": reason is None, "reason": reason,
+                         "known_answer_test": kat[name].as_dict()}
+                        for name, reason in usable.items()],
+        }, indent=2))
+        return
+    table = Table("kernel", "usable", "known-answer test", "ms", "note")
+    for name, reason in usable.items():
+        result = kat[name]
+        if result.status == selfcheck.FAIL:
+            test = f"[red]FAIL[/] ({result.case})"
+        elif result.status == selfcheck.PASS:
+            test = "[green]pass[/]"
+        elif result.status == selfcheck.NOT_RUN:
+            test = "not run (unsupported)"
+        else:
+            test = "definition"
+        ms = f"{result.seconds * 1e3:.0f}" if result.status in (selfcheck.PASS, selfcheck.FAIL) else ""
+        table.add_row(name, "yes" if reason is None else "[red]no[/]", test, ms, reason or "")
     console.print(table)
-    console.print(f"auto picks: [bold]{resolve_name('auto')}[/]")
+    console.print(f"auto picks: [bold]{auto}[/]")
 
 
 def selftest(

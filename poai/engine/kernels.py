@@ -12,11 +12,17 @@ argument) selects:
 
 Every backend exposes the same functions (quantize_act, matmul, embed,
 rmsnorm, layernorm, add_bias, silu_mul, gelu, rope, attention).
+
+A native kernel is usable only once it has passed its known-answer test
+(poai.engine.selfcheck, run at first use in a process): one that fails is
+refused with the reason "failed its known-answer test (<case>)", ``auto``
+skips it, and asking for it by name raises KernelUnavailableError.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
 from poai.errors import KernelUnavailableError
 
@@ -38,48 +44,76 @@ def native_module():
     return _native
 
 
-def available() -> dict[str, str | None]:
-    """{kernel: None if usable, else the reason it is not}."""
-    out: dict[str, str | None] = {"reference": None}
+# Every kernel but the reference (the definition) runs the known-answer test.
+NATIVE_KERNELS = tuple(name for name in KERNELS if name != "reference")
+
+
+def support_reason(name: str) -> str | None:
+    """Why this build or CPU cannot run kernel ``name`` (None: it can).  Says
+    nothing about correctness: see :func:`available`."""
+    if name not in KERNELS:
+        return f"unknown kernel {name!r}; choose one of: auto, {', '.join(KERNELS)}"
+    if name == "reference":
+        return None
     try:
         native = native_module()
     except KernelUnavailableError as exc:
-        for name in KERNELS[1:]:
-            out[name] = str(exc)
-        return out
-    out["scalar"] = None
-    for name in SIMD_KERNELS:
-        out[name] = None if native.cpu_supports(name) else (
-            f"this CPU (or OS) lacks {_FEATURES[name]}")
-    return out
+        return str(exc)
+    if name in SIMD_KERNELS and not native.cpu_supports(name):
+        return f"this CPU (or OS) lacks {_FEATURES[name]}"
+    return None
+
+
+def unusable_reason(name: str) -> str | None:
+    """Why kernel ``name`` may not compute here (None: usable): unsupported by
+    this build or CPU, or failed its known-answer test (run now if not yet)."""
+    reason = support_reason(name)
+    if reason is not None or name not in NATIVE_KERNELS:
+        return reason
+    from poai.engine import selfcheck
+
+    return selfcheck.check(name).reason
+
+
+def available() -> dict[str, str | None]:
+    """{kernel: None if usable, else the reason it is not}; runs the
+    known-answer test of every supported native kernel not yet checked."""
+    return {name: unusable_reason(name) for name in KERNELS}
 
 
 _FEATURES = {"avx2": "AVX2", "avx512": "AVX-512 F/BW/DQ/VL with VNNI"}
 _SIMD_OPS: dict = {}
+_SIMD_LOCK = threading.Lock()
 
 
 def resolve_name(name: str | None = None) -> str:
     """The concrete kernel for a requested name (argument, env var, auto)."""
     requested = (name or os.environ.get(ENV_VAR) or "auto").strip().lower()
     if requested == "auto":
-        usable = available()
+        # Best first; only the candidates tried run their known-answer test.
         for candidate in reversed(KERNELS):
-            if usable.get(candidate) is None:
+            if unusable_reason(candidate) is None:
                 return candidate
         return "reference"
     if requested not in KERNELS:
         raise KernelUnavailableError(
             f"unknown kernel {requested!r}; choose one of: auto, {', '.join(KERNELS)}"
         )
-    reason = available().get(requested)
+    reason = unusable_reason(requested)
     if reason is not None:
         raise KernelUnavailableError(reason)
     return requested
 
 
 def get_ops(name: str | None = None):
-    """The backend module implementing the kernel ``name`` (see resolve_name)."""
-    concrete = resolve_name(name)
+    """The backend implementing the kernel ``name`` (see resolve_name): only
+    a kernel that passed its known-answer test."""
+    return backend(resolve_name(name))
+
+
+def backend(concrete: str):
+    """The backend of kernel ``concrete``, unchecked: for the known-answer test
+    itself; everything else goes through :func:`get_ops`."""
     if concrete == "reference":
         from poai.engine import ops_reference
 
@@ -88,10 +122,12 @@ def get_ops(name: str | None = None):
         from poai.engine.ops_simd import PackedOps
 
         # One backend per variant: packed weights are shared by every Model
-        # evaluated with it.
-        if concrete not in _SIMD_OPS:
-            _SIMD_OPS[concrete] = PackedOps(concrete)
-        return _SIMD_OPS[concrete]
+        # evaluated with it, and the instance the known-answer test checked
+        # is the one get_ops hands out.
+        with _SIMD_LOCK:
+            if concrete not in _SIMD_OPS:
+                _SIMD_OPS[concrete] = PackedOps(concrete)
+            return _SIMD_OPS[concrete]
     from poai.engine import ops_native
 
     return ops_native
