@@ -54,6 +54,10 @@ def _flip_one_bit(monkeypatch, name: str) -> None:
     A backend with matmul_many routes matmul through it, so only that one is
     patched (patching both would flip the bit twice)."""
     ops = kernels.backend(name)
+    if getattr(ops, "forward_layers", None) is not None:
+        # the fused native forward does its products in C: send the layers
+        # through the (patched) Python-level matmul instead
+        monkeypatch.setattr(ops, "forward_layers", None)
     attr = "matmul_many" if hasattr(ops, "matmul_many") else "matmul"
     original = getattr(ops, attr)
 
@@ -148,6 +152,32 @@ def test_broken_variant_is_refused_and_auto_falls_back(name, native_ops, fresh, 
     with pytest.raises(KernelUnavailableError) as info:
         kernels.resolve_name(None)
     assert str(info.value) == reason
+
+
+def test_broken_fused_forward_is_refused(native_ops, fresh, monkeypatch):
+    """A fused forward that disagrees in one bit of the hidden states is refused."""
+    fused_names = [n for n in kernels.NATIVE_KERNELS if kernels.support_reason(n) is None
+                   and getattr(kernels.backend(n), "forward_layers", None) is not None]
+    if not fused_names:
+        pytest.skip("no kernel with a fused forward is usable here")
+    name = fused_names[0]
+    ops = kernels.backend(name)
+    original = ops.forward_layers
+
+    def broken(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if out is None:
+            return None
+        hidden, probs = out
+        hidden = hidden.copy()
+        hidden.flat[0] ^= 1
+        return hidden, probs
+
+    monkeypatch.setattr(ops, "forward_layers", broken)
+    with pytest.warns(selfcheck.KnownAnswerWarning, match=f"kernel {name} is refused"):
+        result = selfcheck.check(name)
+    assert not result.usable
+    assert all(case.startswith("forward/") for case in result.failed) and result.failed
 
 
 def test_exception_refuses_the_variant(native_ops, fresh, monkeypatch):
