@@ -43,6 +43,14 @@ cdef extern from "poai_kernels.h":
                              int64_t *scratch, int nthreads) nogil
     void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
                        const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
+    void poai_silu_mul_avx2(const int64_t *gate, const int64_t *up, int64_t n,
+                            const int64_t *table, int64_t log2e_q30, int64_t *out,
+                            int nthreads) nogil
+    int poai_attention_batch_avx2(const int64_t *q, const int64_t *k, const int64_t *v,
+                                  int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                                  int64_t inv_sqrt_hd_q30, const int64_t *table,
+                                  int64_t log2e_q30, int64_t *out, const int64_t *sel,
+                                  int64_t n_sel, int64_t *probs, int nthreads) nogil
 
 cdef extern from "poai_packed.h":
     ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
@@ -176,7 +184,10 @@ def exp_q30(z, table, int64_t log2e_q30):
     return out.reshape(np.shape(z))
 
 
-def silu_mul(gate, up, table, int64_t log2e_q30, int nthreads=1):
+def silu_mul(gate, up, table, int64_t log2e_q30, int nthreads=1, str variant="scalar"):
+    """silu(gate) * up; variant "avx2" (or "avx512", which runs the AVX2
+    code) uses ext/poai_ops_avx2.c where the CPU has AVX2."""
+    cdef bint vec = _ops_avx2(variant)
     cdef cnp.ndarray[int64_t, ndim=1] ga = _c64(gate).reshape(-1)
     cdef cnp.ndarray[int64_t, ndim=1] ua = _c64(up).reshape(-1)
     cdef cnp.ndarray[int64_t, ndim=1] ta = _c64(table)
@@ -185,8 +196,12 @@ def silu_mul(gate, up, table, int64_t log2e_q30, int nthreads=1):
     cdef cnp.ndarray[int64_t, ndim=1] out = np.empty_like(ga)
     if ga.shape[0]:
         with nogil:
-            poai_silu_mul(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0],
-                          max(nthreads, 1))
+            if vec:
+                poai_silu_mul_avx2(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0],
+                                   max(nthreads, 1))
+            else:
+                poai_silu_mul(&ga[0], &ua[0], ga.shape[0], &ta[0], log2e_q30, &out[0],
+                              max(nthreads, 1))
     return out.reshape(np.shape(gate))
 
 
@@ -220,8 +235,18 @@ def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30, i
     return out, (None if probs is None else probs[0]), status
 
 
+cdef bint _ops_avx2(str variant) except -1:
+    if variant in ("avx2", "avx512"):
+        if not poai_cpu_has_avx2():
+            raise ValueError(f"variant {variant!r} is not usable on this CPU")
+        return True
+    if variant not in ("scalar", "generic"):
+        raise ValueError(f"unknown variant {variant!r}")
+    return False
+
+
 def attention_batch(q, k, v, int64_t B, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30,
-                    int nthreads=1):
+                    int nthreads=1, str variant="scalar"):
     """B sequences stacked in q [B*T, H, hd], k, v [B*T, Hkv, hd].
     Returns (out [B*T, H, hd], probs [B, n_sel, T, T] or None, status)."""
     cdef cnp.ndarray[int64_t, ndim=3] qa = _c64(q)
@@ -243,13 +268,21 @@ def attention_batch(q, k, v, int64_t B, sel, int64_t inv_sqrt_hd_q30, table, int
     cdef cnp.ndarray[int64_t, ndim=1] sel_pad = np.zeros(max(n_sel, 1), dtype=np.int64)
     cdef int status = 0
     cdef int64_t *prp = NULL
+    cdef bint vec = _ops_avx2(variant)
     if n_sel:
         sel_pad[:n_sel] = sa
         prp = &pr[0, 0, 0, 0]
     with nogil:
-        status = poai_attention_batch(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], B, T, H, Hkv, hd,
-                                      inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
-                                      &sel_pad[0], n_sel, prp, &scratch[0], nthreads)
+        if vec:
+            status = poai_attention_batch_avx2(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], B, T, H,
+                                               Hkv, hd, inv_sqrt_hd_q30, &ta[0], log2e_q30,
+                                               &out[0, 0, 0], &sel_pad[0], n_sel, prp, nthreads)
+        else:
+            status = poai_attention_batch(&qa[0, 0, 0], &ka[0, 0, 0], &va[0, 0, 0], B, T, H, Hkv,
+                                          hd, inv_sqrt_hd_q30, &ta[0], log2e_q30, &out[0, 0, 0],
+                                          &sel_pad[0], n_sel, prp, &scratch[0], nthreads)
+    if status & 2:
+        raise MemoryError("attention: no memory for the scratch buffers")
     return out, (pr[:, :n_sel] if sel is not None else None), status
 
 
@@ -591,4 +624,6 @@ cdef class FusedLlama:
         with nogil:
             status = poai_forward_llama(&self.model, v, &xa[0, 0], B, T, &ca[0, 0], &sa[0, 0],
                                         slp, shp, n_sel, &probs[0], &b, nthreads)
+        if status == 2:
+            raise MemoryError("fused forward: no memory for the attention scratch")
         return status, probs[:n_sel * B * T * T]

@@ -68,10 +68,15 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
                 if (!n_l) first = i;
                 n_l++;
             }
-        if (poai_attention_batch(b->q, b->k, b->v, B, T, H, Hkv, hd, m->inv_sqrt_hd_q30,
-                                 m->exp_table, m->log2e_q30, b->a, n_l ? sel_head + first : 0,
-                                 n_l, n_l ? pout : 0, b->att, nthreads))
-            return POAI_FW_RANGE;                                         /* attention score */
+        int st = variant >= POAI_VARIANT_AVX2
+            ? poai_attention_batch_avx2(b->q, b->k, b->v, B, T, H, Hkv, hd, m->inv_sqrt_hd_q30,
+                                        m->exp_table, m->log2e_q30, b->a,
+                                        n_l ? sel_head + first : 0, n_l, n_l ? pout : 0, nthreads)
+            : poai_attention_batch(b->q, b->k, b->v, B, T, H, Hkv, hd, m->inv_sqrt_hd_q30,
+                                   m->exp_table, m->log2e_q30, b->a, n_l ? sel_head + first : 0,
+                                   n_l, n_l ? pout : 0, b->att, nthreads);
+        if (st & 2) return POAI_FW_NOMEM;
+        if (st) return POAI_FW_RANGE;                                     /* attention score */
         pout += n_l * B * T * T;
         if (!in_range(b->a, N * d, LIM31)) return POAI_FW_RANGE;         /* matmul input */
         {
@@ -93,7 +98,8 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
         }
         if (!in_range(b->g, N * ff, LIM31) || !in_range(b->u, N * ff, LIM31))
             return POAI_FW_RANGE;                                         /* ffn gate / up */
-        poai_silu_mul(b->g, b->u, N * ff, m->exp_table, m->log2e_q30, b->g, nthreads);
+        (variant >= POAI_VARIANT_AVX2 ? poai_silu_mul_avx2 : poai_silu_mul)(
+            b->g, b->u, N * ff, m->exp_table, m->log2e_q30, b->g, nthreads);
         if (!in_range(b->g, N * ff, LIM31)) return POAI_FW_RANGE;        /* matmul input */
         {
             const poai_pmat *ws[1] = {&L->wd};

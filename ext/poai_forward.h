@@ -49,6 +49,7 @@ typedef struct {
 /* Range codes (0: success). */
 #define POAI_FW_OK 0
 #define POAI_FW_RANGE 1   /* some checked value left its proven range */
+#define POAI_FW_NOMEM 2   /* a scratch allocation failed */
 
 /* Run every layer and the final norm over x [B*T, d] (int64 Q16, in place:
  * on success x holds the final normalized hidden states).  cos/sin: [T,

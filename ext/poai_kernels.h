@@ -72,4 +72,15 @@ int poai_attention_batch(const int64_t *q, const int64_t *k, const int64_t *v, i
                          const int64_t *sel, int64_t n_sel, int64_t *probs, int64_t *scratch,
                          int nthreads);
 
+/* AVX2 versions of poai_silu_mul and poai_attention_batch (ext/poai_ops_avx2.c),
+ * bit-identical; call only where poai_cpu_has_avx2().  The attention
+ * allocates its own scratch and returns 2 if it cannot (nothing computed). */
+void poai_silu_mul_avx2(const int64_t *gate, const int64_t *up, int64_t n, const int64_t *table,
+                        int64_t log2e_q30, int64_t *out, int nthreads);
+int poai_attention_batch_avx2(const int64_t *q, const int64_t *k, const int64_t *v, int64_t B,
+                              int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                              int64_t inv_sqrt_hd_q30, const int64_t *table, int64_t log2e_q30,
+                              int64_t *out, const int64_t *sel, int64_t n_sel, int64_t *probs,
+                              int nthreads);
+
 #endif

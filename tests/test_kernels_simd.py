@@ -165,3 +165,72 @@ def test_available_names_every_kernel():
     assert list(usable) == list(kernels.KERNELS)
     for reason in usable.values():
         assert reason is None or (isinstance(reason, str) and reason)
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_simd_silu_equals_reference(variant):
+    """SwiGLU's vector code (exp, reciprocal, products on 4 int64 lanes) is
+    the reference, on every gate magnitude, the range limits and odd tails."""
+    _variant_or_skip(variant)
+    ops = kernels.get_ops(variant)
+    rng = np.random.default_rng(21)
+    for n in (1, 3, 4, 4097, 9001):
+        g = rng.integers(-(2**22), 2**22, size=n, dtype=np.int64)
+        u = rng.integers(-LIM, LIM, size=n, dtype=np.int64)
+        assert np.array_equal(ops.silu_mul(g, u), ref.silu_mul(g, u))
+    edges = np.array([0, 1, -1, LIM, -LIM, 16 << 16, -(16 << 16), (64 << 16), -(64 << 16),
+                      -(64 << 16) - 1, 2**30, -(2**30), 7, -7, 65535, -65536], np.int64)
+    g = np.concatenate([edges, -edges, np.arange(-(20 << 16), 20 << 16, 3001, dtype=np.int64)])
+    u = np.resize(np.array([LIM, -LIM, 1, -1, 0, 12345], np.int64), g.shape)
+    assert np.array_equal(ops.silu_mul(g, u), ref.silu_mul(g, u))
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("shape", [(1, 4, 2, 64), (3, 4, 4, 64), (37, 6, 2, 64), (70, 9, 3, 64),
+                                   (5, 2, 1, 32), (9, 2, 2, 24)])
+def test_simd_attention_equals_reference(variant, shape):
+    """Vector attention (transposed keys, 4 scores at a time, vector exp and
+    p*v) is the reference, with probabilities, over batches and head dims
+    (24 takes the scalar route), at the input limits."""
+    _variant_or_skip(variant)
+    ops = kernels.get_ops(variant)
+    t, h, hkv, hd = shape
+    rng = np.random.default_rng(sum(shape))
+    for n_seq, qb, vb in ((1, 19, 30), (2, 20, 31), (3, 12, 28)):
+        n = n_seq * t
+        q = rng.integers(-(2**qb), 2**qb, size=(n, h, hd), dtype=np.int64)
+        k = rng.integers(-(2**qb), 2**qb, size=(n, hkv, hd), dtype=np.int64)
+        v = rng.integers(-(2**vb) + 1, 2**vb, size=(n, hkv, hd), dtype=np.int64)
+        heads = [0, h - 1]
+        ro, rp = ref.attention_batch(q, k, v, n_seq, heads)
+        no, np_ = ops.attention_batch(q, k, v, n_seq, heads)
+        assert np.array_equal(ro, no)
+        assert np.array_equal(rp, np_)
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_simd_attention_score_range_error_is_identical(variant):
+    """A score past |s16| < 2**31 raises the reference's error; a large
+    score beyond the causal diagonal (not a score) does not."""
+    from poai.errors import EngineRangeError
+
+    _variant_or_skip(variant)
+    ops = kernels.get_ops(variant)
+    t, hd = 6, 64
+    q = np.full((t, 2, hd), 2**23, dtype=np.int64)
+    k = np.full((t, 1, hd), 2**23, dtype=np.int64)
+    v = np.ones((t, 1, hd), dtype=np.int64)
+    with pytest.raises(EngineRangeError) as want:
+        ref.attention_batch(q, k, v, 1, None)
+    with pytest.raises(EngineRangeError) as got:
+        ops.attention_batch(q, k, v, 1, None)
+    assert str(got.value) == str(want.value)
+    # only the last key is huge: rows i < t-1 never see it
+    q2 = np.full((t, 2, hd), 2**10, dtype=np.int64)
+    q2[-1] = 0
+    k2 = np.zeros((t, 1, hd), dtype=np.int64)
+    k2[-1] = 2**23
+    q2[-1, :, :] = 0
+    ro, _ = ref.attention_batch(q2, k2, v, 1, None)
+    no, _ = ops.attention_batch(q2, k2, v, 1, None)
+    assert np.array_equal(ro, no)

@@ -52,11 +52,12 @@ def exp_q30(z: np.ndarray) -> np.ndarray:
     return _native.exp_q30(z, table, log2e)
 
 
-def silu_mul(gate: np.ndarray, up: np.ndarray, threads: int = 1) -> np.ndarray:
+def silu_mul(gate: np.ndarray, up: np.ndarray, threads: int = 1,
+             variant: str = NAME) -> np.ndarray:
     check_range(gate, 31, "ffn gate")
     check_range(up, 31, "ffn up")
     table, log2e = _exp_consts()
-    return _native.silu_mul(gate, up, table, log2e, threads)
+    return _native.silu_mul(gate, up, table, log2e, threads, variant)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None, threads: 
 
 
 def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None,
-                    threads: int = 1):
+                    threads: int = 1, variant: str = NAME):
     """attention() of n_seq sequences stacked along the first axis, in one
     call (parallel over sequence and head).  Returns (out, probs [n_seq,
     len(heads), T, T] or None)."""
@@ -84,7 +85,7 @@ def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, hea
     table, log2e = _exp_consts()
     sel = None if heads is None else np.asarray(list(heads), dtype=np.int64)
     out, probs, status = _native.attention_batch(
-        q, k, v, n_seq, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e, threads
+        q, k, v, n_seq, sel, tables.inv_sqrt_q30(q.shape[2]), table, log2e, threads, variant
     )
     if status:
         # A score left its proven range: let the reference raise the

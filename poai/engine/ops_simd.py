@@ -89,13 +89,14 @@ class PackedOps:
             setattr(self, name, getattr(ops_native, name))
 
     def silu_mul(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-        return ops_native.silu_mul(gate, up, self.threads)
+        return ops_native.silu_mul(gate, up, self.threads, self.variant)
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None):
-        return ops_native.attention(q, k, v, heads, self.threads)
+        out, probs = self.attention_batch(q, k, v, 1, heads)
+        return out, (None if probs is None else probs[0])
 
     def attention_batch(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None):
-        return ops_native.attention_batch(q, k, v, n_seq, heads, self.threads)
+        return ops_native.attention_batch(q, k, v, n_seq, heads, self.threads, self.variant)
 
     def packed(self, w: QuantMatrix) -> PackedMatrix:
         """The packed form of ``w``, made once and kept while ``w`` lives."""
