@@ -243,13 +243,16 @@ void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
 int64_t poai_exp_q30(int64_t z, const int64_t *table, int64_t log2e_q30) {
     int64_t zc = z < EXP_CLAMP_Q16 ? EXP_CLAMP_Q16 : z;
     int64_t w = rshift_round(zc * log2e_q30, UNIT_FRAC); /* |zc * L| < 2^53 */
+    /* zc >= -2^22 gives w > -2^23: n = ceil(-w / 2^16) in [0, 93] */
     int64_t n = (-w + ((int64_t)1 << ACT_FRAC) - 1) >> ACT_FRAC;
     int64_t f = w + (n << ACT_FRAC); /* in [0, 2^16) */
     int64_t idx = f >> EXP2_INTERP_BITS;
     int64_t frac = f & ((1 << EXP2_INTERP_BITS) - 1);
     int64_t lo = table[idx];
+    /* table step < 2^31 (entries in [2^30, 2^31]), frac < 2^6: product < 2^37;
+     * v in [2^30, 2^31] */
     int64_t v = lo + rshift_round((table[idx + 1] - lo) * frac, EXP2_INTERP_BITS);
-    return rshift_round(v, (int)(n < 62 ? n : 62));
+    return rshift_round(v, (int)(n < 62 ? n : 62)); /* shift in [0, 62]: result in [0, 2^30] */
 }
 
 /* sigmoid(x) in Q30: recip(2^30 + exp(-|x|)) = sigmoid(|x|), mirrored for x < 0 */
@@ -264,8 +267,9 @@ void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n >= 4096)
     for (int64_t i = 0; i < n; i++) {
         int64_t g = gate[i];
+        /* |g| < 2^31 (checked), sigmoid in [0, 2^30]: |g * sig| < 2^61, |silu| <= |g| */
         int64_t silu = rshift_round(g * sigmoid_q30(g, table, log2e_q30), UNIT_FRAC);
-        out[i] = rshift_round(silu * up[i], ACT_FRAC); /* |silu|, |up| < 2^31 */
+        out[i] = rshift_round(silu * up[i], ACT_FRAC); /* |silu|, |up| < 2^31: < 2^62 */
     }
 }
 
@@ -275,10 +279,13 @@ void poai_gelu(const int64_t *x, int64_t n, const int64_t *table, int64_t log2e_
     for (int64_t i = 0; i < n; i++) {
         int64_t xv = x[i];
         int64_t xc = xv > clamp ? clamp : (xv < -clamp ? -clamp : xv);
+        /* |xc| <= 2^20 (Q16 of 16): xc^2 <= 2^40, x2 <= 2^24, x2 * xc <= 2^44, x3 <= 2^28 */
         int64_t x2 = rshift_round(xc * xc, ACT_FRAC);
         int64_t x3 = rshift_round(x2 * xc, ACT_FRAC);
+        /* x3 * C1 < 2^28 * 2^26 = 2^54; inner < 2^20 + 2^24 < 2^25; inner * C2 < 2^56 */
         int64_t inner = xc + rshift_round(x3 * cubic_q30, UNIT_FRAC);
         int64_t u = rshift_round(inner * scale_q30, UNIT_FRAC);
+        /* |x| < 2^31 (checked), sigmoid <= 2^30: |x * sig| < 2^61 */
         out[i] = rshift_round(xv * sigmoid_q30(u, table, log2e_q30), UNIT_FRAC);
     }
 }
@@ -317,10 +324,11 @@ static int attention_head(const int64_t *q, const int64_t *k, const int64_t *v, 
         int64_t mx = INT64_MIN;
         for (int64_t j = 0; j <= i; j++) {
             const int64_t *kj = k + (j * Hkv + kv) * hd;
-            int64_t raw = 0; /* |q|, |k| < 2^24: < 2^48 * hd */
+            int64_t raw = 0; /* |q|, |k| < 2^24 (checked): < 2^48 * hd <= 2^62 for hd <= 2^14 */
             for (int64_t d = 0; d < hd; d++) raw += qi[d] * kj[d];
             int64_t s16 = rshift_round(raw, ACT_FRAC);
             if (s16 >= ((int64_t)1 << 31) || s16 <= -((int64_t)1 << 31)) return 1;
+            /* |s16| < 2^31 (just checked), C = 2^30 / sqrt(hd) <= 2^30: |s16 * C| < 2^61 */
             int64_t sc = rshift_round(s16 * inv_sqrt_hd_q30, UNIT_FRAC);
             score[j] = sc;
             if (sc > mx) mx = sc;
