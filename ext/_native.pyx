@@ -43,6 +43,10 @@ cdef extern from "poai_kernels.h":
                              int64_t *scratch, int nthreads) nogil
     void poai_silu_mul(const int64_t *gate, const int64_t *up, int64_t n,
                        const int64_t *table, int64_t log2e_q30, int64_t *out, int nthreads) nogil
+    void poai_rmsnorm_avx2(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                           int64_t eps_q32, int64_t *y) nogil
+    void poai_rope_avx2(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
+                        const int64_t *cos_t, const int64_t *sin_t) nogil
     void poai_silu_mul_avx2(const int64_t *gate, const int64_t *up, int64_t n,
                             const int64_t *table, int64_t log2e_q30, int64_t *out,
                             int nthreads) nogil
@@ -111,6 +115,16 @@ def _c64(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+cdef bint _ops_avx2(str variant) except -1:
+    if variant in ("avx2", "avx512"):
+        if not poai_cpu_has_avx2():
+            raise ValueError(f"variant {variant!r} is not usable on this CPU")
+        return True
+    if variant not in ("scalar", "generic"):
+        raise ValueError(f"unknown variant {variant!r}")
+    return False
+
+
 def quantize_act(x):
     cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
     cdef int64_t T = xa.shape[0], K = xa.shape[1]
@@ -149,15 +163,21 @@ def matmul(x, wq, scale, minv, int64_t bs):
     return y
 
 
-def rmsnorm(x, g, int64_t eps_q32):
+def rmsnorm(x, g, int64_t eps_q32, str variant="scalar"):
+    cdef bint vec = _ops_avx2(variant)
     cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
     cdef cnp.ndarray[int64_t, ndim=1] ga = _c64(g)
     cdef int64_t T = xa.shape[0], n = xa.shape[1]
     if ga.shape[0] != n:
         raise ValueError("rmsnorm: gain length")
     cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, n), dtype=np.int64)
+    if T == 0 or n == 0:
+        return y
     with nogil:
-        poai_rmsnorm(&xa[0, 0], T, n, &ga[0], eps_q32, &y[0, 0])
+        if vec:
+            poai_rmsnorm_avx2(&xa[0, 0], T, n, &ga[0], eps_q32, &y[0, 0])
+        else:
+            poai_rmsnorm(&xa[0, 0], T, n, &ga[0], eps_q32, &y[0, 0])
     return y
 
 
@@ -215,7 +235,8 @@ def gelu(x, table, int64_t log2e_q30, int64_t cubic_q30, int64_t scale_q30):
     return out.reshape(np.shape(x))
 
 
-def rope(x, cos, sin, int64_t n_rot):
+def rope(x, cos, sin, int64_t n_rot, str variant="scalar"):
+    cdef bint vec = _ops_avx2(variant)
     cdef cnp.ndarray[int64_t, ndim=3] xa = np.array(x, dtype=np.int64, order="C", copy=True)
     cdef cnp.ndarray[int64_t, ndim=2] ca = _c64(cos)
     cdef cnp.ndarray[int64_t, ndim=2] sa = _c64(sin)
@@ -224,7 +245,10 @@ def rope(x, cos, sin, int64_t n_rot):
         raise ValueError("rope: table shape")
     if T and n_rot:
         with nogil:
-            poai_rope(&xa[0, 0, 0], T, H, hd, n_rot, &ca[0, 0], &sa[0, 0])
+            if vec:
+                poai_rope_avx2(&xa[0, 0, 0], T, H, hd, n_rot, &ca[0, 0], &sa[0, 0])
+            else:
+                poai_rope(&xa[0, 0, 0], T, H, hd, n_rot, &ca[0, 0], &sa[0, 0])
     return xa
 
 
@@ -233,16 +257,6 @@ def attention(q, k, v, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30, i
     status 1 = a score left its range."""
     out, probs, status = attention_batch(q, k, v, 1, sel, inv_sqrt_hd_q30, table, log2e_q30, nthreads)
     return out, (None if probs is None else probs[0]), status
-
-
-cdef bint _ops_avx2(str variant) except -1:
-    if variant in ("avx2", "avx512"):
-        if not poai_cpu_has_avx2():
-            raise ValueError(f"variant {variant!r} is not usable on this CPU")
-        return True
-    if variant not in ("scalar", "generic"):
-        raise ValueError(f"unknown variant {variant!r}")
-    return False
 
 
 def attention_batch(q, k, v, int64_t B, sel, int64_t inv_sqrt_hd_q30, table, int64_t log2e_q30,

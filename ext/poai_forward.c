@@ -14,15 +14,11 @@
 
 #include "poai_kernels.h"
 
-#define LIM31 ((int64_t)1 << 31)
-#define LIM24 ((int64_t)1 << 24)
+#define BITS31 31
+#define BITS24 24
 
-/* 1 if every |x[i]| < lim (the reference's check_range(x, bits)). */
-static int in_range(const int64_t *x, int64_t n, int64_t lim) {
-    int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad |= (x[i] >= lim) | (x[i] <= -lim);
-    return !bad;
-}
+/* 1 if every |x[i]| < 2^bits (the reference's check_range(x, bits)). */
+#define in_range(x, n, bits) poai_in_range((x), (n), (bits))
 
 /* y_j = x times each matrix ws[j] (all K = ws[0]->K wide), x quantized once. */
 static void matmuls(int variant, const int64_t *x, int64_t N, const poai_pmat *const *ws,
@@ -39,27 +35,29 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
                        const poai_fw_buffers *b, int nthreads) {
     const int64_t N = B * T, d = m->d, ff = m->ff, H = m->H, Hkv = m->Hkv, hd = m->hd;
     int64_t *pout = probs;
+    const int vec = variant >= POAI_VARIANT_AVX2; /* AVX2 norms, RoPE, SwiGLU, attention */
     for (int64_t li = 0; li < m->n_layer; li++) {
         const poai_fw_layer *L = &m->layers[li];
 
         /* --- attention block */
-        if (!in_range(x, N * d, LIM31)) return POAI_FW_RANGE;            /* norm input */
-        poai_rmsnorm(x, N, d, L->attn_norm, m->eps_q32, b->h);
-        if (!in_range(b->h, N * d, LIM31)) return POAI_FW_RANGE;         /* matmul input */
+        if (!in_range(x, N * d, BITS31)) return POAI_FW_RANGE;            /* norm input */
+        (vec ? poai_rmsnorm_avx2 : poai_rmsnorm)(x, N, d, L->attn_norm, m->eps_q32, b->h);
+        if (!in_range(b->h, N * d, BITS31)) return POAI_FW_RANGE;         /* matmul input */
         {
             const poai_pmat *ws[3] = {&L->wq, &L->wk, &L->wv};
             int64_t *ys[3] = {b->q, b->k, b->v};
             matmuls(variant, b->h, N, ws, ys, 3, b, nthreads);
         }
-        if (!in_range(b->q, N * H * hd, LIM31) || !in_range(b->k, N * Hkv * hd, LIM31))
+        if (!in_range(b->q, N * H * hd, BITS31) || !in_range(b->k, N * Hkv * hd, BITS31))
             return POAI_FW_RANGE;                                         /* rope input */
         /* RoPE: every sequence of the batch starts at position 0 */
         for (int64_t s = 0; s < B; s++) {
-            poai_rope(b->q + s * T * H * hd, T, H, hd, m->n_rot, cos_t, sin_t);
-            poai_rope(b->k + s * T * Hkv * hd, T, Hkv, hd, m->n_rot, cos_t, sin_t);
+            (vec ? poai_rope_avx2 : poai_rope)(b->q + s * T * H * hd, T, H, hd, m->n_rot, cos_t, sin_t);
+            (vec ? poai_rope_avx2 : poai_rope)(b->k + s * T * Hkv * hd, T, Hkv, hd, m->n_rot, cos_t,
+                                               sin_t);
         }
-        if (!in_range(b->q, N * H * hd, LIM24) || !in_range(b->k, N * Hkv * hd, LIM24) ||
-            !in_range(b->v, N * Hkv * hd, LIM31))
+        if (!in_range(b->q, N * H * hd, BITS24) || !in_range(b->k, N * Hkv * hd, BITS24) ||
+            !in_range(b->v, N * Hkv * hd, BITS31))
             return POAI_FW_RANGE;                                         /* attention inputs */
         /* this layer's selected heads: a run of sel_layer == li */
         int64_t first = 0, n_l = 0;
@@ -68,7 +66,7 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
                 if (!n_l) first = i;
                 n_l++;
             }
-        int st = variant >= POAI_VARIANT_AVX2
+        int st = vec
             ? poai_attention_batch_avx2(b->q, b->k, b->v, B, T, H, Hkv, hd, m->inv_sqrt_hd_q30,
                                         m->exp_table, m->log2e_q30, b->a,
                                         n_l ? sel_head + first : 0, n_l, n_l ? pout : 0, nthreads)
@@ -78,38 +76,38 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
         if (st & 2) return POAI_FW_NOMEM;
         if (st) return POAI_FW_RANGE;                                     /* attention score */
         pout += n_l * B * T * T;
-        if (!in_range(b->a, N * d, LIM31)) return POAI_FW_RANGE;         /* matmul input */
+        if (!in_range(b->a, N * d, BITS31)) return POAI_FW_RANGE;         /* matmul input */
         {
             const poai_pmat *ws[1] = {&L->wo};
             int64_t *ys[1] = {b->o};
             matmuls(variant, b->a, N, ws, ys, 1, b, nthreads);
         }
         /* residual: |x|, |o| < 2^63 / 2 is all int64 needs; the next norm checks 2^31 */
-        for (int64_t i = 0; i < N * d; i++) x[i] += b->o[i];
+        poai_add_inplace(x, b->o, N * d);
 
         /* --- feed-forward block */
-        if (!in_range(x, N * d, LIM31)) return POAI_FW_RANGE;            /* norm input */
-        poai_rmsnorm(x, N, d, L->ffn_norm, m->eps_q32, b->h);
-        if (!in_range(b->h, N * d, LIM31)) return POAI_FW_RANGE;         /* matmul input */
+        if (!in_range(x, N * d, BITS31)) return POAI_FW_RANGE;            /* norm input */
+        (vec ? poai_rmsnorm_avx2 : poai_rmsnorm)(x, N, d, L->ffn_norm, m->eps_q32, b->h);
+        if (!in_range(b->h, N * d, BITS31)) return POAI_FW_RANGE;         /* matmul input */
         {
             const poai_pmat *ws[2] = {&L->wg, &L->wu};
             int64_t *ys[2] = {b->g, b->u};
             matmuls(variant, b->h, N, ws, ys, 2, b, nthreads);
         }
-        if (!in_range(b->g, N * ff, LIM31) || !in_range(b->u, N * ff, LIM31))
+        if (!in_range(b->g, N * ff, BITS31) || !in_range(b->u, N * ff, BITS31))
             return POAI_FW_RANGE;                                         /* ffn gate / up */
-        (variant >= POAI_VARIANT_AVX2 ? poai_silu_mul_avx2 : poai_silu_mul)(
+        (vec ? poai_silu_mul_avx2 : poai_silu_mul)(
             b->g, b->u, N * ff, m->exp_table, m->log2e_q30, b->g, nthreads);
-        if (!in_range(b->g, N * ff, LIM31)) return POAI_FW_RANGE;        /* matmul input */
+        if (!in_range(b->g, N * ff, BITS31)) return POAI_FW_RANGE;        /* matmul input */
         {
             const poai_pmat *ws[1] = {&L->wd};
             int64_t *ys[1] = {b->o};
             matmuls(variant, b->g, N, ws, ys, 1, b, nthreads);
         }
-        for (int64_t i = 0; i < N * d; i++) x[i] += b->o[i];
+        poai_add_inplace(x, b->o, N * d);
     }
-    if (!in_range(x, N * d, LIM31)) return POAI_FW_RANGE;                /* norm input */
-    poai_rmsnorm(x, N, d, m->out_norm, m->eps_q32, b->h);
+    if (!in_range(x, N * d, BITS31)) return POAI_FW_RANGE;                /* norm input */
+    (vec ? poai_rmsnorm_avx2 : poai_rmsnorm)(x, N, d, m->out_norm, m->eps_q32, b->h);
     memcpy(x, b->h, (size_t)(N * d) * sizeof(int64_t));
     return POAI_FW_OK;
 }

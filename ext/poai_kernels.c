@@ -191,6 +191,16 @@ void poai_matmul(const int64_t *x, int64_t T, int64_t K,
 /* ------------------------------------------------------------------------ */
 /* normalization                                                             */
 
+int64_t poai_norm_multiplier(int64_t sumsq, int64_t n, int t, int64_t eps_q32, int *shift) {
+    int64_t v = ((sumsq / n) << (2 * t)) + eps_q32; /* < 2^63 */
+    int k = 62 - bit_length((uint64_t)v);
+    k -= k & 1;
+    int64_t u = k >= 0 ? (v << k) : (v >> -k);
+    int64_t r = isqrt62(u); /* in [2^30, 2^31) when v > 0 */
+    *shift = 38 - k / 2;    /* in [8, 39] */
+    return v == 0 ? 0 : poai_recip_q30(r < ((int64_t)1 << 30) ? ((int64_t)1 << 30) : r);
+}
+
 static void normalize_row(const int64_t *x, int64_t n, const int64_t *g, int64_t eps_q32,
                           int64_t *y) {
     int64_t amax = 0;
@@ -205,16 +215,11 @@ static void normalize_row(const int64_t *x, int64_t n, const int64_t *g, int64_t
         int64_t xs = rshift_round(x[i], t);
         sumsq += xs * xs;
     }
-    int64_t v = ((sumsq / n) << (2 * t)) + eps_q32; /* < 2^63 */
-    int k = 62 - bit_length((uint64_t)v);
-    k -= k & 1;
-    int64_t u = k >= 0 ? (v << k) : (v >> -k);
-    int64_t r = isqrt62(u); /* in [2^30, 2^31) when v > 0 */
-    int64_t mult = v == 0 ? 0 : poai_recip_q30(r < ((int64_t)1 << 30) ? ((int64_t)1 << 30) : r);
-    int shift = 38 - k / 2;
+    int shift;
+    int64_t mult = poai_norm_multiplier(sumsq, n, t, eps_q32, &shift);
     for (int64_t i = 0; i < n; i++) {
         int64_t t1 = rshift_round(x[i] * mult, 30); /* |x| < 2^31, M <= 2^30: < 2^61 */
-        y[i] = rshift_round(t1 * g[i], shift);      /* |t1 * g| < 2^62 */
+        y[i] = rshift_round(t1 * g[i], shift);      /* |t1| <= |x|, |g| < 2^31: < 2^62 */
     }
 }
 

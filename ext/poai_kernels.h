@@ -40,6 +40,22 @@ void poai_matmul(const int64_t *x, int64_t T, int64_t K,
 void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
                   int64_t eps_q32, int64_t *y);
 
+/* The per-row part of a norm (docs/ENGINE.md "Normalization"): from the
+ * row's sum of squares of x' = rshift_round(x, t) over n values, the
+ * multiplier M (recip_q30 of the root) and the final shift. */
+int64_t poai_norm_multiplier(int64_t sumsq, int64_t n, int t, int64_t eps_q32, int *shift);
+
+/* AVX2 (ext/poai_ops_avx2.c), bit-identical to poai_rmsnorm / poai_rope;
+ * call only where poai_cpu_has_avx2(). */
+void poai_rmsnorm_avx2(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                       int64_t eps_q32, int64_t *y);
+void poai_rope_avx2(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
+                    const int64_t *cos_t, const int64_t *sin_t);
+/* 1 if every |x[i]| < 2^bits (bits <= 62), with AVX2 where the CPU has it. */
+int poai_in_range(const int64_t *x, int64_t n, int bits);
+/* x[i] += y[i] */
+void poai_add_inplace(int64_t *x, const int64_t *y, int64_t n);
+
 /* LayerNorm: (x - mean) normalized, * g (Q24) + b (Q24). */
 void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
                     const int64_t *b, int64_t eps_q32, int64_t *y);

@@ -15,6 +15,7 @@
  * shift of a non-negative number is the floor division the rule asks for.
  */
 #include "poai_kernels.h"
+#include "poai_packed.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,126 @@ int poai_attention_batch_avx2(const int64_t *q, const int64_t *k, const int64_t 
     }
     return status;
 }
+
+/* --- norms, RoPE, range checks ---------------------------------------------- */
+
+T256 static void norm_row_avx2(const int64_t *x, int64_t n, const int64_t *g, int64_t eps_q32,
+                               int64_t *y) {
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i amax = zero;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i a = _mm256_blendv_epi8(v, _mm256_sub_epi64(zero, v), _mm256_cmpgt_epi64(zero, v));
+        amax = max64(amax, a);
+    }
+    int64_t tmp[4], am = 0;
+    _mm256_storeu_si256((__m256i *)tmp, amax);
+    for (int u = 0; u < 4; u++) am = tmp[u] > am ? tmp[u] : am;
+    for (; i < n; i++) {
+        int64_t a = x[i] < 0 ? -x[i] : x[i];
+        am = a > am ? a : am;
+    }
+    int t = am ? 64 - __builtin_clzll((uint64_t)am) - 24 : -24;
+    if (t < 0) t = 0;
+    /* x' = rshift_round(x, t), |x'| <= 2^24: x'^2 <= 2^48 (vpmuldq), sum < 2^62 */
+    __m256i ss = zero;
+    for (i = 0; i + 4 <= n; i += 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i xs = t ? rsr(v, t) : v;
+        ss = _mm256_add_epi64(ss, _mm256_mul_epi32(xs, xs));
+    }
+    _mm256_storeu_si256((__m256i *)tmp, ss);
+    int64_t sumsq = tmp[0] + tmp[1] + tmp[2] + tmp[3];
+    for (; i < n; i++) {
+        int64_t xs = t ? (x[i] + ((int64_t)1 << (t - 1))) >> t : x[i];
+        sumsq += xs * xs;
+    }
+    int shift;
+    int64_t mult = poai_norm_multiplier(sumsq, n, t, eps_q32, &shift);
+    const __m256i mv = _mm256_set1_epi64x(mult);
+    for (i = 0; i + 4 <= n; i += 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        /* |x| < 2^31, M <= 2^30: |x M| < 2^61; |t1| <= |x|, |g| < 2^31: |t1 g| < 2^62 */
+        __m256i t1 = rsr(_mm256_mul_epi32(v, mv), 30);
+        __m256i gv = _mm256_loadu_si256((const __m256i *)(g + i));
+        _mm256_storeu_si256((__m256i *)(y + i), rsr(_mm256_mul_epi32(t1, gv), shift));
+    }
+    for (; i < n; i++) {
+        int64_t t1 = (x[i] * mult + ((int64_t)1 << 29)) >> 30;
+        y[i] = (t1 * g[i] + ((int64_t)1 << (shift - 1))) >> shift;
+    }
+}
+
+void poai_rmsnorm_avx2(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                       int64_t eps_q32, int64_t *y) {
+    for (int64_t t = 0; t < T; t++) norm_row_avx2(x + t * n, n, g, eps_q32, y + t * n);
+}
+
+T256 void poai_rope_avx2(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
+                         const int64_t *cos_t, const int64_t *sin_t) {
+    int64_t half = n_rot / 2;
+    if (half % 2) {
+        poai_rope(x, T, H, hd, n_rot, cos_t, sin_t);
+        return;
+    }
+    /* odd lanes add the swapped product, even lanes subtract it */
+    const __m256i odd = _mm256_setr_epi64x(0, -1, 0, -1);
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t *ct = cos_t + t * half, *st = sin_t + t * half;
+        for (int64_t h = 0; h < H; h++) {
+            int64_t *v = x + (t * H + h) * hd;
+            for (int64_t i = 0; i < half; i += 2) {
+                /* [a0 b0 a1 b1] with [c0 c0 c1 c1] and [s0 s0 s1 s1] */
+                __m256i ab = _mm256_loadu_si256((const __m256i *)(v + 2 * i));
+                __m256i c = _mm256_permute4x64_epi64(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(ct + i))), 0x50);
+                __m256i s = _mm256_permute4x64_epi64(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(st + i))), 0x50);
+                __m256i ba = _mm256_shuffle_epi32(ab, 0x4E);
+                /* |a|, |b| < 2^31 (checked), |c|, |s| <= 2^30: products < 2^61, sums < 2^62 */
+                __m256i p1 = _mm256_mul_epi32(ab, c), p2 = _mm256_mul_epi32(ba, s);
+                __m256i r = _mm256_blendv_epi8(_mm256_sub_epi64(p1, p2), _mm256_add_epi64(p1, p2), odd);
+                _mm256_storeu_si256((__m256i *)(v + 2 * i), rsr(r, 30));
+            }
+        }
+    }
+}
+
+T256 static int in_range_avx2(const int64_t *x, int64_t n, int bits) {
+    const __m256i hi = _mm256_set1_epi64x(((int64_t)1 << bits) - 1);
+    const __m256i lo = _mm256_set1_epi64x(-((int64_t)1 << bits) + 1);
+    __m256i bad = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpgt_epi64(v, hi), _mm256_cmpgt_epi64(lo, v)));
+    }
+    int ok = _mm256_testz_si256(bad, bad);
+    for (; i < n; i++) ok &= x[i] < ((int64_t)1 << bits) && x[i] > -((int64_t)1 << bits);
+    return ok;
+}
+
+T256 static void add_avx2(int64_t *x, const int64_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm256_storeu_si256((__m256i *)(x + i), _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(x + i)),
+                                                                 _mm256_loadu_si256((const __m256i *)(y + i))));
+    for (; i < n; i++) x[i] += y[i];
+}
+
+int poai_in_range(const int64_t *x, int64_t n, int bits) {
+    if (poai_cpu_has_avx2()) return in_range_avx2(x, n, bits);
+    int64_t bad = 0, lim = (int64_t)1 << bits;
+    for (int64_t i = 0; i < n; i++) bad |= (x[i] >= lim) | (x[i] <= -lim);
+    return !bad;
+}
+
+void poai_add_inplace(int64_t *x, const int64_t *y, int64_t n) {
+    if (poai_cpu_has_avx2()) {
+        add_avx2(x, y, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
 #else
 void poai_silu_mul_avx2(const int64_t *gate, const int64_t *up, int64_t n, const int64_t *table,
                         int64_t log2e_q30, int64_t *out, int nthreads) {
@@ -265,5 +386,25 @@ int poai_attention_batch_avx2(const int64_t *q, const int64_t *k, const int64_t 
                               int nthreads) {
     return attention_scalar(q, k, v, B, T, H, Hkv, hd, inv_sqrt_hd_q30, table,
                                       log2e_q30, out, sel, n_sel, probs, nthreads);
+}
+
+void poai_rmsnorm_avx2(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
+                       int64_t eps_q32, int64_t *y) {
+    poai_rmsnorm(x, T, n, g, eps_q32, y);
+}
+
+void poai_rope_avx2(int64_t *x, int64_t T, int64_t H, int64_t hd, int64_t n_rot,
+                    const int64_t *cos_t, const int64_t *sin_t) {
+    poai_rope(x, T, H, hd, n_rot, cos_t, sin_t);
+}
+
+int poai_in_range(const int64_t *x, int64_t n, int bits) {
+    int64_t bad = 0, lim = (int64_t)1 << bits;
+    for (int64_t i = 0; i < n; i++) bad |= (x[i] >= lim) | (x[i] <= -lim);
+    return !bad;
+}
+
+void poai_add_inplace(int64_t *x, const int64_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 #endif

@@ -129,7 +129,7 @@ def test_synthetic_models_match_golden(synth_models, variant, name):
         assert vectors_gen.forward_digest(res) == golden["forward_sha256"], (variant, threads)
 
 
-@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx512"])
+@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512"])
 def test_batch_equals_single_runs(synth_models, kernel):
     """B attempts in one pass give each attempt's bits, whatever B."""
     _variant_or_skip(kernel)
@@ -234,3 +234,88 @@ def test_simd_attention_score_range_error_is_identical(variant):
     ro, _ = ref.attention_batch(q2, k2, v, 1, None)
     no, _ = ops.attention_batch(q2, k2, v, 1, None)
     assert np.array_equal(ro, no)
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_simd_norm_and_rope_equal_reference(variant):
+    """AVX2 RMSNorm (vector amax, sum of squares, products) and RoPE (pairs
+    two at a time) are the reference, on tails, zero rows and the limits."""
+    from poai.engine import tables
+
+    _variant_or_skip(variant)
+    ops = kernels.get_ops(variant)
+    rng = np.random.default_rng(31)
+    for n in (4, 7, 64, 576, 2051):
+        x = np.concatenate([rng.integers(-LIM, LIM, size=(3, n), dtype=np.int64),
+                            rng.integers(-(2**12), 2**12, size=(2, n), dtype=np.int64),
+                            np.zeros((1, n), np.int64), np.full((1, n), LIM, np.int64),
+                            np.full((1, n), -LIM, np.int64)])
+        g = rng.integers(-LIM, LIM, size=n, dtype=np.int64)
+        for eps in (0, 42950, 2**40):
+            assert np.array_equal(ops.rmsnorm(x, g, eps), ref.rmsnorm(x, g, eps))
+    cos, sin = tables.rope_tables(10000, 0, 64, 64)
+    for t, h, hd, n_rot in ((1, 3, 64, 64), (37, 2, 64, 64), (5, 4, 32, 32), (3, 2, 64, 32),
+                            (4, 1, 12, 6)):
+        x = rng.integers(-LIM, LIM, size=(t, h, hd), dtype=np.int64)
+        c, s_ = cos[:t, : n_rot // 2], sin[:t, : n_rot // 2]
+        assert np.array_equal(ops.rope(x, c, s_, n_rot), ref.rope(x, c, s_, n_rot))
+
+
+def _op_by_op(ops):
+    """The same backend without its fused forward."""
+    class OpByOp:
+        pass
+
+    plain = OpByOp()
+    for name in ("embed", "rmsnorm", "rope", "attention_batch", "silu_mul", "matmul",
+                 "matmul_many"):
+        setattr(plain, name, getattr(ops, name))
+    return plain
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_fused_forward_equals_op_by_op(synth_models, variant):
+    """The fused native forward gives the op-by-op path's hidden states,
+    logits and attention rows (heads of several layers), for B = 1 and 3."""
+    _variant_or_skip(variant)
+    from poai.engine.ops_simd import PackedOps
+
+    ops = PackedOps(variant, 2)
+    for name in ("llama-q4_1-q4_k-q6_k", "llama-q4_0-q8_0-q4_1-output"):
+        model = synth_models[name]
+        assert ops.fused(model) is not None
+        heads = {0: [0, model.config.n_head - 1], model.config.n_layer - 1: [1]}
+        batch = np.random.default_rng(9).integers(0, model.config.n_vocab, size=(3, 17))
+        for toks in (batch[:1], batch):
+            a = run_forward_batch(model, toks, ops, logit_rows=[0, 16], attn_heads=heads)
+            b = run_forward_batch(model, toks, _op_by_op(ops), logit_rows=[0, 16],
+                                  attn_heads=heads)
+            assert np.array_equal(a.hidden, b.hidden)
+            assert np.array_equal(a.logits, b.logits)
+            assert sorted(a.attn_probs) == sorted(b.attn_probs)
+            for key in b.attn_probs:
+                assert np.array_equal(a.attn_probs[key], b.attn_probs[key])
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_fused_forward_range_error_is_the_reference_one(synth_models, variant):
+    """A model whose activations leave the proven range raises the
+    reference's EngineRangeError (same message) through the fused path."""
+    import copy
+
+    from poai.engine.ops_simd import PackedOps
+    from poai.errors import EngineRangeError
+
+    _variant_or_skip(variant)
+    model = copy.copy(synth_models["llama-q4_1-q4_k-q6_k"])
+    layers = [copy.copy(layer) for layer in model.layers]
+    layers[0].ffn_norm = np.full_like(layers[0].ffn_norm, 2**31 - 1)   # huge gains
+    model.layers = layers
+    tokens = np.array([[1, 2, 3, 4]])
+    with pytest.raises(EngineRangeError) as want:
+        run_forward_batch(model, tokens, ref)
+    ops = PackedOps(variant, 2)
+    assert ops.fused(model) is not None
+    with pytest.raises(EngineRangeError) as got:
+        run_forward_batch(model, tokens, ops)
+    assert str(got.value) == str(want.value)

@@ -37,9 +37,9 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     return _native.matmul(x, w.q, w.scale, w.minv, w.block)
 
 
-def rmsnorm(x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
+def rmsnorm(x: np.ndarray, g: np.ndarray, eps_q32: int, variant: str = NAME) -> np.ndarray:
     check_range(x, 31, "norm input")
-    return _native.rmsnorm(x, g, eps_q32)
+    return _native.rmsnorm(x, g, eps_q32, variant)
 
 
 def layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps_q32: int) -> np.ndarray:
@@ -66,9 +66,10 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return _native.gelu(x, table, log2e, ref.GELU_CUBIC_Q30, ref.GELU_SCALE_Q30)
 
 
-def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> np.ndarray:
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int,
+         variant: str = NAME) -> np.ndarray:
     check_range(x, 31, "rope input")
-    return _native.rope(x, cos, sin, n_rot)
+    return _native.rope(x, cos, sin, n_rot, variant)
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None, threads: int = 1):

@@ -84,9 +84,14 @@ class PackedOps:
         self._packed: dict[int, tuple[weakref.ref, PackedMatrix]] = {}
         self._fused: dict[int, tuple[weakref.ref, object]] = {}
         self._lock = threading.Lock()
-        for name in ("embed", "add_bias", "rmsnorm", "layernorm", "exp_q30", "gelu", "rope",
-                     "quantize_act"):
+        for name in ("embed", "add_bias", "layernorm", "exp_q30", "gelu", "quantize_act"):
             setattr(self, name, getattr(ops_native, name))
+
+    def rmsnorm(self, x: np.ndarray, g: np.ndarray, eps_q32: int) -> np.ndarray:
+        return ops_native.rmsnorm(x, g, eps_q32, self.variant)
+
+    def rope(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> np.ndarray:
+        return ops_native.rope(x, cos, sin, n_rot, self.variant)
 
     def silu_mul(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         return ops_native.silu_mul(gate, up, self.threads, self.variant)
