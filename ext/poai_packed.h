@@ -93,9 +93,6 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
  * y_row = rshift_round(sum of the row's g lanes, 7). */
 void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow);
 
-/* Benchmark probe: iters x 12 register-only vpdpbusd (AVX-512 VNNI only). */
-int64_t poai_vnni_probe(int64_t iters);
-
 /* CPU support, from CPUID/XGETBV (cached): 1 if the variant can run here. */
 int poai_cpu_has_avx2(void);
 int poai_cpu_has_avx512(void);
