@@ -41,6 +41,7 @@ class BenchRow:
     peak_rss_mib: float | None = None  # the engine's own process
     error: str | None = None
     matmul_gmac_per_s: float | None = None  # the model's layer-0 matrices, when asked for
+    load_s: float | None = None             # opening the file (conversion included for poai)
 
     @property
     def attempts_per_s(self) -> float:
@@ -106,6 +107,7 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
 
     if engine == "blas-f64":
         from poai.engine import ops_blas as ops
+        t_load = time.perf_counter()
         model = eng.load(model_ref, kernel="scalar")
 
         def run_batch(toks, rows):
@@ -114,6 +116,7 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
         def run_single(toks, rows):
             return run_forward(model.canonical, toks, ops, logit_rows=rows)
     else:
+        t_load = time.perf_counter()
         model = eng.load(model_ref, kernel=engine, vetted_only=vetted)
 
         def run_batch(toks, rows):
@@ -122,6 +125,7 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
         def run_single(toks, rows):
             return model.forward(toks, logit_rows=rows)
 
+    load_s = time.perf_counter() - t_load
     rows = list(range(n_tokens - VERIFY_ROWS, n_tokens))
     seqs = np.array([attempt_tokens(model.n_vocab, n_tokens, i) for i in range(attempts + batch)])
     run_batch(seqs[:min(batch, attempts)], rows)  # warm caches, tables and packed weights
@@ -134,7 +138,8 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
     seconds = time.perf_counter() - start
     verify = _verify_ms(lambda: run_single(seqs[0], rows),
                         1 if engine in ("reference", "blas-f64") else verify_repeats)
-    row = BenchRow(f"poai/{engine}", attempts, seconds, n_tokens, batch, threads, verify, peak_rss_mib())
+    row = BenchRow(f"poai/{engine}", attempts, seconds, n_tokens, batch, threads, verify, peak_rss_mib(),
+                   load_s=load_s)
     if with_matmul:  # after the memory reading: its activations are not the engine's
         row.matmul_gmac_per_s = matmul_gmacs(model.canonical.layers[0], get_ops(engine),
                                              n_tokens * batch, repeats=3)
@@ -144,7 +149,9 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
 def _llama_row(path: str, n_vocab: int, n_tokens: int, attempts: int, threads: int) -> BenchRow:
     from poai import llamacpp
 
+    t_load = time.perf_counter()
     llm = llamacpp.load(path, n_ctx=max(n_tokens, 64), n_threads=threads, logits_all=True)
+    load_s = time.perf_counter() - t_load
     seqs = [attempt_tokens(n_vocab, n_tokens, i) for i in range(attempts + 1)]
     llamacpp.eval_logits(llm, seqs[0])
     start = time.perf_counter()
@@ -152,7 +159,8 @@ def _llama_row(path: str, n_vocab: int, n_tokens: int, attempts: int, threads: i
         llamacpp.eval_logits(llm, s)
     seconds = time.perf_counter() - start
     verify = _verify_ms(lambda: llamacpp.eval_logits(llm, seqs[0]))
-    return BenchRow(f"llama.cpp/{threads}t", attempts, seconds, n_tokens, 1, threads, verify, peak_rss_mib())
+    return BenchRow(f"llama.cpp/{threads}t", attempts, seconds, n_tokens, 1, threads, verify, peak_rss_mib(),
+                    load_s=load_s)
 
 
 def _child(conn, fn, args):
@@ -258,8 +266,12 @@ def peak_family(kernel: str | None) -> str | None:
     """The probe family of a SIMD kernel; for any other kernel (or None) the
     widest family this CPU runs; None where it runs none."""
     from poai.engine.kernels import native_module
+    from poai.errors import KernelUnavailableError
 
-    native = native_module()
+    try:
+        native = native_module()
+    except KernelUnavailableError:
+        return None
     if kernel in PEAK_FAMILIES:
         return kernel if native.cpu_supports(kernel) else None
     return next((f for f in PEAK_FAMILIES if native.cpu_supports(f)), None)
@@ -401,12 +413,18 @@ def scale_matmul(run: ScaleRun, peaks: DotPeaks | None) -> MatmulRate | None:
                       f"scale model, one layer's 7 matrices x {t} tokens", peaks)
 
 
+SCALE_COLUMNS = ("engine", "attempts/s", "ms/attempt", "vs llama.cpp", "verify ms", "peak MiB",
+                 "peak / file", "load s")
+
+
 def format_scale_rows(run: ScaleRun) -> list[list[str]]:
-    """format_rows plus each engine's peak memory as a multiple of the file."""
+    """format_rows plus each engine's peak memory as a multiple of the file
+    and its load time (SCALE_COLUMNS)."""
     out = []
     for r, cells in zip(run.rows, format_rows(run.rows), strict=True):
         ratio = r.peak_rss_mib / run.file_mib if r.peak_rss_mib and not r.error else None
-        out.append(cells + [f"{ratio:.1f}x" if ratio is not None else "-"])
+        out.append(cells + [f"{ratio:.1f}x" if ratio is not None else "-",
+                            f"{r.load_s:.1f}" if r.load_s is not None and not r.error else "-"])
     return out
 
 

@@ -59,6 +59,9 @@ def test_bench_json_runs_every_usable_kernel(smollm2_path):
         if reason is None and name != "reference":
             assert engines[f"poai/{name}"]["attempts_per_s"] > 0, engines
     assert any(e.startswith("llama.cpp") for e in engines)
+    if doc["matmul"]:  # a SIMD kernel: its rate against the measured peaks
+        assert doc["peaks"]["int16_gmac_per_s"] > 0 and doc["peaks"]["int8_gmac_per_s"] > 0
+        assert 0 < doc["matmul"]["fraction_of_int16_peak"] and 0 < doc["matmul"]["fraction_of_int8_peak"]
 
 
 def test_dot_probes_give_positive_rates():
@@ -97,20 +100,22 @@ def test_peaks_and_matmul_share_formatting():
 
 def test_scale_rows_formatting():
     rows = [
-        bench.BenchRow("poai/avx2", 4, 8.0, 64, 4, 2, 1500.0, 1340.0, matmul_gmac_per_s=30.0),
+        bench.BenchRow("poai/avx2", 4, 8.0, 64, 4, 2, 1500.0, 1340.0, matmul_gmac_per_s=30.0,
+                       load_s=34.56),
         bench.BenchRow("llama.cpp/2t", 4, 16.0, 64, 1, 2, 4000.0, 800.0),
     ]
     run = bench.ScaleRun("/x.gguf", 670.0, 1_100_048_384, "L22-d2048", rows)
     table = bench.format_scale_rows(run)
     assert table[0][:4] == ["poai/avx2", "0.50", "2000", "2.00x"]
-    assert table[0][-1] == "2.0x" and table[1][-1] == "1.2x"
+    assert len(table[0]) == len(bench.SCALE_COLUMNS)
+    assert table[0][-2:] == ["2.0x", "34.6"] and table[1][-2:] == ["1.2x", "-"]
     title = bench.format_scale_title(run, 64, 2, 4)
     assert "1.10B params" in title and "670 MiB" in title and "synthetic llama" in title
     rate = bench.scale_matmul(run, bench.DotPeaks("avx2", 2, 60.0, 75.0))
     assert rate.kernel == "avx2" and "256 tokens" in rate.shape
     assert "50% of the int16 peak, 40% of the int8 peak" in bench.format_matmul(rate)
     broken = bench.ScaleRun("/x", 670.0, 1, "s", [bench.BenchRow("poai/avx2", 0, 0.0, 64, error="E: x")])
-    assert bench.format_scale_rows(broken)[0][-1] == "-"
+    assert bench.format_scale_rows(broken)[0][-2:] == ["-", "-"]
     assert json.dumps(run.as_dict())
 
 
@@ -137,6 +142,7 @@ def test_bench_scale_only_on_a_small_synthetic_model(tmp_path, monkeypatch):
     for name in ("poai", "llama.cpp"):
         assert engines[name]["error"] is None, engines
         assert engines[name]["ms_per_attempt"] > 0 and engines[name]["peak_rss_mib"] > 10
+        assert engines[name]["load_s"] > 0
     if doc["peaks"]:
         assert doc["peaks"]["int16_gmac_per_s"] > 0 and doc["peaks"]["int8_gmac_per_s"] > 0
         assert engines["poai"]["matmul_gmac_per_s"] > 0

@@ -91,14 +91,13 @@ def bench(
     """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp;
     dot-product peaks; optionally the TinyLlama-shaped scale row."""
     from poai import bench as b
+    from poai.engine.kernels import SIMD_KERNELS, resolve_name
 
     if tokens < 9 or attempts < 1 or batch < 1 or scale_attempts < 1:
         raise typer.BadParameter("need --tokens >= 9, --attempts >= 1, --batch >= 1, --scale-attempts >= 1")
     nthreads = threads or b.default_threads()
     say = (lambda text: None) if as_json else console.print
     doc: dict = {"tokens_per_attempt": tokens, "threads": nthreads}
-    from poai.engine.kernels import SIMD_KERNELS, resolve_name
-
     fastest = resolve_name("auto")
     say("measuring dot-product peaks ...")
     peaks = b.dot_peaks(nthreads, b.peak_family(fastest))
@@ -131,8 +130,7 @@ def bench(
     if rate:
         console.print(b.format_matmul(rate))
     if run:
-        table = Table("engine", "attempts/s", "ms/attempt", "vs llama.cpp", "verify ms", "peak MiB",
-                      "peak / file", title=b.format_scale_title(run, tokens, nthreads, batch))
+        table = Table(*b.SCALE_COLUMNS, title=b.format_scale_title(run, tokens, nthreads, batch))
         for row in b.format_scale_rows(run):
             table.add_row(*row)
         console.print(table)
