@@ -3,7 +3,8 @@
 
 poai_kernels.c holds the scalar kernels (the C reference); poai_packed.c,
 poai_avx2.c and poai_avx512.c the packed matrix product and its SIMD
-variants, chosen by the caller (poai/engine/kernels.py) from CPU detection.
+variants, chosen by the caller (poai/engine/kernels.py) from CPU detection;
+poai_probe.c the benchmark's register-only dot-product peak probes.
 
 Arrays are validated (dtype, contiguity, shape) here; value ranges are
 checked by poai/engine/ops_native.py before calling, exactly as the
@@ -56,6 +57,9 @@ cdef extern from "poai_kernels.h":
                                   int64_t log2e_q30, int64_t *out, const int64_t *sel,
                                   int64_t n_sel, int64_t *probs, int nthreads) nogil
 
+cdef extern from "poai_probe.h":
+    int64_t poai_dot_probe(int kind, int64_t iters, int64_t *sink) nogil
+
 cdef extern from "poai_packed.h":
     ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
                                           const int64_t *rnd, const int64_t *asum, int64_t T,
@@ -86,7 +90,6 @@ cdef extern from "poai_packed.h":
                                    int64_t *y, int nthreads) nogil
     int poai_cpu_has_avx2()
     int poai_cpu_has_avx512()
-    int64_t poai_vnni_probe(int64_t iters) nogil
 
 if not poai_arith_shift_ok():
     raise ImportError("poai._native: this compiler's >> on negative int64 is not arithmetic")
@@ -430,15 +433,23 @@ def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthread
                             nthreads)
 
 
-def vnni_probe(int64_t iters):
-    """Run iters x 12 register-only vpdpbusd (64 int8 MACs each); for the
-    benchmark's peak-rate measurement.  AVX-512 VNNI CPUs only."""
-    if not poai_cpu_has_avx512():
-        raise ValueError("vnni_probe needs AVX-512 VNNI")
-    cdef int64_t r
+# Register-only dot-product probes (ext/poai_probe.h): name -> probe kind.
+DOT_PROBES = {"avx2-int16": 0, "avx2-int8": 1, "vnni-int16": 2, "vnni-int8": 3}
+
+
+def dot_probe(str kind, int64_t iters):
+    """Run one register-only dot-product probe for iters loop iterations
+    (timing only, for the benchmark's peak rates) and return the MACs done.
+    Raises ValueError for an unknown kind or one this CPU cannot run."""
+    if kind not in DOT_PROBES:
+        raise ValueError(f"unknown dot probe {kind!r} (known: {', '.join(DOT_PROBES)})")
+    cdef int k = DOT_PROBES[kind]
+    cdef int64_t sink = 0, macs
     with nogil:
-        r = poai_vnni_probe(iters)
-    return r
+        macs = poai_dot_probe(k, iters, &sink)
+    if macs <= 0 and iters > 0:
+        raise ValueError(f"dot probe {kind} is not usable on this CPU")
+    return macs
 
 
 # --- the fused forward (ext/poai_forward.c) -----------------------------------

@@ -142,30 +142,7 @@ POAI_PACKED_FN(poai_matmul_packed_avx512) {
     pick(poai_packed_group(K), &wide, &one);
     poai_packed_drive(wide, NT_WIDE, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }
-/* Peak int8 VNNI rate probe for the benchmark: iters x 12 independent
- * vpdpbusd on registers (64 u8*s8 MACs each); returns a value that depends
- * on every result so the work cannot be optimized away. */
-T512 int64_t poai_vnni_probe(int64_t iters) {
-    __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
-    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
-    __m512i c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
-    for (int64_t i = 0; i < iters; i++) {
-        c0 = _mm512_dpbusd_epi32(c0, a, b); c1 = _mm512_dpbusd_epi32(c1, a, b);
-        c2 = _mm512_dpbusd_epi32(c2, a, b); c3 = _mm512_dpbusd_epi32(c3, a, b);
-        c4 = _mm512_dpbusd_epi32(c4, a, b); c5 = _mm512_dpbusd_epi32(c5, a, b);
-        c6 = _mm512_dpbusd_epi32(c6, a, b); c7 = _mm512_dpbusd_epi32(c7, a, b);
-        c8 = _mm512_dpbusd_epi32(c8, a, b); c9 = _mm512_dpbusd_epi32(c9, a, b);
-        c10 = _mm512_dpbusd_epi32(c10, a, b); c11 = _mm512_dpbusd_epi32(c11, a, b);
-        __asm__ volatile("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5));
-        __asm__ volatile("" : "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
-    }
-    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
-                                 _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
-    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
-    return _mm512_reduce_add_epi32(s);
-}
 #else
-int64_t poai_vnni_probe(int64_t iters) { return iters * 0; }
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
     poai_matmul_packed_generic(qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
 }

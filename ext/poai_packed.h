@@ -111,9 +111,6 @@ void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const in
                       const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
                       int nthreads);
 
-/* Benchmark probe: iters x 12 register-only vpdpbusd (AVX-512 VNNI only). */
-int64_t poai_vnni_probe(int64_t iters);
-
 /* CPU support, from CPUID/XGETBV (cached): 1 if the variant can run here. */
 int poai_cpu_has_avx2(void);
 int poai_cpu_has_avx512(void);

@@ -2,9 +2,11 @@
 
 Weights are raw random blocks whose f16 scale fields are set to small finite
 values, so every block format (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) can be
-exercised without a quantizer.  The models use numpy's legacy RandomState,
-whose streams NumPy keeps frozen across versions, because golden vectors
-(tests/vectors/engine_synth.json) depend on their exact bytes.
+exercised without a quantizer; the block code lives in
+poai.engine.synthetic (shared with the bench's scale model).  The models use
+numpy's legacy RandomState, whose streams NumPy keeps frozen across
+versions, because golden vectors (tests/vectors/engine_synth.json) depend on
+their exact bytes.
 """
 
 from __future__ import annotations
@@ -14,63 +16,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-# (block bytes, elements per block, byte offsets of f16 scale fields)
-FORMATS = {
-    "Q8_0": (34, 32, (0,)),
-    "Q4_0": (18, 32, (0,)),
-    "Q4_1": (20, 32, (0, 2)),
-    "Q4_K": (144, 256, (0, 2)),
-    "Q6_K": (210, 256, (208,)),
-}
-
-
-def f16_bits(values: np.ndarray) -> np.ndarray:
-    return np.asarray(values, dtype=np.float16).view(np.uint16)
-
-
-# f16 scale ranges giving weights of realistic size (|w| ~ 0.01 .. 0.1); the
-# K-quants' d multiplies 6-bit (Q4_K) or int8 (Q6_K) sub-block scales.
-SCALE_RANGE = {
-    "Q8_0": (0.0005, 0.002),
-    "Q4_0": (0.005, 0.02),
-    "Q4_1": (0.005, 0.02),
-    "Q4_K": (0.0002, 0.001),
-    "Q6_K": (0.00005, 0.0002),
-}
-
-
-def random_blocks(rng: np.random.Generator, fmt: str, rows: int, cols: int) -> np.ndarray:
-    """Raw bytes [rows, cols / elems * block_bytes] of a valid random tensor."""
-    nbytes, elems, f16_offsets = FORMATS[fmt]
-    scale_lo, scale_hi = SCALE_RANGE[fmt]
-    if cols % elems:
-        raise ValueError(f"{fmt} needs cols divisible by {elems}")
-    nb = cols // elems
-    if isinstance(rng, np.random.RandomState):
-        raw = rng.randint(0, 256, size=(rows, nb, nbytes)).astype(np.uint8)
-    else:
-        raw = rng.integers(0, 256, size=(rows, nb, nbytes), dtype=np.uint8)
-    for off in f16_offsets:
-        vals = rng.uniform(scale_lo, scale_hi, size=(rows, nb))
-        if fmt == "Q4_1" and off == 2:
-            vals = -vals * 8  # Q4_1's offset m is about -8 d
-        bits = f16_bits(vals)
-        raw[..., off] = (bits & 0xFF).astype(np.uint8)
-        raw[..., off + 1] = (bits >> 8).astype(np.uint8)
-    if fmt == "Q4_K":
-        # 6-bit scales/mins of moderate size keep d*sc in range.
-        raw[..., 4:16] &= 0x3F
-    return raw.reshape(rows, nb * nbytes)
-
-
-def _add_quant(w: gguf.GGUFWriter, name: str, fmt: str, rows: int, cols: int, rng) -> None:
-    raw = random_blocks(rng, fmt, rows, cols)
-    w.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=gguf.GGMLQuantizationType[fmt])
-
-
-def _add_f32(w: gguf.GGUFWriter, name: str, values: np.ndarray) -> None:
-    w.add_tensor(name, np.asarray(values, dtype=np.float32))
-
+from poai.engine.synthetic import (  # noqa: F401  (FORMATS, random_blocks: used by tests)
+    FORMATS,
+    SCALE_RANGE,
+    add_f32 as _add_f32,
+    add_quant as _add_quant,
+    add_spm_tokenizer,
+    f16_bits,
+    random_blocks,
+)
 
 def write_llama(path: Path, *, seed: int = 1, n_layer: int = 2, d: int = 256, ff: int = 512,
                 n_head: int = 4, n_kv: int = 2, vocab: int = 300, fmt_attn: str = "Q4_1",
@@ -195,14 +149,7 @@ def write_spm_vocab(path: Path, pieces: list[str], *, add_bos: bool = True) -> P
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(32)
     w.add_vocab_size(len(tokens))
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(add_bos)
+    add_spm_tokenizer(w, tokens, scores, types, bos=1, eos=2, unk=0, add_bos=add_bos)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -102,17 +102,74 @@ def bench(
     threads: int = typer.Option(None, "--threads", help="threads for every engine (default: all CPUs)"),
     skip_reference: bool = typer.Option(False, "--skip-reference",
                                         help="skip the slow NumPy reference and float64-BLAS rows"),
+    scale: bool = typer.Option(False, "--scale",
+                               help="also run the scale row: poai (auto kernel) and llama.cpp on a "
+                                    "TinyLlama-shaped synthetic model (1.1B params, written once)"),
+    scale_only: bool = typer.Option(False, "--scale-only", help="run only the peaks and the scale row"),
+    scale_attempts: int = typer.Option(2, "--scale-attempts", help="timed attempts of the scale row"),
+    scale_dir: str = typer.Option(None, "--scale-dir",
+                                  help="where the synthetic model is written and reused "
+                                       "(default: <model cache>/derived)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp."""
-    from poai import bench as b, engine
-    from poai.engine.kernels import SIMD_KERNELS, available, resolve_name
+    """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp;
+    dot-product peaks; optionally the TinyLlama-shaped scale row."""
+    from poai import bench as b
+    from poai.engine.kernels import SIMD_KERNELS, resolve_name
 
-    if tokens < 9 or attempts < 1 or batch < 1:
-        raise typer.BadParameter("need --tokens >= 9, --attempts >= 1, --batch >= 1")
-    m = engine.load(model, kernel="scalar")
-    model_ref = str(m.path)
+    if tokens < 9 or attempts < 1 or batch < 1 or scale_attempts < 1:
+        raise typer.BadParameter("need --tokens >= 9, --attempts >= 1, --batch >= 1, --scale-attempts >= 1")
     nthreads = threads or b.default_threads()
+    say = (lambda text: None) if as_json else console.print
+    doc: dict = {"tokens_per_attempt": tokens, "threads": nthreads}
+    fastest = resolve_name("auto")
+    say("measuring dot-product peaks ...")
+    peaks = b.dot_peaks(nthreads, b.peak_family(fastest))
+    doc["peaks"] = peaks.as_dict() if peaks else None
+    rows, rate = [], None
+    if not scale_only:
+        part, rows, rate = _bench_main(b, model, tokens, attempts, batch, nthreads, skip_reference,
+                                       peaks, fastest in SIMD_KERNELS, say)
+        doc.update(part)
+    run = None
+    if scale or scale_only:
+        say(f"measuring the scale row ({scale_attempts} attempts per engine; "
+            "the first run writes the synthetic model) ...")
+        run = b.measure_scale(tokens, scale_attempts, batch, nthreads, directory=scale_dir)
+        doc["scale"] = run.as_dict()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    if not scale_only:
+        table = Table("engine", "attempts/s", "ms/attempt", "vs llama.cpp", "verify ms", "peak MiB",
+                      title=f"{tokens}-token attempts, {nthreads} threads, poai batch {batch}, "
+                            f"model file {doc['model_file_mib']:.0f} MiB")
+        for row in b.format_rows(rows):
+            table.add_row(*row)
+        console.print(table)
+        for name, reason in doc["skipped"].items():
+            console.print(f"kernel {name} skipped: {reason}")
+    if peaks:
+        console.print(b.format_peaks(peaks))
+    if rate:
+        console.print(b.format_matmul(rate))
+    if run:
+        table = Table(*b.SCALE_COLUMNS, title=b.format_scale_title(run, tokens, nthreads, batch))
+        for row in b.format_scale_rows(run):
+            table.add_row(*row)
+        console.print(table)
+        scale_rate = b.scale_matmul(run, peaks)
+        if scale_rate:
+            console.print(b.format_matmul(scale_rate))
+
+
+def _bench_main(b, model, tokens, attempts, batch, nthreads, skip_reference, peaks, simd, say):
+    """The main table's rows on the vetted model: every usable kernel, the
+    reference rows unless skipped, llama.cpp, and the matmul rate."""
+    from poai import engine
+    from poai.engine.kernels import available, resolve_name
+
+    m = engine.load(model, kernel="scalar")
     usable = available()
     rows = []
     plan = [(name, attempts, batch) for name, reason in usable.items()
@@ -120,37 +177,15 @@ def bench(
     if not skip_reference:
         plan += [("blas-f64", 2, 1), ("reference", 1, 1)]
     for name, n_att, n_batch in plan:
-        if not as_json:
-            console.print(f"measuring poai/{name} ...")
-        rows.append(b.measure_poai(model_ref, name, tokens, n_att, n_batch, nthreads))
-    if not as_json:
-        console.print("measuring llama.cpp ...")
+        say(f"measuring poai/{name} ...")
+        rows.append(b.measure_poai(str(m.path), name, tokens, n_att, n_batch, nthreads))
+    say("measuring llama.cpp ...")
     rows.append(b.measure_llamacpp(m.path, m.n_vocab, tokens, attempts, nthreads))
-    fastest = resolve_name("auto")
-    rate = b.matmul_rate(m, fastest, tokens, batch, nthreads) if fastest in SIMD_KERNELS else None
-    skipped = {name: reason for name, reason in usable.items() if reason is not None}
-    file_mib = m.path.stat().st_size / 2**20
-    if as_json:
-        print(json.dumps({
-            "tokens_per_attempt": tokens, "threads": nthreads, "model_file_mib": file_mib,
-            "rows": [r.as_dict() for r in rows], "skipped": skipped,
-            "matmul": rate.as_dict() if rate else None,
-        }, indent=2))
-        return
-    table = Table("engine", "attempts/s", "ms/attempt", "vs llama.cpp", "verify ms", "peak MiB",
-                  title=f"{tokens}-token attempts, {nthreads} threads, poai batch {batch}, "
-                        f"model file {file_mib:.0f} MiB")
-    for row in b.format_rows(rows):
-        table.add_row(*row)
-    console.print(table)
-    for name, reason in skipped.items():
-        console.print(f"kernel {name} skipped: {reason}")
-    if rate:
-        peak = (f"; int8 VNNI peak {rate.vnni_peak_gmac_per_s:.0f} GMAC/s, "
-                f"{rate.gmac_per_s / rate.vnni_peak_gmac_per_s:.0%} of it"
-                if rate.vnni_peak_gmac_per_s else "")
-        console.print(f"matrix products ({rate.kernel}, {rate.shape}): "
-                      f"{rate.gmac_per_s:.1f} GMAC/s{peak}")
+    rate = b.matmul_rate(m, resolve_name("auto"), tokens, batch, nthreads, peaks) if simd else None
+    part = {"model_file_mib": m.path.stat().st_size / 2**20, "rows": [r.as_dict() for r in rows],
+            "skipped": {name: reason for name, reason in usable.items() if reason is not None},
+            "matmul": rate.as_dict() if rate else None}
+    return part, rows, rate
 
 
 def register(app: typer.Typer) -> None:
