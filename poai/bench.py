@@ -242,7 +242,7 @@ def probe_rate(kind: str, threads: int, seconds: float = 0.25) -> float:
     """GMAC/s of one register-only probe run on ``threads`` threads at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from poai.engine.kernels import native_module
+    from poai.engine.native import native_module
 
     native = native_module()
     iters = 100_000
@@ -265,7 +265,7 @@ def probe_rate(kind: str, threads: int, seconds: float = 0.25) -> float:
 def peak_family(kernel: str | None) -> str | None:
     """The probe family of a SIMD kernel; for any other kernel (or None) the
     widest family this CPU runs; None where it runs none."""
-    from poai.engine.kernels import native_module
+    from poai.engine.native import native_module
     from poai.errors import KernelUnavailableError
 
     try:

@@ -65,7 +65,7 @@ def test_bench_json_runs_every_usable_kernel(smollm2_path):
 
 
 def test_dot_probes_give_positive_rates():
-    from poai.engine.kernels import native_module
+    from poai.engine.native import native_module
 
     native = native_module()
     ran = 0

@@ -137,7 +137,7 @@ def test_recip_table_and_sweep():
     """The C seed table is tables.recip_table; recip_q30 is the reference's on
     a sweep of [2**30, 2**31] and every interval edge, and within 1 of the
     exactly rounded 2**60 / d (two Newton steps from a 2**-9 seed)."""
-    from poai.engine.kernels import native_module
+    from poai.engine.native import native_module
 
     native = native_module()
     assert np.array_equal(native.recip_table(), tables.recip_table())

@@ -37,7 +37,7 @@ def _variant_or_skip(name):
 
 @pytest.fixture(scope="module")
 def native():
-    from poai.engine.kernels import native_module
+    from poai.engine.native import native_module
 
     return native_module()
 

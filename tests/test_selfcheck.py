@@ -51,14 +51,15 @@ def _best_other(name: str) -> str:
 def _flip_one_bit(monkeypatch, name: str) -> None:
     """Make kernel ``name``'s matrix product wrong in one bit of its first output.
 
-    A backend with matmul_many routes matmul through it, so only that one is
-    patched (patching both would flip the bit twice)."""
+    A SIMD backend routes matmul through matmul_many, a module backend
+    matmul_many through matmul, so only the inner one is patched (patching
+    both would flip the bit twice)."""
     ops = kernels.backend(name)
     if getattr(ops, "forward_layers", None) is not None:
         # the fused native forward does its products in C: send the layers
         # through the (patched) Python-level matmul instead
         monkeypatch.setattr(ops, "forward_layers", None)
-    attr = "matmul_many" if hasattr(ops, "matmul_many") else "matmul"
+    attr = "matmul_many" if type(ops).__name__ == "PackedOps" else "matmul"
     original = getattr(ops, attr)
 
     def flip(y):

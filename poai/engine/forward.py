@@ -1,8 +1,11 @@
 """The forward pass, top to bottom in data-flow order, over a kernel backend.
 
-``ops`` is a kernel backend (ops_reference, or the native C one) exposing the
-same functions; the data flow is written once here so every backend computes
-the same graph.  Shapes (T tokens, d = d_model, H heads, Hkv kv heads,
+``ops`` is a kernel backend (poai.engine.backend.KernelBackend: the
+reference, the scalar C one or a SIMD one); the data flow is written once
+here so every backend computes the same graph.  A backend with
+``forward_layers`` (FusedBackend) runs the layers in one native call
+instead; this op-by-op path stays the readable definition it must equal.
+Shapes (T tokens, d = d_model, H heads, Hkv kv heads,
 hd = head dim, F = ffn width, V = vocabulary), all int64 Q16 unless noted:
 
     x        [T, d]       residual stream
@@ -62,11 +65,8 @@ def rope_for(model: CanonicalModel, n_pos: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _matmuls(ops, x: np.ndarray, *weights) -> list[np.ndarray]:
-    """x times each weight; a backend with ``matmul_many`` quantizes x once."""
-    many = getattr(ops, "matmul_many", None)
-    if many is not None:
-        return many(x, weights)
-    return [ops.matmul(x, w) for w in weights]
+    """x times each weight (a SIMD backend quantizes x once for all)."""
+    return ops.matmul_many(x, weights)
 
 
 def run_forward(

@@ -10,8 +10,9 @@ argument) selects:
   CPUID says the CPU and OS support it, with OpenMP threads (``POAI_THREADS``);
 - ``auto``: the fastest backend that is available here.
 
-Every backend exposes the same functions (quantize_act, matmul, embed,
-rmsnorm, layernorm, add_bias, silu_mul, gelu, rope, attention).
+Every backend implements poai.engine.backend.KernelBackend (quantize_act,
+matmul, matmul_many, embed, rmsnorm, layernorm, add_bias, silu_mul, gelu,
+rope, attention, attention_batch); the SIMD ones also run the fused forward.
 
 A native kernel is usable only once it has passed its known-answer test
 (poai.engine.selfcheck, run at first use in a process): one that fails is
@@ -24,24 +25,12 @@ from __future__ import annotations
 import os
 import threading
 
+from poai.engine.native import native_module
 from poai.errors import KernelUnavailableError
 
 KERNELS = ("reference", "scalar", "avx2", "avx512")
 SIMD_KERNELS = ("avx2", "avx512")
 ENV_VAR = "POAI_KERNEL"
-
-
-def native_module():
-    """The compiled extension, or a clear error saying how to build it."""
-    try:
-        from poai import _native  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise KernelUnavailableError(
-            "the poai C extension (poai._native) is not built: install poai with "
-            "`pip install .` (or `make install`) from the source tree, which "
-            f"compiles ext/ ({exc})"
-        ) from exc
-    return _native
 
 
 # Every kernel but the reference (the definition) runs the known-answer test.
@@ -111,23 +100,41 @@ def get_ops(name: str | None = None):
     return backend(resolve_name(name))
 
 
+def _simd_backend(variant: str):
+    from poai.engine.ops_simd import PackedOps
+
+    # One backend per variant: packed weights are shared by every Model
+    # evaluated with it, and the instance the known-answer test checked is
+    # the one get_ops hands out.
+    with _SIMD_LOCK:
+        if variant not in _SIMD_OPS:
+            _SIMD_OPS[variant] = PackedOps(variant)
+        return _SIMD_OPS[variant]
+
+
+def _module_backend(module: str):
+    import importlib
+
+    return importlib.import_module(module)
+
+
+# The one dispatch table: kernel name -> how to make its backend (a
+# poai.engine.backend.KernelBackend).  Imported lazily, so the reference
+# works without the compiled extension.
+_BACKENDS = {
+    "reference": lambda: _module_backend("poai.engine.ops_reference"),
+    "scalar": lambda: _module_backend("poai.engine.ops_native"),
+    "avx2": lambda: _simd_backend("avx2"),
+    "avx512": lambda: _simd_backend("avx512"),
+}
+assert tuple(_BACKENDS) == KERNELS
+
+
 def backend(concrete: str):
     """The backend of kernel ``concrete``, unchecked: for the known-answer test
     itself; everything else goes through :func:`get_ops`."""
-    if concrete == "reference":
-        from poai.engine import ops_reference
-
-        return ops_reference
-    if concrete in SIMD_KERNELS:
-        from poai.engine.ops_simd import PackedOps
-
-        # One backend per variant: packed weights are shared by every Model
-        # evaluated with it, and the instance the known-answer test checked
-        # is the one get_ops hands out.
-        with _SIMD_LOCK:
-            if concrete not in _SIMD_OPS:
-                _SIMD_OPS[concrete] = PackedOps(concrete)
-            return _SIMD_OPS[concrete]
-    from poai.engine import ops_native
-
-    return ops_native
+    try:
+        make = _BACKENDS[concrete]
+    except KeyError:
+        raise KernelUnavailableError(support_reason(concrete) or concrete) from None
+    return make()

@@ -14,7 +14,7 @@ from poai.engine import ops_reference as ref
 from poai.engine import tables
 from poai.engine.fixedpoint import check_range
 from poai.engine.gguf_convert import QuantMatrix
-from poai.engine.kernels import native_module
+from poai.engine.native import native_module
 
 NAME = "scalar"
 _native = native_module()
@@ -93,3 +93,8 @@ def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, hea
         # identical error (same message, same reason).
         return ref.attention_batch(q, k, v, n_seq, heads)
     return out, probs
+
+
+def matmul_many(x: np.ndarray, ws) -> list[np.ndarray]:
+    """x times each weight of ``ws`` (the backend contract's batched form)."""
+    return [matmul(x, w) for w in ws]

@@ -133,6 +133,11 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     return rshift_round(acc, 7)
 
 
+def matmul_many(x: np.ndarray, ws) -> list[np.ndarray]:
+    """x times each weight of ``ws`` (the backend contract's batched form)."""
+    return [matmul(x, w) for w in ws]
+
+
 def embed(w: QuantMatrix, ids: np.ndarray) -> np.ndarray:
     """Rows of a quantized table as Q16: rshift_round(W[id, :], 24 - 16)."""
     if ids.size and (ids.min() < 0 or ids.max() >= w.rows):

@@ -20,7 +20,7 @@ import numpy as np
 from poai.engine import ops_native
 from poai.engine import ops_reference as ref
 from poai.engine.gguf_convert import QuantMatrix
-from poai.engine.kernels import native_module
+from poai.engine.native import native_module
 
 THREADS_ENV = "POAI_THREADS"
 
