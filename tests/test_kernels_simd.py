@@ -43,10 +43,7 @@ def native():
 
 
 def _packed_matmul(native, variant, x, w, threads):
-    from poai.engine.ops_simd import pack
-
-    p = pack(w)
-    return native.matmul_packed(variant, x, p.rows, p.wp, p.psc0, p.psc1, p.pmn, threads)
+    return native.matmul_packed(variant, x, w.packed, threads)
 
 
 def _inputs(rng, cols):

@@ -387,12 +387,10 @@ def canonical_hash(model: CanonicalModel) -> str:
             h.update(b"-")
             return
         h.update(f"{m.name}:{m.fmt}:{m.block}:{m.rows}x{m.cols};".encode())
-        # contiguous arrays are hashed in place (no byte copies); the dtype
-        # conversion only copies on a big-endian machine
-        h.update(np.ascontiguousarray(m.q).view(np.uint8).data)
-        h.update(np.ascontiguousarray(m.scale.astype("<i4", copy=False)).data)
-        if m.minv is not None:
-            h.update(np.ascontiguousarray(m.minv.astype("<i4", copy=False)).data)
+        # q, then scale, then minv (if any), unpacked from the packed storage
+        # a row chunk at a time: the same bytes as the whole arrays
+        for chunk in m.canonical_chunks():
+            h.update(chunk.data)
 
     def put_vec(v: np.ndarray | None) -> None:
         h.update(b"-" if v is None else v.astype("<i8").tobytes())
