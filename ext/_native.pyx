@@ -13,7 +13,7 @@ reference checks them.
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
 
 cnp.import_array()
 
@@ -61,33 +61,20 @@ cdef extern from "poai_probe.h":
     int64_t poai_dot_probe(int kind, int64_t iters, int64_t *sink) nogil
 
 cdef extern from "poai_packed.h":
-    ctypedef void (*poai_matmul_packed_fn)(const int16_t *qa, const int64_t *s,
-                                          const int64_t *rnd, const int64_t *asum, int64_t T,
-                                          int64_t K, const int8_t *wp, const int32_t *psc0,
-                                          const int32_t *psc1, const int32_t *pmn, int64_t rows,
-                                          int64_t *y, int nthreads) nogil
+    ctypedef struct poai_pmat:
+        int64_t rows, K
+        int wbits
+        const uint8_t *wp
+        const int32_t *psc0
+        const int32_t *psc1
+        const int32_t *pmn
     int64_t poai_packed_group(int64_t K)
     int64_t poai_packed_rowsets(int64_t rows, int64_t K)
-    void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
-                           const int32_t *mn, int64_t rows, int64_t K, int8_t *wp,
-                           int32_t *psc0, int32_t *psc1, int32_t *pmn) nogil
     void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
                               int64_t *s, int64_t *rnd, int64_t *asum, int nthreads) nogil
-    void poai_matmul_packed_generic(const int16_t *qa, const int64_t *s,
-                                    const int64_t *rnd, const int64_t *asum, int64_t T,
-                                    int64_t K, const int8_t *wp, const int32_t *psc0,
-                                    const int32_t *psc1, const int32_t *pmn, int64_t rows,
-                                    int64_t *y, int nthreads) nogil
-    void poai_matmul_packed_avx2(const int16_t *qa, const int64_t *s,
-                                 const int64_t *rnd, const int64_t *asum, int64_t T,
-                                 int64_t K, const int8_t *wp, const int32_t *psc0,
-                                 const int32_t *psc1, const int32_t *pmn, int64_t rows,
-                                 int64_t *y, int nthreads) nogil
-    void poai_matmul_packed_avx512(const int16_t *qa, const int64_t *s,
-                                   const int64_t *rnd, const int64_t *asum, int64_t T,
-                                   int64_t K, const int8_t *wp, const int32_t *psc0,
-                                   const int32_t *psc1, const int32_t *pmn, int64_t rows,
-                                   int64_t *y, int nthreads) nogil
+    void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
+                          const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
+                          int nthreads) nogil
     int poai_cpu_has_avx2()
     int poai_cpu_has_avx512()
 
@@ -321,40 +308,12 @@ cdef const int32_t *_i32_ptr(a):
     return <const int32_t *>cnp.PyArray_DATA(a)
 
 
-def pack_weights(q, sc0, sc1, mn):
-    """The packed form (poai_packed.h) of int8 quants q [rows, K] and the
-    per-32-block int32 data sc0, sc1 (or None), mn (or None) [rows, K/32]:
-    returns (wp int8 [nrs, ng*512], psc0, psc1, pmn int32 [nrs, ng*16])."""
-    cdef cnp.ndarray[int8_t, ndim=2] qa = np.ascontiguousarray(q, dtype=np.int8)
-    cdef int64_t rows = qa.shape[0], K = qa.shape[1]
-    if K % 32 or rows == 0 or K == 0:
-        raise ValueError("pack_weights: K must be a positive multiple of 32, rows positive")
-    if sc0 is None:
-        raise ValueError("pack_weights: sc0 is required")
-    cdef int64_t nb = K // 32, g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
-    cdef int64_t ng = nb // g
-    ins = []
-    outs = []
-    for arr in (sc0, sc1, mn):
-        if arr is None:
-            ins.append(None)
-            outs.append(None)
-            continue
-        arr = np.ascontiguousarray(arr, dtype=np.int32)
-        if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] != nb:
-            raise ValueError("pack_weights: block data must be [rows, K/32]")
-        ins.append(arr)
-        outs.append(np.empty((nrs, ng * 16), dtype=np.int32))
-    cdef cnp.ndarray[int8_t, ndim=2] wp = np.empty((nrs, ng * 512), dtype=np.int8)
-    cdef const int32_t *i0 = _i32_ptr(ins[0])
-    cdef const int32_t *i1 = _i32_ptr(ins[1])
-    cdef const int32_t *i2 = _i32_ptr(ins[2])
-    cdef int32_t *o0 = <int32_t *>_i32_ptr(outs[0])
-    cdef int32_t *o1 = <int32_t *>_i32_ptr(outs[1])
-    cdef int32_t *o2 = <int32_t *>_i32_ptr(outs[2])
-    with nogil:
-        poai_pack_weights(&qa[0, 0], i0, i1, i2, rows, K, &wp[0, 0], o0, o1, o2)
-    return wp, outs[0], outs[1], outs[2]
+def packed_geometry(int64_t rows, int64_t K):
+    """(g blocks per group, row sets, groups) of the packed layout (poai_packed.h)."""
+    if K % 32 or K <= 0 or rows <= 0:
+        raise ValueError("packed layout: K must be a positive multiple of 32, rows positive")
+    cdef int64_t g = poai_packed_group(K)
+    return g, poai_packed_rowsets(rows, K), K // 32 // g
 
 
 def quantize_packed(x, int nthreads=1):
@@ -375,62 +334,78 @@ def quantize_packed(x, int nthreads=1):
     return qa, s, rnd, asum
 
 
-cdef poai_matmul_packed_fn _packed_fn(str variant) except NULL:
+VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2}
+
+
+cdef int _variant_id(str variant) except -1:
     if variant == "generic":
-        return poai_matmul_packed_generic
+        return 0
     if variant == "avx2" and poai_cpu_has_avx2():
-        return poai_matmul_packed_avx2
+        return 1
     if variant == "avx512" and poai_cpu_has_avx512():
-        return poai_matmul_packed_avx512
+        return 2
     raise ValueError(f"packed variant {variant!r} is not usable on this CPU")
 
 
-def matmul_quantized(str variant, quantized, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
-    """y[T, rows] (Q16) from quantize_packed(x)'s output and a packed weight:
-    one quantization can serve every weight that reads the same x."""
-    cdef poai_matmul_packed_fn fn = _packed_fn(variant)
+def _check_packed(pm, int64_t K):
+    """Validate a PackedMatrix's arrays against the layout for width K."""
+    cdef int64_t rows = pm.rows
+    if K % 32 or K == 0 or rows < 1 or pm.K != K or pm.wbits not in (4, 8):
+        raise ValueError("matmul_packed: the packed weight does not match x's width")
+    cdef int64_t g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
+    cdef int64_t nl = (K // 32 // g) * 16
+    for arr, dt, width in ((pm.wp, np.uint8, nl * 4 * pm.wbits), (pm.psc0, np.int32, nl),
+                           (pm.psc1, np.int32, nl), (pm.pmn, np.int32, nl)):
+        if arr is None:
+            continue
+        if not isinstance(arr, np.ndarray) or arr.dtype != dt or not arr.flags.c_contiguous \
+                or arr.ndim != 2 or arr.shape[0] != nrs or arr.shape[1] != width:
+            raise ValueError("matmul_packed: the packed weight does not match x's width")
+    if pm.psc0 is None or pm.wp is None or (pm.psc1 is not None and pm.pmn is not None):
+        raise ValueError("matmul_packed: needs wp and psc0; offsets need 32-wide blocks")
+
+
+def matmul_quantized(str variant, quantized, pm, int nthreads=1):
+    """y[T, pm.rows] (Q16) from quantize_packed(x)'s output and a PackedMatrix
+    pm (rows, K, wbits, wp, psc0, psc1, pmn): one quantization can serve
+    every weight that reads the same x."""
+    cdef int vid = _variant_id(variant)
     qa_o, s_o, rnd_o, asum_o = quantized
     cdef cnp.ndarray[int16_t, ndim=2] qa = qa_o
     cdef cnp.ndarray[int64_t, ndim=2] s = s_o
     cdef cnp.ndarray[int64_t, ndim=2] rnd = rnd_o
     cdef cnp.ndarray[int64_t, ndim=2] asum = asum_o
     cdef int64_t T = qa.shape[0], K = qa.shape[1]
-    if K % 32 or K == 0 or rows < 1 or nthreads < 1:
-        raise ValueError("matmul_quantized: K must be a positive multiple of 32")
-    cdef int64_t g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
-    cdef int64_t nl = (K // 32 // g) * 16
+    if nthreads < 1:
+        raise ValueError("matmul_quantized: nthreads must be positive")
+    _check_packed(pm, K)
+    cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
     for arr in (qa, s, rnd, asum):
         if not arr.flags.c_contiguous or arr.shape[0] != T:
             raise ValueError("matmul_quantized: not the output of quantize_packed")
     if s.shape[1] != nl or rnd.shape[1] != nl or asum.shape[1] != nl:
         raise ValueError("matmul_quantized: not the output of quantize_packed")
-    for arr, dt, width in ((wp, np.int8, nl * 32), (psc0, np.int32, nl), (psc1, np.int32, nl),
-                           (pmn, np.int32, nl)):
-        if arr is None:
-            continue
-        if not isinstance(arr, np.ndarray) or arr.dtype != dt or not arr.flags.c_contiguous \
-                or arr.ndim != 2 or arr.shape[0] != nrs or arr.shape[1] != width:
-            raise ValueError("matmul_packed: the packed weight does not match x's width")
-    if psc0 is None or wp is None or (psc1 is not None and pmn is not None):
-        raise ValueError("matmul_packed: needs wp and psc0; offsets need 32-wide blocks")
-    cdef const int8_t *w = <const int8_t *>cnp.PyArray_DATA(wp)
-    cdef const int32_t *p0 = _i32_ptr(psc0)
-    cdef const int32_t *p1 = _i32_ptr(psc1)
-    cdef const int32_t *pm = _i32_ptr(pmn)
-    cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, rows), dtype=np.int64)
+    cdef poai_pmat w
+    w.rows = pm.rows
+    w.K = K
+    w.wbits = pm.wbits
+    w.wp = <const uint8_t *>cnp.PyArray_DATA(pm.wp)
+    w.psc0 = _i32_ptr(pm.psc0)
+    w.psc1 = _i32_ptr(pm.psc1)
+    w.pmn = _i32_ptr(pm.pmn)
+    cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, w.rows), dtype=np.int64)
     if T == 0:
         return y
     with nogil:
-        fn(&qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, K, w, p0, p1, pm, rows, &y[0, 0],
-           nthreads)
+        poai_matmul_pmat(vid, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, &w, &y[0, 0],
+                         nthreads)
     return y
 
 
-def matmul_packed(str variant, x, int64_t rows, wp, psc0, psc1, pmn, int nthreads=1):
-    """y[T, rows] (Q16) = x[T, K] times a weight packed by pack_weights."""
-    _packed_fn(variant)
-    return matmul_quantized(variant, quantize_packed(x, nthreads), rows, wp, psc0, psc1, pmn,
-                            nthreads)
+def matmul_packed(str variant, x, pm, int nthreads=1):
+    """y[T, pm.rows] (Q16) = x[T, K] times a PackedMatrix."""
+    _variant_id(variant)
+    return matmul_quantized(variant, quantize_packed(x, nthreads), pm, nthreads)
 
 
 # Register-only dot-product probes (ext/poai_probe.h): name -> probe kind.
@@ -457,13 +432,6 @@ def dot_probe(str kind, int64_t iters):
 from libc.stdlib cimport calloc, free
 
 cdef extern from "poai_forward.h":
-    ctypedef struct poai_pmat:
-        int64_t rows, K
-        int wbits
-        const unsigned char *wp
-        const int32_t *psc0
-        const int32_t *psc1
-        const int32_t *pmn
     ctypedef struct poai_fw_layer:
         const int64_t *attn_norm
         const int64_t *ffn_norm
@@ -503,14 +471,12 @@ cdef const int64_t *_i64_ptr(a) except NULL:
 
 
 cdef poai_pmat _pmat(int64_t K, packed) except *:
+    _check_packed(packed, K)
     cdef poai_pmat m
-    wp = packed.wp
-    if not isinstance(wp, np.ndarray) or not wp.flags.c_contiguous or wp.itemsize != 1:
-        raise ValueError("packed weights must be a C-contiguous byte array")
     m.rows = packed.rows
     m.K = K
-    m.wbits = getattr(packed, "wbits", 8)
-    m.wp = <const unsigned char *>cnp.PyArray_DATA(wp)
+    m.wbits = packed.wbits
+    m.wp = <const uint8_t *>cnp.PyArray_DATA(packed.wp)
     m.psc0 = _i32_ptr(packed.psc0)
     m.psc1 = _i32_ptr(packed.psc1)
     m.pmn = _i32_ptr(packed.pmn)

@@ -4,9 +4,10 @@
  * to poai_matmul_packed_generic (see poai_packed.h):
  *
  *   the 16 lanes of a (row set, group) are two ymm halves of 8 int32;
- *   vpmaddwd multiplies int16 pairs (int8 weights widened) and adds each
- *   pair into one lane: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no overflow
- *   and no saturation.  The int64 epilogue uses vpmuldq (exact 32x32->64
+ *   vpmaddwd multiplies int16 pairs (int8 weights sign-extended, or 4-bit
+ *   weights unpacked with AND 0x0F / a 4-bit shift and zero-extended) and
+ *   adds each pair into one lane: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no
+ *   overflow and no saturation.  The int64 epilogue uses vpmuldq (exact 32x32->64
  *   products) and an arithmetic right shift built from the logical vpsrlvq:
  *   sra(x, s) = srl(x ^ sg, s) ^ sg with sg = (x < 0 ? ~0 : 0).
  *   Two tokens share each widened weight vector.
@@ -78,28 +79,41 @@ T256 static INLINE __m256i bcast(const int G, const int16_t *a, int h) {
     }
 }
 
-T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, int64_t ng,
-                                  const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
-                                  const int32_t *mn,
+/* Pair k's weights of lanes 8h..8h+7 as 16 int16: wbits 8 widens 16 int8;
+ * wbits 4 (NIB) takes the chunk's byte row k & 7 and keeps its low (k < 8)
+ * or high (k >= 8) nibbles, 0..15, zero-extended. */
+T256 static INLINE __m256i wpair(const int NIB, const uint8_t *wg, int k, int h) {
+    if (!NIB) return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + k * 32 + 16 * h)));
+    __m128i b = _mm_loadu_si128((const __m128i *)(wg + (k & 7) * 32 + 16 * h));
+    __m128i n = k < 8 ? b : _mm_srli_epi16(b, 4);
+    return _mm256_cvtepu8_epi16(_mm_and_si128(n, _mm_set1_epi8(0x0F)));
+}
+
+T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const uint8_t *w,
+                                  int64_t ng, const int16_t *const *a, const int32_t *sc0,
+                                  const int32_t *sc1, const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
                                   const int64_t *const *asum, int64_t (*lanes)[16]) {
     __m256i acc[2][4];
+    const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
     for (int u = 0; u < NT; u++)
         for (int q = 0; q < 4; q++) acc[u][q] = _mm256_setzero_si256();
     for (int64_t gi = 0; gi < ng; gi++) {
-        const int8_t *wg = w + gi * 512;
+        const uint8_t *wg = w + gi * cb;
         int64_t ao = gi * 32 * G, wl = gi * 16;
         for (int h = 0; h < 2; h++) {
+            /* pairs 0-7 (x) and 8-15 (y) per token; vpmaddwd of int16 pairs:
+             * |x|, |y| <= 8 * 2 * 128 * 32767 < 2^26 (int8) or < 2^23 (0..15) */
             __m256i x0 = _mm256_setzero_si256(), x1 = x0, y0 = x0, y1 = x0;
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
-                __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + k * 32 + 16 * h)));
+                __m256i wv = wpair(NIB, wg, k, h);
                 x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(wv, bcast(G, a[0] + ao + k * 2 * G, h)));
                 if (NT > 1) x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(wv, bcast(G, a[1] + ao + k * 2 * G, h)));
             }
 #pragma GCC unroll 8
             for (int k = 8; k < 16; k++) {
-                __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + k * 32 + 16 * h)));
+                __m256i wv = wpair(NIB, wg, k, h);
                 y0 = _mm256_add_epi32(y0, _mm256_madd_epi16(wv, bcast(G, a[0] + ao + k * 2 * G, h)));
                 if (NT > 1) y1 = _mm256_add_epi32(y1, _mm256_madd_epi16(wv, bcast(G, a[1] + ao + k * 2 * G, h)));
             }
@@ -114,35 +128,39 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
         for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(lanes[u] + 4 * q), acc[u][q]);
 }
 
-#define ROWSET_FN(G, NT)                                                                      \
-    T256 static void rowset_##G##_##NT(const int8_t *w, int64_t ng, const int16_t *const *a,  \
-                                       const int32_t *sc0, const int32_t *sc1,                \
-                                       const int32_t *mn,                                     \
-                                       const int64_t *const *s, const int64_t *const *rnd,    \
-                                       const int64_t *const *asum, int64_t (*lanes)[16]) {     \
-        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
+#define ROWSET_FN(G, NT, NIB)                                                                 \
+    T256 static void rowset_##G##_##NT##_##NIB(                                              \
+        const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
+        const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
+        const int64_t *const *rnd, const int64_t *const *asum, int64_t (*lanes)[16]) {       \
+        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                  \
     }
-ROWSET_FN(16, 2) ROWSET_FN(16, 1) ROWSET_FN(8, 2) ROWSET_FN(8, 1) ROWSET_FN(4, 2)
-ROWSET_FN(4, 1) ROWSET_FN(2, 2) ROWSET_FN(2, 1) ROWSET_FN(1, 2) ROWSET_FN(1, 1)
+#define ROWSET_FNS(G) ROWSET_FN(G, 2, 0) ROWSET_FN(G, 1, 0) ROWSET_FN(G, 2, 1) ROWSET_FN(G, 1, 1)
+ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
 
-/* g -> the inner kernels for that group size */
-static void pick(int64_t g, poai_rowset_fn *wide, poai_rowset_fn *one) {
+/* (g, nibbles) -> the inner kernels for that group size and weight width */
+#define PICK(G)                                                                               \
+    case G:                                                                                  \
+        *wide = nib ? rowset_##G##_2_1 : rowset_##G##_2_0;                                   \
+        *one = nib ? rowset_##G##_1_1 : rowset_##G##_1_0;                                    \
+        break;
+static void pick(int64_t g, int nib, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
-    case 16: *wide = rowset_16_2; *one = rowset_16_1; break;
-    case 8: *wide = rowset_8_2; *one = rowset_8_1; break;
-    case 4: *wide = rowset_4_2; *one = rowset_4_1; break;
-    case 2: *wide = rowset_2_2; *one = rowset_2_1; break;
-    default: *wide = rowset_1_2; *one = rowset_1_1; break;
+    PICK(16) PICK(8) PICK(4) PICK(2)
+    default:
+        *wide = nib ? rowset_1_2_1 : rowset_1_2_0;
+        *one = nib ? rowset_1_1_1 : rowset_1_1_0;
+        break;
     }
 }
 
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
     poai_rowset_fn wide, one;
-    pick(poai_packed_group(K), &wide, &one);
-    poai_packed_drive(wide, 2, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    pick(poai_packed_group(w->K), w->wbits == 4, &wide, &one);
+    poai_packed_drive(wide, 2, one, qa, s, rnd, asum, T, w, y, nthreads);
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
-    poai_matmul_packed_generic(qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    poai_matmul_packed_generic(qa, s, rnd, asum, T, w, y, nthreads);
 }
 #endif

@@ -7,7 +7,9 @@
  *   one zmm lane per (row, block); for pair k, vpdpwssd adds
  *   w[2k]*a[2k] + w[2k+1]*a[2k+1] (int8 weights widened to int16) into the
  *   lane's int32 sum: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no overflow and
- *   no saturation (vpdpwssd, not vpdpwssds).  The epilogue is the definition's
+ *   no saturation (vpdpwssd, not vpdpwssds).  4-bit weights are unpacked
+ *   exactly as in poai_avx2.c (AND 0x0F, a 4-bit vpsrlw for the high
+ *   nibbles, then vpmovzxbw), one 32-byte row of the chunk per two pairs.  The epilogue is the definition's
  *   int64 arithmetic on 8 lanes at a time: vpmuldq for scale*isum and
  *   minv*asum (exact 32x32->64, |inner| < 2^47), then + 2^(s-1) and
  *   vpsravq (arithmetic shift) by s = 17 - e.
@@ -57,32 +59,45 @@ T512 static INLINE __m512i bcast(const int G, const int16_t *a) {
     }
 }
 
-/* One row set against NT (1..8) tokens; G and NT are constants after inlining
- * (the per-token arrays then live in registers). */
-T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, int64_t ng,
-                                  const int16_t *const *a, const int32_t *sc0, const int32_t *sc1,
-                                  const int32_t *mn,
+/* Pair k's weights of all 16 lanes as 32 int16 -- AVX2's wpair, 16 lanes at
+ * once: wbits 8 widens 32 int8; wbits 4 (NIB) takes the chunk's byte row
+ * k & 7 (32 bytes: lanes 0..15 x 2) and keeps its low (k < 8) or high
+ * (k >= 8) nibbles, 0..15, zero-extended (vpmovzxbw). */
+T512 static INLINE __m512i wpair(const int NIB, const uint8_t *wg, int k) {
+    if (!NIB) return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
+    __m256i b = _mm256_loadu_si256((const __m256i *)(wg + (k & 7) * 32));
+    __m256i n = k < 8 ? b : _mm256_srli_epi16(b, 4);
+    return _mm512_cvtepu8_epi16(_mm256_and_si256(n, _mm256_set1_epi8(0x0F)));
+}
+
+/* One row set against NT (1..8) tokens; G, NT and NIB are constants after
+ * inlining (the per-token arrays then live in registers). */
+T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const uint8_t *w,
+                                  int64_t ng, const int16_t *const *a, const int32_t *sc0,
+                                  const int32_t *sc1, const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *rnd,
                                   const int64_t *const *asum, int64_t (*lanes)[16]) {
     __m512i lo[POAI_MAX_NT], hi[POAI_MAX_NT];
+    const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
 #pragma GCC unroll 8
     for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
     for (int64_t gi = 0; gi < ng; gi++) {
-        const int8_t *wg = w + gi * 512;
+        const uint8_t *wg = w + gi * cb;
         int64_t ao = gi * 32 * G;
-        /* two partial sums per token (pairs 0-7 and 8-15): |each| < 2^26 */
+        /* two partial sums per token (pairs 0-7 and 8-15): |each| < 2^26
+         * (int8 weights) or < 2^23 (0..15) */
         __m512i x[POAI_MAX_NT], y[POAI_MAX_NT];
 #pragma GCC unroll 8
         for (int u = 0; u < NT; u++) x[u] = y[u] = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
-            __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
+            __m512i wv = wpair(NIB, wg, k);
 #pragma GCC unroll 8
             for (int u = 0; u < NT; u++) x[u] = _mm512_dpwssd_epi32(x[u], wv, bcast(G, a[u] + ao + k * 2 * G));
         }
 #pragma GCC unroll 8
         for (int k = 8; k < 16; k++) {
-            __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wg + k * 32)));
+            __m512i wv = wpair(NIB, wg, k);
 #pragma GCC unroll 8
             for (int u = 0; u < NT; u++) y[u] = _mm512_dpwssd_epi32(y[u], wv, bcast(G, a[u] + ao + k * 2 * G));
         }
@@ -111,39 +126,42 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int8_t *w, in
 #ifndef NT_WIDE
 #define NT_WIDE 4   /* tokens per wide call (8 spills registers: measured slower) */
 #endif
-#define WIDE_(G, NT) rowset_##G##_##NT
-#define WIDE2(G, NT) WIDE_(G, NT)
-#define WIDE(G) WIDE2(G, NT_WIDE)
-#define ROWSET_FN(G, NT) ROWSET_FN_(G, NT)
-#define ROWSET_FN_(G, NT)                                                                     \
-    T512 static void rowset_##G##_##NT(const int8_t *w, int64_t ng, const int16_t *const *a,  \
-                                       const int32_t *sc0, const int32_t *sc1,                \
-                                       const int32_t *mn,                                     \
-                                       const int64_t *const *s, const int64_t *const *rnd,    \
-                                       const int64_t *const *asum, int64_t (*lanes)[16]) {     \
-        rowset_nt(G, NT, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                     \
+#define ROWSET_FN(G, NT, NIB) ROWSET_FN_(G, NT, NIB)
+#define ROWSET_FN_(G, NT, NIB)                                                                \
+    T512 static void rowset_##G##_##NT##_##NIB(                                              \
+        const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
+        const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
+        const int64_t *const *rnd, const int64_t *const *asum, int64_t (*lanes)[16]) {       \
+        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                  \
     }
-ROWSET_FN(16, NT_WIDE) ROWSET_FN(16, 1) ROWSET_FN(8, NT_WIDE) ROWSET_FN(8, 1) ROWSET_FN(4, NT_WIDE)
-ROWSET_FN(4, 1) ROWSET_FN(2, NT_WIDE) ROWSET_FN(2, 1) ROWSET_FN(1, NT_WIDE) ROWSET_FN(1, 1)
+#define ROWSET_FNS(G) ROWSET_FN(G, NT_WIDE, 0) ROWSET_FN(G, 1, 0) ROWSET_FN(G, NT_WIDE, 1) ROWSET_FN(G, 1, 1)
+ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
 
-/* g -> the inner kernels for that group size */
-static void pick(int64_t g, poai_rowset_fn *wide, poai_rowset_fn *one) {
+#define NAME_(G, NT, NIB) rowset_##G##_##NT##_##NIB
+#define NAME(G, NT, NIB) NAME_(G, NT, NIB)
+/* (g, nibbles) -> the inner kernels for that group size and weight width */
+#define PICK(G)                                                                               \
+    case G:                                                                                  \
+        *wide = nib ? NAME(G, NT_WIDE, 1) : NAME(G, NT_WIDE, 0);                             \
+        *one = nib ? NAME(G, 1, 1) : NAME(G, 1, 0);                                          \
+        break;
+static void pick(int64_t g, int nib, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
-    case 16: *wide = WIDE(16); *one = rowset_16_1; break;
-    case 8: *wide = WIDE(8); *one = rowset_8_1; break;
-    case 4: *wide = WIDE(4); *one = rowset_4_1; break;
-    case 2: *wide = WIDE(2); *one = rowset_2_1; break;
-    default: *wide = WIDE(1); *one = rowset_1_1; break;
+    PICK(16) PICK(8) PICK(4) PICK(2)
+    default:
+        *wide = nib ? NAME(1, NT_WIDE, 1) : NAME(1, NT_WIDE, 0);
+        *one = nib ? NAME(1, 1, 1) : NAME(1, 1, 0);
+        break;
     }
 }
 
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
     poai_rowset_fn wide, one;
-    pick(poai_packed_group(K), &wide, &one);
-    poai_packed_drive(wide, NT_WIDE, one, qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    pick(poai_packed_group(w->K), w->wbits == 4, &wide, &one);
+    poai_packed_drive(wide, NT_WIDE, one, qa, s, rnd, asum, T, w, y, nthreads);
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
-    poai_matmul_packed_generic(qa, s, rnd, asum, T, K, wp, psc0, psc1, pmn, rows, y, nthreads);
+    poai_matmul_packed_generic(qa, s, rnd, asum, T, w, y, nthreads);
 }
 #endif

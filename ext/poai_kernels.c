@@ -156,14 +156,12 @@ void poai_matmul(const int64_t *x, int64_t T, int64_t K,
     int64_t nw = K / bs;              /* weight blocks per row */
     int64_t per = POAI_QBLOCK / bs;   /* weight blocks per activation block */
     poai_quantize_act(x, T, K, q, e);
-    /* Token-outer order: one token's quants and asum[b] (the sum of the
-     * quants of weight block b, |.| < 2^20) are computed once and serve
-     * every row. */
+    /* Token-outer order: one token's quants serve every row.  asum (the sum
+     * of the quants of weight block b, |.| < 2^20) is recomputed where it is
+     * used: no scratch array whose size would bound K. */
     for (int64_t t = 0; t < T; t++) {
         const int16_t *qrow = q + t * K;
         const int64_t *erow_t = e + t * na;
-        int32_t asum[1024]; /* nw <= K / 16 and K < 2^14 */
-        for (int64_t b = 0; b < nw; b++) asum[b] = sum_i16(qrow + b * bs, (int)bs);
         for (int64_t j = 0; j < rows; j++) {
             const int8_t *wrow = wq + j * K;
             const int32_t *srow = scale + j * nw;
@@ -178,7 +176,7 @@ void poai_matmul(const int64_t *x, int64_t T, int64_t K,
                     int32_t isum = bs == 32 ? dot_32(wrow + off, qrow + off)
                                             : dot_16(wrow + off, qrow + off);
                     inner += (int64_t)srow[b] * isum;
-                    if (mnrow) inner += (int64_t)mnrow[b] * asum[b];
+                    if (mnrow) inner += (int64_t)mnrow[b] * sum_i16(qrow + off, (int)bs);
                 }
                 /* shift 17 - e in [0, 32]; |term| < 2^47, |acc| < 2^56 */
                 acc += rshift_round(inner, (int)(17 - erow_t[a]));

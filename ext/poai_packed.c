@@ -6,6 +6,7 @@
 #include "poai_packed.h"
 #include "poai_kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int64_t poai_packed_group(int64_t K) {
@@ -17,28 +18,6 @@ int64_t poai_packed_group(int64_t K) {
 int64_t poai_packed_rowsets(int64_t rows, int64_t K) {
     int64_t P = POAI_LANES / poai_packed_group(K);
     return (rows + P - 1) / P;
-}
-
-void poai_pack_weights(const int8_t *q, const int32_t *sc0, const int32_t *sc1,
-                       const int32_t *mn, int64_t rows, int64_t K, int8_t *wp,
-                       int32_t *psc0, int32_t *psc1, int32_t *pmn) {
-    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), P = POAI_LANES / g;
-    int64_t ng = nb / g, nrs = (rows + P - 1) / P;
-    for (int64_t rs = 0; rs < nrs; rs++)
-        for (int64_t gi = 0; gi < ng; gi++) {
-            int8_t *chunk = wp + (rs * ng + gi) * 512;
-            int64_t lane0 = (rs * ng + gi) * POAI_LANES;
-            for (int64_t L = 0; L < POAI_LANES; L++) {
-                int64_t row = rs * P + L / g, blk = gi * g + L % g;
-                int live = row < rows;
-                for (int64_t i = 0; i < POAI_QBLOCK; i++)
-                    chunk[(i >> 1) * 32 + L * 2 + (i & 1)] =
-                        live ? q[row * K + blk * POAI_QBLOCK + i] : 0;
-                psc0[lane0 + L] = live ? sc0[row * nb + blk] : 0;
-                if (psc1) psc1[lane0 + L] = live ? sc1[row * nb + blk] : 0;
-                if (pmn) pmn[lane0 + L] = live ? mn[row * nb + blk] : 0;
-            }
-        }
 }
 
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
@@ -84,13 +63,18 @@ void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t row
 #define RS_CHUNK 4   /* row sets per task: their weights stay in L1/L2 */
 #define T_TILE 32    /* tokens per tile: their packed activations stay in L2 */
 
+/* Bytes of one (row set, group) weight chunk: 16 lanes x 32 weights. */
+static inline int64_t chunk_bytes(int wbits) { return wbits == 4 ? 256 : 512; }
+
 void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, const int16_t *qa,
                        const int64_t *s, const int64_t *rnd, const int64_t *asum, int64_t T,
-                       int64_t K, const int8_t *wp, const int32_t *psc0, const int32_t *psc1,
-                       const int32_t *pmn, int64_t rows, int64_t *y, int nthreads) {
+                       const poai_pmat *w, int64_t *y, int nthreads) {
+    int64_t K = w->K, rows = w->rows;
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
-    int64_t nrs = poai_packed_rowsets(rows, K);
+    int64_t nrs = poai_packed_rowsets(rows, K), cb = chunk_bytes(w->wbits);
     int64_t ntasks = (nrs + RS_CHUNK - 1) / RS_CHUNK;
+    const uint8_t *wp = w->wp;
+    const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn;
     /* Every output value is computed by exactly one task, in a fixed order:
      * the result does not depend on nthreads. */
     for (int64_t t0 = 0; t0 < T; t0 += T_TILE) {
@@ -112,7 +96,7 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
                 for (int64_t rs = r0; rs < r1; rs++) {
                     int64_t lanes[POAI_MAX_NT][16];
                     int64_t wo = rs * ng * POAI_LANES;
-                    (nt == nt_wide ? wide : one)(wp + rs * ng * 512, ng, ar, psc0 + wo,
+                    (nt == nt_wide ? wide : one)(wp + rs * ng * cb, ng, ar, psc0 + wo,
                                                  psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0, st, rt,
                                                  at, lanes);
                     for (int u = 0; u < nt; u++)
@@ -124,49 +108,107 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
     }
 }
 
-/* Portable C over the packed layout: the definition, lane by lane. */
+#define GT 16   /* tokens per tile of the portable kernel: one unpacked chunk serves them */
+
+/* One weight chunk unpacked pair-major to int16: wv[k][L*2 + e] = element
+ * 2k+e of lane L's block (the layout above): -128..127 (wbits 8) or 0..15
+ * (wbits 4). */
+static inline void unpack_chunk(const uint8_t *chunk, int wbits, int16_t wv[16][32]) {
+    if (wbits == 4) {
+        for (int k = 0; k < 8; k++)
+            for (int j = 0; j < 32; j++) {
+                wv[k][j] = chunk[k * 32 + j] & 0x0F;
+                wv[k + 8][j] = chunk[k * 32 + j] >> 4;
+            }
+    } else {
+        for (int k = 0; k < 16; k++)
+            for (int j = 0; j < 32; j++) wv[k][j] = (int8_t)chunk[k * 32 + j];
+    }
+}
+
+/* Token t's quants of group gi broadcast to the 16 lanes, pair-major like
+ * the weights: ab[k][L*2 + e] = A[gi*32g + k*2g + 2(L mod g) + e]. */
+static inline void broadcast_group(const int16_t *qa, int64_t K, int64_t g, int64_t t, int64_t gi,
+                                   int16_t ab[16][32]) {
+    const int16_t *ag = qa + t * K + gi * 32 * g;
+    for (int k = 0; k < 16; k++)
+        for (int j = 0; j < 32; j++) ab[k][j] = ag[k * 2 * g + (j & (2 * g - 1))];
+}
+
+/* Portable C over the packed layout: the definition, 16 lanes side by side
+ * (plain loops over lanes, which compilers vectorize).  Row sets are
+ * independent (each output value is computed by one thread, in a fixed
+ * order), so OpenMP over them leaves the bits alone. */
 POAI_PACKED_FN(poai_matmul_packed_generic) {
+    int64_t K = w->K, rows = w->rows;
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
-    int64_t nrs = poai_packed_rowsets(rows, K);
-    (void)nthreads;
-    for (int64_t t = 0; t < T; t++) {
-        const int16_t *a = qa + t * K;
-        for (int64_t rs = 0; rs < nrs; rs++) {
-            int64_t lanes[POAI_LANES] = {0};
+    int64_t nrs = poai_packed_rowsets(rows, K), cb = chunk_bytes(w->wbits);
+    const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn;
+    /* The broadcast quants of every (token, group), once for all row sets
+     * (T * ng KiB); without that memory each row set broadcasts its own. */
+    int16_t (*abc)[16][32] = (int16_t (*)[16][32])malloc((size_t)(T * ng) * sizeof(int16_t[16][32]));
+    if (abc) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t gi = 0; gi < ng; gi++) broadcast_group(qa, K, g, t, gi, abc[t * ng + gi]);
+    }
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (int64_t rs = 0; rs < nrs; rs++) {
+        for (int64_t t0 = 0; t0 < T; t0 += GT) {
+            int64_t nt = T - t0 < GT ? T - t0 : GT;
+            int64_t lanes[GT][POAI_LANES];
+            memset(lanes, 0, sizeof lanes);
             for (int64_t gi = 0; gi < ng; gi++) {
-                const int8_t *w = wp + (rs * ng + gi) * 512;
-                const int16_t *ag = a + gi * 32 * g;
-                int64_t wl = (rs * ng + gi) * POAI_LANES, al = (t * ng + gi) * POAI_LANES;
-                for (int64_t L = 0; L < POAI_LANES; L++) {
-                    int64_t l = L % g;
-                    int32_t i0 = 0, i1 = 0; /* each |.| <= 16 * 128 * 32767 < 2^26 */
-                    for (int64_t k = 0; k < 16; k++) {
-                        const int8_t *wk = w + k * 32 + L * 2;
-                        const int16_t *ak = ag + k * 2 * g + 2 * l;
-                        int32_t p = (int32_t)wk[0] * ak[0] + (int32_t)wk[1] * ak[1];
-                        if (k < 8) i0 += p; else i1 += p;
+                int16_t wv[16][32];
+                unpack_chunk(w->wp + (rs * ng + gi) * cb, w->wbits, wv);
+                int64_t wl = (rs * ng + gi) * POAI_LANES;
+                for (int64_t u = 0; u < nt; u++) {
+                    int64_t t = t0 + u, al = (t * ng + gi) * POAI_LANES;
+                    int16_t own[16][32];
+                    const int16_t (*ab)[32] = abc ? abc[t * ng + gi] : own;
+                    if (!abc) broadcast_group(qa, K, g, t, gi, own);
+                    /* element sums of pairs 0-7 (s0) and 8-15 (s1) per (lane, e):
+                     * |.| <= 8 * 128 * 32767 < 2^25; i0, i1 add the lane's two:
+                     * |.| <= 16 * 128 * 32767 < 2^26 */
+                    int32_t s0[32] = {0}, s1[32] = {0}, i0[POAI_LANES], i1[POAI_LANES];
+                    for (int k = 0; k < 8; k++)
+                        for (int j = 0; j < 32; j++) s0[j] += (int32_t)wv[k][j] * ab[k][j];
+                    for (int k = 8; k < 16; k++)
+                        for (int j = 0; j < 32; j++) s1[j] += (int32_t)wv[k][j] * ab[k][j];
+                    for (int L = 0; L < POAI_LANES; L++) {
+                        i0[L] = s0[2 * L] + s0[2 * L + 1];
+                        i1[L] = s1[2 * L] + s1[2 * L + 1];
                     }
-                    int64_t inner; /* |inner| <= 2^15 * l1blk < 2^47 */
-                    if (psc1) inner = (int64_t)psc0[wl + L] * i0 + (int64_t)psc1[wl + L] * i1;
-                    else inner = (int64_t)psc0[wl + L] * (int64_t)(i0 + i1);
-                    if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
-                    /* rshift_round(inner, s), s in [0, 32]: |term| < 2^47 */
-                    lanes[L] += (inner + rnd[al + L]) >> s[al + L];
+                    for (int L = 0; L < POAI_LANES; L++) {
+                        int64_t inner; /* the block's sum_i W q: |inner| <= 2^15 * l1blk < 2^47 */
+                        if (psc1) inner = (int64_t)psc0[wl + L] * i0[L] + (int64_t)psc1[wl + L] * i1[L];
+                        else inner = (int64_t)psc0[wl + L] * (int64_t)(i0[L] + i1[L]);
+                        /* |pmn * asum| < 2^31 * 2^20 = 2^51; the scale term above is at
+                         * most 2^31 * 2^26 = 2^57 (a nibble format's d * sum(n q), with the
+                         * offset -8d or m folded in here): every partial sum < 2^58 */
+                        if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
+                        /* rshift_round(inner, s), s in [0, 32]: |term| < 2^47 */
+                        lanes[u][L] += (inner + rnd[al + L]) >> s[al + L];
+                    }
                 }
             }
-            poai_packed_finish(lanes, g, rs, rows, y + t * rows);
+            for (int64_t u = 0; u < nt; u++) poai_packed_finish(lanes[u], g, rs, rows, y + (t0 + u) * rows);
         }
     }
+    free(abc);
 }
 
 void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
                       const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
                       int nthreads) {
-    poai_matmul_packed_fn fn = variant == POAI_VARIANT_AVX512 ? poai_matmul_packed_avx512
-                             : variant == POAI_VARIANT_AVX2 ? poai_matmul_packed_avx2
-                             : poai_matmul_packed_generic;
-    fn(qa, s, rnd, asum, T, w->K, (const int8_t *)w->wp, w->psc0, w->psc1, w->pmn, w->rows, y,
-       nthreads);
+    if (nthreads < 1) nthreads = 1;
+    if (T <= 0 || w->rows <= 0) return;
+    if (variant == POAI_VARIANT_AVX512 && poai_cpu_has_avx512())
+        poai_matmul_packed_avx512(qa, s, rnd, asum, T, w, y, nthreads);
+    else if (variant == POAI_VARIANT_AVX2 && poai_cpu_has_avx2())
+        poai_matmul_packed_avx2(qa, s, rnd, asum, T, w, y, nthreads);
+    else
+        poai_matmul_packed_generic(qa, s, rnd, asum, T, w, y, nthreads);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -19,10 +19,10 @@ import pytest
 
 import synth
 import vectors_gen
-from poai.engine import kernels
+from poai.engine import kernels, packed
 from poai.engine import ops_reference as ref
 from poai.engine.forward import run_forward, run_forward_batch
-from poai.engine.gguf_convert import quant_matrix
+from poai.engine.gguf_convert import QuantMatrix, quant_matrix
 from poai.engine.model import read_model
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -43,10 +43,7 @@ def native():
 
 
 def _packed_matmul(native, variant, x, w, threads):
-    from poai.engine.ops_simd import pack
-
-    p = pack(w)
-    return native.matmul_packed(variant, x, p.rows, p.wp, p.psc0, p.psc1, p.pmn, threads)
+    return native.matmul_packed(variant, x, w.packed, threads)
 
 
 def _inputs(rng, cols):
@@ -84,29 +81,89 @@ def test_packed_matmul_equals_reference(native, variant, fmt):
                     assert np.array_equal(want, got), (fmt, cols, rows, threads)
 
 
-def test_packing_geometry(native):
+def test_packing_geometry():
     for cols, g in ((512, 16), (1536, 16), (768, 8), (384, 4), (576, 2), (288, 1)):
         w = quant_matrix("t", "Q8_0", synth.random_blocks(np.random.default_rng(1), "Q8_0", 9, cols), cols)
-        wp, p0, p1, pm = native.pack_weights(w.q, w.scale, None, None)
+        p = w.packed
+        q = w.q
         P = 16 // g
-        assert wp.shape == (-(-9 // P), cols // 32 // g * 512)
-        assert p1 is None and pm is None
+        assert p.wbits == 8 and p.wp.shape == (-(-9 // P), cols // 32 // g * 512)
+        assert p.psc1 is None and p.pmn is None
         # lane (p, blk) of row set 0, group 0, pair 0 holds row p, block blk, elements 0 and 1
-        for p in range(min(P, 9)):
+        for r in range(min(P, 9)):
             for blk in range(g):
-                assert wp[0, (p * g + blk) * 2] == w.q[p, blk * 32]
-                assert wp[0, (p * g + blk) * 2 + 1] == w.q[p, blk * 32 + 1]
+                assert p.wp[0, (r * g + blk) * 2].astype(np.int8) == q[r, blk * 32]
+                assert p.wp[0, (r * g + blk) * 2 + 1].astype(np.int8) == q[r, blk * 32 + 1]
+
+
+def test_nibble_layout():
+    """4-bit formats: byte k*32 + L*2 + e of a 256-byte chunk holds pair k in its
+    low nibble and pair k+8 in its high nibble; Q4_0 folds -8 into pmn = -8d."""
+    rng = np.random.default_rng(5)
+    for fmt, cols in (("Q4_1", 576), ("Q4_K", 512), ("Q4_0", 800)):
+        w = quant_matrix("t", fmt, synth.random_blocks(rng, fmt, 19, cols), cols)
+        p, q = w.packed, w.q
+        g = {576: 2, 512: 16, 800: 1}[cols]   # gcd(K/32, 16)
+        assert packed.group(cols) == g
+        P, ng = 16 // g, cols // 32 // g
+        assert p.wbits == 4 and p.wp.shape == (-(-19 // P), ng * 256)
+        n = q.astype(np.int16) + w.qoff
+        assert n.min() >= 0 and n.max() <= 15
+        for row in (0, 5, 18):
+            rs, r = divmod(row, P)
+            for blk in range(cols // 32):
+                gi, li = divmod(blk, g)
+                lane = r * g + li
+                for i in range(16):
+                    k, e = divmod(i, 2)
+                    byte = p.wp[rs, gi * 256 + k * 32 + lane * 2 + e]
+                    assert byte & 15 == n[row, blk * 32 + i]
+                    assert byte >> 4 == n[row, blk * 32 + 16 + i]
+        if fmt == "Q4_0":
+            assert w.qoff == 8 and w.minv is None
+            assert np.array_equal(p.pmn.reshape(-1)[:16], -8 * p.psc0.reshape(-1)[:16])
+
+
+@pytest.mark.parametrize("fmt", sorted(synth.FORMATS))
+def test_packed_round_trip(fmt):
+    """Packing then unpacking gives back the decoded quants, scales and offsets
+    exactly (row counts that do not fill a row set included)."""
+    from poai.engine import gguf_convert as gc
+
+    rng = np.random.default_rng(7)
+    for cols in WIDTHS[fmt]:
+        for rows in (1, 17, 40):
+            raw = synth.random_blocks(rng, fmt, rows, cols)
+            q, scale, minv, block = gc.DECODERS[fmt](raw, "t")
+            w = quant_matrix("t", fmt, raw, cols)
+            assert w.packed.wbits == (4 if fmt.startswith("Q4") else 8)
+            assert np.array_equal(w.q, q) and w.q.dtype == np.int8
+            assert np.array_equal(w.scale, scale) and w.block == block
+            assert (w.minv is None) == (minv is None)
+            if minv is not None:
+                assert np.array_equal(w.minv, minv)
+            ids = np.array([rows - 1, 0, rows // 2])
+            assert np.array_equal(w.q_rows(ids), q[ids])
+            # from_quants picks the same storage from the values alone
+            v = gc.QuantMatrix.from_quants("t", fmt, q, scale, minv, block)
+            assert v.packed.wbits == w.packed.wbits and v.l1blk == w.l1blk
+            assert np.array_equal(v.packed.wp, w.packed.wp)
+
+
+def test_from_quants_wide_ints_stay_int8():
+    q = np.array([[-9] + [0] * 31, [15] + [1] * 31], dtype=np.int8)
+    w = QuantMatrix.from_quants("t", "X", q, np.ones((2, 1), np.int64), None, 32)
+    assert w.packed.wbits == 8 and np.array_equal(w.q, q)
+    big = QuantMatrix.from_quants("t", "X", q.clip(-8, 7), np.full((2, 1), 1 << 28), None, 32)
+    assert big.packed.wbits == 8   # -8 * scale would not fit an int32 lane
 
 
 def test_packed_rejects_mismatched_weights(native):
     w = quant_matrix("t", "Q8_0", synth.random_blocks(np.random.default_rng(2), "Q8_0", 4, 576), 576)
-    from poai.engine.ops_simd import pack
-
-    p = pack(w)
     with pytest.raises(ValueError, match="packed weight"):
-        native.matmul_packed("generic", np.zeros((1, 512), np.int64), 4, p.wp, p.psc0, None, None, 1)
+        native.matmul_packed("generic", np.zeros((1, 512), np.int64), w.packed, 1)
     with pytest.raises(ValueError, match="not usable|unknown|packed variant"):
-        native.matmul_packed("avx9", np.zeros((1, 576), np.int64), 4, p.wp, p.psc0, None, None, 1)
+        native.matmul_packed("avx9", np.zeros((1, 576), np.int64), w.packed, 1)
 
 
 @pytest.fixture(scope="module")

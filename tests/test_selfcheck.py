@@ -51,26 +51,25 @@ def _best_other(name: str) -> str:
 def _flip_one_bit(monkeypatch, name: str) -> None:
     """Make kernel ``name``'s matrix product wrong in one bit of its first output.
 
-    A SIMD backend routes matmul through matmul_many, a module backend
-    matmul_many through matmul, so only the inner one is patched (patching
-    both would flip the bit twice)."""
+    Both products are patched, each flipping its own results once; a SIMD
+    backend's matmul already goes through matmul_many, so there only
+    matmul_many is patched (patching both would flip the bit twice)."""
     ops = kernels.backend(name)
     if getattr(ops, "forward_layers", None) is not None:
         # the fused native forward does its products in C: send the layers
         # through the (patched) Python-level matmul instead
         monkeypatch.setattr(ops, "forward_layers", None)
-    attr = "matmul_many" if type(ops).__name__ == "PackedOps" else "matmul"
-    original = getattr(ops, attr)
 
     def flip(y):
         y = np.array(y, copy=True)
         y.flat[0] ^= 1
         return y
 
-    if attr == "matmul_many":
-        monkeypatch.setattr(ops, attr, lambda x, ws: [flip(y) for y in original(x, ws)])
-    else:
-        monkeypatch.setattr(ops, attr, lambda x, w: flip(original(x, w)))
+    many = ops.matmul_many
+    monkeypatch.setattr(ops, "matmul_many", lambda x, ws: [flip(y) for y in many(x, ws)])
+    if type(ops).__name__ != "PackedOps":
+        one = ops.matmul
+        monkeypatch.setattr(ops, "matmul", lambda x, w: flip(one(x, w)))
 
 
 @pytest.mark.parametrize("name", kernels.NATIVE_KERNELS)

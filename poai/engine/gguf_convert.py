@@ -18,11 +18,11 @@ block_q4_1, block_q4_K, block_q6_K.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from poai.engine import packed as packed_mod
 from poai.engine.fixedpoint import SCALE_FRAC_BITS
+from poai.engine.packed import PackedMatrix
 from poai.errors import EngineRangeError, UnsupportedModelError
 
 QK = 32          # elements per block of the legacy formats
@@ -34,10 +34,11 @@ QK_K = 256       # elements per super-block of the K-quants
 SCALE_LIMIT_BITS = 31
 
 
-@dataclass(frozen=True)
 class QuantMatrix:
-    """A weight matrix W[rows, cols] kept factored.
+    """A weight matrix W[rows, cols] kept factored, stored once packed
+    (poai/engine/packed.py: the layout the native kernels read).
 
+    Canonical views, unpacked on demand (slow-ish, for the reference and tests):
     q:     int8  [rows, cols]            raw quants (u4 values 0..15 for Q4_1/Q4_K)
     scale: int32 [rows, cols // block]   units of 2**-24
     minv:  int32 [rows, cols // block] or None (symmetric formats)
@@ -45,23 +46,90 @@ class QuantMatrix:
     l1blk: max over rows j and 32-wide column blocks a of sum_{i in a} |W[j, i]|
            in units of 2**-24 (exact int); bounds every matmul accumulator
            (see ops_reference.matmul).
+    packed: the PackedMatrix the native kernels read (ops.packed(w)).
     """
 
-    name: str
-    fmt: str
-    q: np.ndarray
-    scale: np.ndarray
-    minv: np.ndarray | None
-    block: int
-    l1blk: int
+    __slots__ = ("name", "fmt", "block", "l1blk", "packed", "qoff", "__weakref__")
+
+    def __init__(self, name: str, fmt: str, block: int, l1blk: int, packed: PackedMatrix,
+                 qoff: int) -> None:
+        self.name, self.fmt, self.block, self.l1blk = name, fmt, block, l1blk
+        self.packed, self.qoff = packed, qoff
+
+    def __repr__(self) -> str:
+        return (f"QuantMatrix({self.name!r}, {self.fmt}, {self.rows}x{self.cols}, "
+                f"block={self.block}, wbits={self.packed.wbits})")
 
     @property
     def rows(self) -> int:
-        return int(self.q.shape[0])
+        return self.packed.rows
 
     @property
     def cols(self) -> int:
-        return int(self.q.shape[1])
+        return self.packed.K
+
+    # --- canonical views, unpacked on demand ---------------------------------
+
+    def q_rows(self, ids) -> np.ndarray:
+        return packed_mod.unpack_q(self.packed, ids, self.qoff)
+
+    def scale_rows(self, ids) -> np.ndarray:
+        pm = self.packed
+        s0 = packed_mod.unpack_lanes(pm, pm.psc0, ids)
+        if pm.psc1 is None:
+            return s0
+        out = np.empty((s0.shape[0], 2 * s0.shape[1]), dtype=np.int32)
+        out[:, 0::2] = s0
+        out[:, 1::2] = packed_mod.unpack_lanes(pm, pm.psc1, ids)
+        return out
+
+    def minv_rows(self, ids) -> np.ndarray | None:
+        if self.qoff or self.packed.pmn is None:
+            return None
+        return packed_mod.unpack_lanes(self.packed, self.packed.pmn, ids)
+
+    def _whole(self, part, width: int) -> np.ndarray:
+        out = np.empty((self.rows, width), dtype=np.int8 if part == "q" else np.int32)
+        for r0, r1 in packed_mod.row_chunks(self.rows):
+            out[r0:r1] = getattr(self, part + "_rows")(np.arange(r0, r1))
+        return out
+
+    @property
+    def q(self) -> np.ndarray:
+        return self._whole("q", self.cols)
+
+    @property
+    def scale(self) -> np.ndarray:
+        return self._whole("scale", self.cols // self.block)
+
+    @property
+    def minv(self) -> np.ndarray | None:
+        if self.qoff or self.packed.pmn is None:
+            return None
+        return self._whole("minv", self.cols // self.block)
+
+    def canonical_chunks(self):
+        """The canonical bytes (model.canonical_hash): q row-major int8, then
+        scale and minv as little-endian int32 -- in row chunks, never whole."""
+        for part in ("q", "scale", "minv"):
+            if part == "minv" and self.minv_rows(np.arange(0)) is None:
+                continue
+            for r0, r1 in packed_mod.row_chunks(self.rows):
+                a = getattr(self, part + "_rows")(np.arange(r0, r1))
+                yield np.ascontiguousarray(a.astype("<i4" if part != "q" else np.int8, copy=False))
+
+    def dequant_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Exact W[rows, :] as int64 in units of 2**-24."""
+        ids = np.asarray(rows, dtype=np.int64)
+        flat = ids.reshape(-1)
+        q = self.q_rows(flat).astype(np.int64)
+        out = q * np.repeat(self.scale_rows(flat).astype(np.int64), self.block, axis=-1)
+        mn = self.minv_rows(flat)
+        if mn is not None:
+            out += np.repeat(mn.astype(np.int64), self.block, axis=-1)
+        return out.reshape(ids.shape + (self.cols,))
+
+    # --- construction ----------------------------------------------------------
 
     @classmethod
     def from_quants(cls, name: str, fmt: str, q: np.ndarray, scale: np.ndarray,
@@ -69,42 +137,58 @@ class QuantMatrix:
         """A matrix from decoded quants (int8-valued [rows, cols]) and its
         per-block scales/offsets (any integer dtype, checked |.| < 2**31);
         computes l1blk.  The one constructor of every QuantMatrix (GGUF
-        conversion, synthetic test and known-answer models)."""
+        conversion, synthetic test and known-answer models).  4-bit quants
+        (all in 0..15, or in -8..7 without offsets) are stored as nibbles."""
         q = np.asarray(q)
-        cols = int(q.shape[1])
         scale32 = _checked_scales(scale, name, "scale")
         min32 = None if minv is None else _checked_scales(minv, name, "offset")
-        # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
-        # weights (units 2**-24), computed in row chunks to bound memory.
-        rows = q.shape[0]
-        nblk = cols // block
-        l1blk = 0
-        for start in range(0, rows, 1024):   # int64 temporaries of 1024 rows at a time
-            stop = min(rows, start + 1024)
-            qb = q[start:stop].reshape(stop - start, nblk, block).astype(np.int64)
-            w = qb * scale32[start:stop].astype(np.int64)[..., None]
-            if min32 is not None:
-                w += min32[start:stop].astype(np.int64)[..., None]
-            blk = np.abs(w).reshape(stop - start, cols // 32, 32).sum(axis=2)
-            l1blk = max(l1blk, int(blk.max()) if blk.size else 0)
-        return cls(
-            name=name,
-            fmt=fmt,
-            q=np.ascontiguousarray(q, dtype=np.int8),
-            scale=np.ascontiguousarray(scale32),
-            minv=None if min32 is None else np.ascontiguousarray(min32),
-            block=block,
-            l1blk=l1blk,
-        )
+        lo, hi = (int(q.min()), int(q.max())) if q.size else (0, 0)
+        smax = int(np.abs(scale32.astype(np.int64)).max(initial=0))
+        if 0 <= lo and hi <= 15:
+            wbits, qoff = 4, 0
+        elif -8 <= lo and hi <= 7 and min32 is None and block == QK and smax < 1 << 28:
+            wbits, qoff = 4, 8
+        else:
+            wbits, qoff = 8, 0
 
-    def dequant_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Exact W[rows, :] as int64 in units of 2**-24."""
-        q = self.q[rows].astype(np.int64)
-        reps = np.repeat(self.scale[rows].astype(np.int64), self.block, axis=-1)
-        out = q * reps
-        if self.minv is not None:
-            out += np.repeat(self.minv[rows].astype(np.int64), self.block, axis=-1)
-        return out
+        def chunks():
+            for r0, r1 in packed_mod.row_chunks(int(q.shape[0])):
+                yield r0, q[r0:r1], scale32[r0:r1], None if min32 is None else min32[r0:r1]
+
+        return _build(name, fmt, int(q.shape[0]), int(q.shape[1]), block, wbits, qoff,
+                      min32 is not None, chunks())
+
+
+def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qoff: int,
+           has_minv: bool, chunks) -> QuantMatrix:
+    """Pack checked chunks (r0, q, scale int32, minv int32 or None) of a
+    matrix and compute its l1blk on the way."""
+    if block not in (16, 32) or cols % 32 or rows < 1:
+        raise UnsupportedModelError(f"tensor {name}: {rows}x{cols} with {block}-wide blocks "
+                                    "has no packed form")
+    if block == 16 and has_minv:
+        raise UnsupportedModelError(f"tensor {name}: 16-wide blocks with offsets have no packed form")
+    packer = packed_mod.Packer(rows, cols, wbits, block == 16, has_minv or qoff != 0)
+    nblk = cols // block
+    l1blk = 0
+    for r0, qc, sc, mn in chunks:
+        n = qc.shape[0]
+        # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
+        # weights (units 2**-24); int64 temporaries of one chunk (<= 1024 rows).
+        w = qc.reshape(n, nblk, block).astype(np.int64) * sc.astype(np.int64)[..., None]
+        if mn is not None:
+            w += mn.astype(np.int64)[..., None]
+        blk = np.abs(w).reshape(n, cols // 32, 32).sum(axis=2)
+        l1blk = max(l1blk, int(blk.max()) if blk.size else 0)
+        del w, blk
+        if block == 16:
+            sc0, sc1 = sc[:, 0::2], sc[:, 1::2]
+        else:
+            sc0, sc1 = sc, None
+        if qoff:
+            mn = (-qoff * sc.astype(np.int64)).astype(np.int32)   # |8 * scale| < 2**31
+        packer.add(r0, qc, sc0, sc1, mn, qoff)
+    return QuantMatrix(name, fmt, block, l1blk, packer.done(), qoff)
 
 
 # --- exact decoding of IEEE half / single bit patterns ------------------------
@@ -297,16 +381,38 @@ DECODERS = {
 }
 
 
+# Nibble storage by format: (wbits, qoff); Q4_0 folds its -8 into an offset
+# when 8 * d fits an int32 lane (checked per tensor, else it stays int8).
+_LAYOUT = {"Q8_0": (8, 0), "Q4_0": (4, 8), "Q4_1": (4, 0), "Q4_K": (4, 0), "Q6_K": (8, 0)}
+_BLOCK_BYTES = {"Q8_0": 2 + QK, "Q4_0": 2 + QK // 2, "Q4_1": 4 + QK // 2,
+                "Q4_K": 4 + 12 + QK_K // 2, "Q6_K": QK_K // 2 + QK_K // 4 + QK_K // 16 + 2}
+
+
 def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix:
-    """Build a :class:`QuantMatrix` from a GGUF tensor's raw bytes [rows, bytes]."""
+    """Build a :class:`QuantMatrix` from a GGUF tensor's raw bytes [rows, bytes],
+    decoding and packing in row chunks (no whole int8 copy is ever made)."""
     if fmt not in DECODERS:
         raise UnsupportedModelError(
             f"tensor {name}: type {fmt} is not supported as a weight matrix "
             f"(supported: {', '.join(sorted(DECODERS))})"
         )
-    q, scale, minv, block = DECODERS[fmt](np.ascontiguousarray(raw), name)
-    if q.shape[1] != cols:
-        raise UnsupportedModelError(
-            f"tensor {name}: decoded {q.shape[1]} columns, header says {cols}"
-        )
-    return QuantMatrix.from_quants(name, fmt, q, scale, minv, block)
+    rows = int(raw.shape[0])
+    wbits, qoff = _LAYOUT[fmt]
+    if fmt == "Q4_0" and rows:
+        d_bits = _f16_field(_split_blocks(raw, _BLOCK_BYTES[fmt], name), 0)
+        if np.abs(f16_to_scaled(d_bits)).max(initial=0) >= 1 << 28:
+            wbits, qoff = 8, 0
+        del d_bits
+    def chunks():
+        for r0, r1 in packed_mod.row_chunks(rows):
+            q, scale, minv, _ = DECODERS[fmt](np.ascontiguousarray(raw[r0:r1]), name)
+            if q.shape[1] != cols:
+                raise UnsupportedModelError(
+                    f"tensor {name}: decoded {q.shape[1]} columns, header says {cols}"
+                )
+            yield (r0, q, _checked_scales(scale, name, "scale"),
+                   None if minv is None else _checked_scales(minv, name, "offset"))
+
+    block = 16 if fmt == "Q6_K" else 32
+    has_minv = fmt in ("Q4_1", "Q4_K")
+    return _build(name, fmt, rows, cols, block, wbits, qoff, has_minv, chunks())

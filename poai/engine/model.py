@@ -1,11 +1,12 @@
 """A GGUF file converted to poai's canonical fixed-point model.
 
-``read_model`` validates the file (through gguf's reader, which checks magic,
+``read_model`` validates the file (poai.engine.gguf_file checks magic,
 version, sizes and offsets), reads the hyper-parameters from their raw bit
-patterns, converts every tensor exactly (see gguf_convert) and computes the
-canonical content hash: a SHA-256 over the conversion-rule version, the
-hyper-parameters and every canonical tensor.  A different conversion rule
-changes that hash.
+patterns, converts every tensor exactly (see gguf_convert), one tensor read
+from the file at a time and packed straight away (nothing of the file stays
+in memory), and computes the canonical content hash: a SHA-256 over the
+conversion-rule version, the hyper-parameters and every canonical tensor.  A
+different conversion rule changes that hash.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from poai.engine import gguf_file
 from poai.engine.fixedpoint import ACT_FRAC_BITS, VEC_FRAC_BITS
 from poai.engine.gguf_convert import QuantMatrix, f16_to_fixed, f32_to_fixed, quant_matrix
+from poai.engine.gguf_file import GGUFFile
 from poai.errors import GGUFFormatError, UnsupportedModelError
 
 # Bumped whenever the canonical form of a converted model changes.
@@ -90,9 +93,10 @@ class CanonicalModel:
 
 
 class GGUFFields:
-    """Typed access to a GGUF file's key/value fields (engine and tokenizer)."""
+    """Typed access to a GGUF file's key/value fields (engine and tokenizer),
+    over the parsed header of poai.engine.gguf_file."""
 
-    def __init__(self, reader) -> None:
+    def __init__(self, reader: GGUFFile) -> None:
         self.reader = reader
         self.fields = reader.fields
 
@@ -100,64 +104,85 @@ class GGUFFields:
         return key in self.fields
 
     def _scalar(self, key: str, default):
-        """The field's value array, or ``default`` (an error when None) if absent."""
+        """The scalar field, or None if absent (an error when ``default`` is None)."""
         f = self.fields.get(key)
         if f is None:
             if default is None:
                 raise UnsupportedModelError(f"GGUF key {key} is missing")
             return None
-        return f.parts[f.data[0]]
+        if f.gtype == gguf_file.ARRAY:
+            raise GGUFFormatError(f"GGUF key {key}: expected a single value, found an array")
+        return f
 
     def int(self, key: str, default: int | None = None) -> int:
-        arr = self._scalar(key, default)
-        if arr is None:
+        f = self._scalar(key, default)
+        if f is None:
             return default
-        if arr.dtype.kind not in "iu":
-            raise GGUFFormatError(f"GGUF key {key}: expected an integer, found {arr.dtype}")
-        return int(arr[0])
+        if f.gtype not in gguf_file.INT_TYPES:
+            raise GGUFFormatError(f"GGUF key {key}: expected an integer, found type {f.gtype}")
+        return int(f.value)
 
     def f32_bits(self, key: str, default_bits: int | None = None) -> int:
-        arr = self._scalar(key, default_bits)
-        if arr is None:
+        f = self._scalar(key, default_bits)
+        if f is None:
             return default_bits
-        if arr.dtype != np.float32:
-            raise GGUFFormatError(f"GGUF key {key}: expected f32, found {arr.dtype}")
-        return int(arr.view(np.uint32)[0])
+        if f.gtype != gguf_file.FLOAT32:
+            raise GGUFFormatError(f"GGUF key {key}: expected f32, found type {f.gtype}")
+        return int(f.value)
 
     def str(self, key: str, default: str | None = None) -> str:
-        arr = self._scalar(key, default)
-        if arr is None:
+        f = self._scalar(key, default)
+        if f is None:
             return default
-        return bytes(arr).decode("utf-8")
+        if f.gtype != gguf_file.STRING:
+            raise GGUFFormatError(f"GGUF key {key}: expected a string, found type {f.gtype}")
+        return self._utf8(key, f.value)
 
     def opt_int(self, key: str) -> int | None:
         return self.int(key) if self.has(key) else None
 
     def opt_bool(self, key: str) -> bool | None:
         f = self.fields.get(key)
-        return None if f is None else bool(f.parts[f.data[0]][0])
+        if f is None:
+            return None
+        if f.gtype == gguf_file.ARRAY:
+            raise GGUFFormatError(f"GGUF key {key}: expected a single value, found an array")
+        return bool(f.value)
+
+    def _array(self, key: str):
+        f = self.fields.get(key)
+        if f is not None and f.gtype != gguf_file.ARRAY:
+            raise GGUFFormatError(f"GGUF key {key}: expected an array, found type {f.gtype}")
+        return f
 
     def array_len(self, key: str) -> int:
-        f = self.fields.get(key)
-        return 0 if f is None else len(f.data)
+        f = self._array(key)
+        return 0 if f is None else len(f.value)
 
     def strings(self, key: str) -> list[str]:
         """A string array (UTF-8); a missing key is an error."""
-        f = self.fields.get(key)
+        f = self._array(key)
         if f is None:
             raise UnsupportedModelError(f"GGUF key {key} is missing")
-        try:
-            return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-        except UnicodeDecodeError as exc:
-            raise GGUFFormatError(f"GGUF key {key} holds a string that is not UTF-8: {exc}") from None
+        if f.item_type != gguf_file.STRING:
+            raise GGUFFormatError(f"GGUF key {key}: expected strings, found item type {f.item_type}")
+        return [self._utf8(key, b) for b in f.value]
 
     def array_bits(self, key: str) -> list[int] | None:
-        """An integer or f32 array as integers (f32 as bit patterns: a view, no arithmetic)."""
-        f = self.fields.get(key)
+        """An integer or f32 array as integers (f32 as bit patterns)."""
+        f = self._array(key)
         if f is None:
             return None
-        values = [np.asarray(f.parts[i]) for i in f.data]
-        return [int(v.view(np.uint32)[0]) if v.dtype == np.float32 else int(v[0]) for v in values]
+        if f.item_type in (gguf_file.STRING, gguf_file.ARRAY):
+            raise GGUFFormatError(f"GGUF key {key}: expected numbers, found item type {f.item_type}")
+        return [int(v) for v in f.value]
+
+    @staticmethod
+    def _utf8(key: str, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GGUFFormatError(f"GGUF key {key} holds a string that is not UTF-8: {exc}") from None
 
 
 def _eps_q32(bits: int) -> int:
@@ -222,7 +247,10 @@ def read_config(reader) -> Config:
 
 
 class _Tensors:
-    def __init__(self, reader) -> None:
+    """The file's tensors by name; each read from the file when converted."""
+
+    def __init__(self, reader: GGUFFile) -> None:
+        self.reader = reader
         self.by_name = {t.name: t for t in reader.tensors}
 
     def matrix(self, name: str, rows: int, cols: int, optional: bool = False) -> QuantMatrix | None:
@@ -234,7 +262,7 @@ class _Tensors:
         shape = [int(x) for x in t.shape]
         if shape != [cols, rows]:
             raise UnsupportedModelError(f"tensor {name}: shape {shape}, expected {[cols, rows]}")
-        return quant_matrix(name, t.tensor_type.name, t.data, cols)
+        return quant_matrix(name, t.tensor_type.name, self.reader.read_tensor(t), cols)
 
     def vector(self, name: str, n: int, frac_bits: int = VEC_FRAC_BITS, optional: bool = False):
         t = self.by_name.get(name)
@@ -250,17 +278,17 @@ class _Tensors:
             raise UnsupportedModelError(f"tensor {name} is missing")
         return self._fixed(t, [cols, rows], frac_bits).reshape(rows, cols)
 
-    @staticmethod
-    def _fixed(t, shape: list[int], frac_bits: int) -> np.ndarray:
+    def _fixed(self, t, shape: list[int], frac_bits: int) -> np.ndarray:
         got = [int(x) for x in t.shape]
         if got != shape:
             raise UnsupportedModelError(f"tensor {t.name}: shape {got}, expected {shape}")
         kind = t.tensor_type.name
-        raw = np.ascontiguousarray(t.data)
         if kind == "F32":
-            out = f32_to_fixed(raw.view(np.uint32).reshape(-1), frac_bits, t.name)
+            raw = self.reader.read_tensor(t)
+            out = f32_to_fixed(raw.view("<u4").reshape(-1), frac_bits, t.name)
         elif kind == "F16":
-            out = f16_to_fixed(raw.view(np.uint16).reshape(-1), frac_bits, t.name)
+            raw = self.reader.read_tensor(t)
+            out = f16_to_fixed(raw.view("<u2").reshape(-1), frac_bits, t.name)
         else:
             raise UnsupportedModelError(
                 f"tensor {t.name}: type {kind} is not supported for a vector (F32 or F16)"
@@ -326,15 +354,16 @@ def _load_layers_gpt2(cfg: Config, tens: _Tensors) -> list[Layer]:
     return layers
 
 
-def open_reader(path: str | os.PathLike):
-    """gguf's reader, with its validation failures turned into GGUFFormatError."""
-    from gguf import GGUFReader
-
+def open_reader(path: str | os.PathLike) -> GGUFFile:
+    """The file's parsed header (poai.engine.gguf_file), its validation
+    failures as GGUFFormatError."""
     try:
-        return GGUFReader(os.fspath(path), "r")
+        return GGUFFile(path)
+    except GGUFFormatError as exc:
+        raise GGUFFormatError(f"{os.fspath(path)}: not a valid GGUF file ({exc})") from None
     except FileNotFoundError:
         raise
-    except Exception as exc:  # gguf raises ValueError/IndexError/... on bad files
+    except OSError as exc:
         raise GGUFFormatError(f"{os.fspath(path)}: not a valid GGUF file ({exc})") from exc
 
 
@@ -387,12 +416,10 @@ def canonical_hash(model: CanonicalModel) -> str:
             h.update(b"-")
             return
         h.update(f"{m.name}:{m.fmt}:{m.block}:{m.rows}x{m.cols};".encode())
-        # contiguous arrays are hashed in place (no byte copies); the dtype
-        # conversion only copies on a big-endian machine
-        h.update(np.ascontiguousarray(m.q).view(np.uint8).data)
-        h.update(np.ascontiguousarray(m.scale.astype("<i4", copy=False)).data)
-        if m.minv is not None:
-            h.update(np.ascontiguousarray(m.minv.astype("<i4", copy=False)).data)
+        # q, then scale, then minv (if any), unpacked from the packed storage
+        # a row chunk at a time: the same bytes as the whole arrays
+        for chunk in m.canonical_chunks():
+            h.update(chunk.data)
 
     def put_vec(v: np.ndarray | None) -> None:
         h.update(b"-" if v is None else v.astype("<i8").tobytes())

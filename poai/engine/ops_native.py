@@ -32,9 +32,22 @@ def quantize_act(x: np.ndarray):
     return _native.quantize_act(x)
 
 
-def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
+def packed(w: QuantMatrix):
+    """The PackedMatrix (poai_pmat) the native kernels read for ``w``."""
+    return w.packed
+
+
+def matmul(x: np.ndarray, w: QuantMatrix, threads: int = 1) -> np.ndarray:
+    """The portable C product on the packed weights (POAI_VARIANT_GENERIC)."""
     ref.check_matmul(x, w)
-    return _native.matmul(x, w.q, w.scale, w.minv, w.block)
+    return _native.matmul_packed("generic", x, w.packed, threads)
+
+
+def matmul_many(x: np.ndarray, ws) -> list[np.ndarray]:
+    """x times each weight of ``ws``; x is quantized once for all of them."""
+    ref.check_matmul(x, *ws)
+    quantized = _native.quantize_packed(x, 1)
+    return [_native.matmul_quantized("generic", quantized, w.packed, 1) for w in ws]
 
 
 def rmsnorm(x: np.ndarray, g: np.ndarray, eps_q32: int, variant: str = NAME) -> np.ndarray:
@@ -93,8 +106,3 @@ def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, hea
         # identical error (same message, same reason).
         return ref.attention_batch(q, k, v, n_seq, heads)
     return out, probs
-
-
-def matmul_many(x: np.ndarray, ws) -> list[np.ndarray]:
-    """x times each weight of ``ws`` (the backend contract's batched form)."""
-    return [matmul(x, w) for w in ws]

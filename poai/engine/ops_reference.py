@@ -118,6 +118,7 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     bs = w.block
     qa = q.astype(np.float64)
     qw = w.q.astype(np.float64)
+    scale, minv = w.scale, w.minv   # unpacked once (QuantMatrix stores them packed)
     acc = np.zeros((t, w.rows), dtype=np.int64)
     for a in range(k // QBLOCK):
         inner = np.zeros((t, w.rows), dtype=np.int64)
@@ -125,10 +126,10 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
             lo, hi = b * bs, (b + 1) * bs
             # float64 BLAS on integers: every partial sum < 2**27 < 2**53: exact.
             isum = (qa[:, lo:hi] @ qw[:, lo:hi].T).astype(np.int64)
-            inner += isum * w.scale[:, b].astype(np.int64)[None, :]
-            if w.minv is not None:
+            inner += isum * scale[:, b].astype(np.int64)[None, :]
+            if minv is not None:
                 asum = q[:, lo:hi].astype(np.int64).sum(axis=1)
-                inner += asum[:, None] * w.minv[:, b].astype(np.int64)[None, :]
+                inner += asum[:, None] * minv[:, b].astype(np.int64)[None, :]
         acc += rshift_round_var(inner, (17 - e[:, a])[:, None])
     return rshift_round(acc, 7)
 

@@ -1,8 +1,9 @@
 """SIMD kernel backends (``POAI_KERNEL=avx2|avx512``): same functions, same bits.
 
-The matrix product — nearly all of the work — runs on weights repacked once
-into the group-interleaved layout of ``ext/poai_packed.h`` (one SIMD lane per
-32-block, no horizontal sums), with OpenMP threads splitting the output rows.
+The matrix product — nearly all of the work — runs on the weights' one
+stored form, the group-interleaved layout of ``ext/poai_packed.h`` (one SIMD
+lane per 32-block, no horizontal sums; 4-bit formats as nibbles), with
+OpenMP threads splitting the output rows.
 Every other op is the scalar C kernel.  The arithmetic is docs/ENGINE.md's,
 unchanged: only the order of exact integer sums differs, so every variant
 equals the reference bit for bit whatever its thread count (tested).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from poai.engine import ops_native
 from poai.engine import ops_reference as ref
 from poai.engine.gguf_convert import QuantMatrix
 from poai.engine.native import native_module
+from poai.engine.packed import PackedMatrix
 
 THREADS_ENV = "POAI_THREADS"
 
@@ -42,35 +43,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class PackedMatrix:
-    """A QuantMatrix in the lane-interleaved layout of ext/poai_packed.h:
-    wp int8 [row sets, groups*512]; psc0 (psc1 for 16-wide weight blocks,
-    pmn for offsets) int32 [row sets, groups*16]."""
-
-    rows: int
-    wp: np.ndarray
-    psc0: np.ndarray
-    psc1: np.ndarray | None
-    pmn: np.ndarray | None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.wp, self.psc0, self.psc1, self.pmn) if a is not None)
-
-
 def pack(w: QuantMatrix) -> PackedMatrix:
-    native = native_module()
-    if w.block == 32:
-        sc0, sc1 = w.scale, None
-    elif w.block == 16:
-        if w.minv is not None:
-            raise ValueError(f"{w.name}: 16-wide blocks with offsets have no packed form")
-        sc0, sc1 = w.scale[:, 0::2], w.scale[:, 1::2]
-    else:
-        raise ValueError(f"{w.name}: weight block {w.block} has no packed form")
-    wp, p0, p1, pm = native.pack_weights(w.q, sc0, sc1, w.minv)
-    return PackedMatrix(rows=w.rows, wp=wp, psc0=p0, psc1=p1, pmn=pm)
+    """The packed form of ``w``: QuantMatrix stores only that (no copy here)."""
+    return w.packed
 
 
 class PackedOps:
@@ -81,7 +56,6 @@ class PackedOps:
         self.variant = variant
         self.threads = threads or default_threads()
         self._native = native_module()
-        self._packed: dict[int, tuple[weakref.ref, PackedMatrix]] = {}
         self._fused: dict[int, tuple[weakref.ref, object]] = {}
         self._lock = threading.Lock()
         for name in ("embed", "add_bias", "layernorm", "exp_q30", "gelu", "quantize_act"):
@@ -104,20 +78,8 @@ class PackedOps:
         return ops_native.attention_batch(q, k, v, n_seq, heads, self.threads, self.variant)
 
     def packed(self, w: QuantMatrix) -> PackedMatrix:
-        """The packed form of ``w``, made once and kept while ``w`` lives."""
-        key = id(w)
-        with self._lock:
-            hit = self._packed.get(key)
-            if hit is not None and hit[0]() is w:
-                return hit[1]
-        p = pack(w)
-
-        def forget(_ref, key=key, table=self._packed):
-            table.pop(key, None)
-
-        with self._lock:
-            self._packed[key] = (weakref.ref(w, forget), p)
-        return p
+        """The packed form of ``w`` (its only storage)."""
+        return w.packed
 
     def matmul(self, x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         return self.matmul_many(x, (w,))[0]
@@ -178,9 +140,8 @@ class PackedOps:
         quantized = self._native.quantize_packed(x, self.threads)
         out = []
         for w in ws:
-            p = self.packed(w)
-            out.append(self._native.matmul_quantized(self.variant, quantized, p.rows, p.wp, p.psc0,
-                                                     p.psc1, p.pmn, self.threads))
+            out.append(self._native.matmul_quantized(self.variant, quantized, w.packed,
+                                                     self.threads))
         return out
 
 
