@@ -24,10 +24,6 @@ cdef extern from "poai_kernels.h":
     int64_t poai_recip_q30(int64_t d) nogil
     void poai_quantize_act(const int64_t *x, int64_t T, int64_t K,
                            int16_t *q, int64_t *e) nogil
-    void poai_matmul(const int64_t *x, int64_t T, int64_t K,
-                     const int8_t *wq, const int32_t *scale, const int32_t *minv,
-                     int64_t rows, int64_t bs, int64_t *y,
-                     int16_t *q, int64_t *e) nogil
     void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
                       int64_t eps_q32, int64_t *y) nogil
     void poai_layernorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,
@@ -71,8 +67,8 @@ cdef extern from "poai_packed.h":
     int64_t poai_packed_group(int64_t K)
     int64_t poai_packed_rowsets(int64_t rows, int64_t K)
     void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                              int64_t *s, int64_t *rnd, int64_t *asum, int nthreads) nogil
-    void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
+                              int64_t *s, int64_t *ysh, int64_t *asum, int nthreads) nogil
+    void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *ysh,
                           const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
                           int nthreads) nogil
     int poai_cpu_has_avx2()
@@ -126,31 +122,6 @@ def quantize_act(x):
         with nogil:
             poai_quantize_act(&xa[0, 0], T, K, &q[0, 0], &e[0, 0])
     return q, e
-
-
-def matmul(x, wq, scale, minv, int64_t bs):
-    cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
-    cdef cnp.ndarray[int8_t, ndim=2] w = np.ascontiguousarray(wq, dtype=np.int8)
-    cdef cnp.ndarray[int32_t, ndim=2] s = np.ascontiguousarray(scale, dtype=np.int32)
-    cdef cnp.ndarray[int32_t, ndim=2] mn
-    cdef const int32_t *mp = NULL
-    cdef int64_t T = xa.shape[0], K = xa.shape[1], rows = w.shape[0]
-    if w.shape[1] != K or K % 32 or bs not in (16, 32) or s.shape[0] != rows or s.shape[1] != K // bs:
-        raise ValueError("matmul: inconsistent shapes")
-    if minv is not None:
-        mn = np.ascontiguousarray(minv, dtype=np.int32)
-        if mn.shape[0] != rows or mn.shape[1] != K // bs:
-            raise ValueError("matmul: inconsistent offset shape")
-        mp = &mn[0, 0]
-    cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, rows), dtype=np.int64)
-    cdef cnp.ndarray[int16_t, ndim=2] q = np.empty((T, K), dtype=np.int16)
-    cdef cnp.ndarray[int64_t, ndim=2] e = np.empty((T, K // 32), dtype=np.int64)
-    if T == 0 or rows == 0:
-        return y
-    with nogil:
-        poai_matmul(&xa[0, 0], T, K, &w[0, 0], &s[0, 0], mp, rows, bs, &y[0, 0],
-                    &q[0, 0], &e[0, 0])
-    return y
 
 
 def rmsnorm(x, g, int64_t eps_q32, str variant="scalar"):
@@ -317,7 +288,8 @@ def packed_geometry(int64_t rows, int64_t K):
 
 
 def quantize_packed(x, int nthreads=1):
-    """(qa int16 [T, K] packed, s, rnd, asum int64 [T, 16 * K/32 / g])."""
+    """(qa int16 [T, K] packed, s int64 [T, 16 * K/32 / g] (left shifts),
+    ysh int64 [T] (final right shifts), asum int64 [T, 16 * K/32 / g])."""
     cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
     cdef int64_t T = xa.shape[0], K = xa.shape[1]
     if K % 32 or K == 0 or nthreads < 1:
@@ -325,13 +297,13 @@ def quantize_packed(x, int nthreads=1):
     cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
     cdef cnp.ndarray[int16_t, ndim=2] qa = np.empty((T, K), dtype=np.int16)
     cdef cnp.ndarray[int64_t, ndim=2] s = np.empty((T, nl), dtype=np.int64)
-    cdef cnp.ndarray[int64_t, ndim=2] rnd = np.empty((T, nl), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=1] ysh = np.empty(T, dtype=np.int64)
     cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
     if T:
         with nogil:
-            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0],
+            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &ysh[0], &asum[0, 0],
                                  nthreads)
-    return qa, s, rnd, asum
+    return qa, s, ysh, asum
 
 
 VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2}
@@ -370,20 +342,20 @@ def matmul_quantized(str variant, quantized, pm, int nthreads=1):
     pm (rows, K, wbits, wp, psc0, psc1, pmn): one quantization can serve
     every weight that reads the same x."""
     cdef int vid = _variant_id(variant)
-    qa_o, s_o, rnd_o, asum_o = quantized
+    qa_o, s_o, ysh_o, asum_o = quantized
     cdef cnp.ndarray[int16_t, ndim=2] qa = qa_o
     cdef cnp.ndarray[int64_t, ndim=2] s = s_o
-    cdef cnp.ndarray[int64_t, ndim=2] rnd = rnd_o
+    cdef cnp.ndarray[int64_t, ndim=1] ysh = ysh_o
     cdef cnp.ndarray[int64_t, ndim=2] asum = asum_o
     cdef int64_t T = qa.shape[0], K = qa.shape[1]
     if nthreads < 1:
         raise ValueError("matmul_quantized: nthreads must be positive")
     _check_packed(pm, K)
     cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
-    for arr in (qa, s, rnd, asum):
+    for arr in (qa, s, ysh, asum):
         if not arr.flags.c_contiguous or arr.shape[0] != T:
             raise ValueError("matmul_quantized: not the output of quantize_packed")
-    if s.shape[1] != nl or rnd.shape[1] != nl or asum.shape[1] != nl:
+    if s.shape[1] != nl or asum.shape[1] != nl:
         raise ValueError("matmul_quantized: not the output of quantize_packed")
     cdef poai_pmat w
     w.rows = pm.rows
@@ -397,7 +369,7 @@ def matmul_quantized(str variant, quantized, pm, int nthreads=1):
     if T == 0:
         return y
     with nogil:
-        poai_matmul_pmat(vid, &qa[0, 0], &s[0, 0], &rnd[0, 0], &asum[0, 0], T, &w, &y[0, 0],
+        poai_matmul_pmat(vid, &qa[0, 0], &s[0, 0], &ysh[0], &asum[0, 0], T, &w, &y[0, 0],
                          nthreads)
     return y
 
@@ -453,7 +425,7 @@ cdef extern from "poai_forward.h":
         int64_t *u
         int16_t *qa
         int64_t *qs
-        int64_t *qr
+        int64_t *qy
         int64_t *qsum
         int64_t *att
     int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t B, int64_t T,
@@ -560,7 +532,7 @@ cdef class FusedLlama:
                         a=z(N * m.d, np.int64), o=z(N * m.d, np.int64),
                         g=z(N * m.ff, np.int64), u=z(N * m.ff, np.int64),
                         qa=z(N * kmax, np.int16), qs=z(N * lanes, np.int64),
-                        qr=z(N * lanes, np.int64), qsum=z(N * lanes, np.int64),
+                        qy=z(N, np.int64), qsum=z(N * lanes, np.int64),
                         att=z(nthreads * (2 * T + m.hd), np.int64))
             if len(self.buffers) >= 4:        # a few batch shapes at most
                 self.buffers.clear()
@@ -605,7 +577,7 @@ cdef class FusedLlama:
         b.u = <int64_t *>cnp.PyArray_DATA(bufs["u"])
         b.qa = <int16_t *>cnp.PyArray_DATA(bufs["qa"])
         b.qs = <int64_t *>cnp.PyArray_DATA(bufs["qs"])
-        b.qr = <int64_t *>cnp.PyArray_DATA(bufs["qr"])
+        b.qy = <int64_t *>cnp.PyArray_DATA(bufs["qy"])
         b.qsum = <int64_t *>cnp.PyArray_DATA(bufs["qsum"])
         b.att = <int64_t *>cnp.PyArray_DATA(bufs["att"])
         cdef int v = VARIANTS[variant]

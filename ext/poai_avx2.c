@@ -8,8 +8,8 @@
  *   weights unpacked with AND 0x0F / a 4-bit shift and zero-extended) and
  *   adds each pair into one lane: |i0|, |i1| <= 16 * 128 * 32767 < 2^26, no
  *   overflow and no saturation.  The int64 epilogue uses vpmuldq (exact 32x32->64
- *   products) and an arithmetic right shift built from the logical vpsrlvq:
- *   sra(x, s) = srl(x ^ sg, s) ^ sg with sg = (x < 0 ? ~0 : 0).
+ *   products) and the exact left shift vpsllvq by s = e - B in [0, 10]
+ *   (protocol 4: no per-block rounding).
  *   Two tokens share each widened weight vector.
  */
 #include "poai_packed.h"
@@ -20,12 +20,9 @@
 #define T256 __attribute__((target("avx2")))
 #define INLINE __attribute__((always_inline)) inline
 
-/* rshift_round(inner, s) for 4 lanes (s in [0, 32]), added to acc. */
-T256 static INLINE __m256i term4(__m256i acc, __m256i inner, const int64_t *s, const int64_t *rnd) {
-    __m256i r = _mm256_add_epi64(inner, _mm256_loadu_si256((const __m256i *)rnd));
-    __m256i sg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), r);
-    __m256i sv = _mm256_loadu_si256((const __m256i *)s);
-    return _mm256_add_epi64(acc, _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(r, sg), sv), sg));
+/* inner * 2^s for 4 lanes (s in [0, 10], exact: vpsllvq), added to acc. */
+T256 static INLINE __m256i term4(__m256i acc, __m256i inner, const int64_t *s) {
+    return _mm256_add_epi64(acc, _mm256_sllv_epi64(inner, _mm256_loadu_si256((const __m256i *)s)));
 }
 
 /* A group half's weight data (8 lanes) widened to int64, as two 4-lane
@@ -50,7 +47,7 @@ T256 static INLINE wdata8 load_wdata8(const int32_t *sc0, const int32_t *sc1, co
 
 /* 8 lanes (i0/i1: the int32 sums of each block's two halves) into acc[0..1]. */
 T256 static INLINE void epilogue8(__m256i acc[2], __m256i i0, __m256i i1, const wdata8 *w,
-                                  const int64_t *s, const int64_t *rnd, const int64_t *asum) {
+                                  const int64_t *s, const int64_t *asum) {
     for (int h = 0; h < 2; h++) {
         __m128i a0 = h ? _mm256_extracti128_si256(i0, 1) : _mm256_castsi256_si128(i0);
         __m128i a1 = h ? _mm256_extracti128_si256(i1, 1) : _mm256_castsi256_si128(i1);
@@ -64,7 +61,7 @@ T256 static INLINE void epilogue8(__m256i acc[2], __m256i i0, __m256i i1, const 
         if (w->has_mn)
             inner = _mm256_add_epi64(inner, _mm256_mul_epi32(
                 w->mn[h], _mm256_loadu_si256((const __m256i *)(asum + 4 * h))));
-        acc[h] = term4(acc[h], inner, s + 4 * h, rnd + 4 * h);
+        acc[h] = term4(acc[h], inner, s + 4 * h);
     }
 }
 
@@ -92,8 +89,8 @@ T256 static INLINE __m256i wpair(const int NIB, const uint8_t *wg, int k, int h)
 T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const uint8_t *w,
                                   int64_t ng, const int16_t *const *a, const int32_t *sc0,
                                   const int32_t *sc1, const int32_t *mn,
-                                  const int64_t *const *s, const int64_t *const *rnd,
-                                  const int64_t *const *asum, int64_t (*lanes)[16]) {
+                                  const int64_t *const *s, const int64_t *const *asum,
+                                  int64_t (*lanes)[16]) {
     __m256i acc[2][4];
     const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
     for (int u = 0; u < NT; u++)
@@ -119,9 +116,9 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
             }
             int64_t l8 = wl + 8 * h;
             wdata8 wd = load_wdata8(sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0);
-            epilogue8(&acc[0][2 * h], x0, y0, &wd, s[0] + l8, rnd[0] + l8, asum[0] + l8);
+            epilogue8(&acc[0][2 * h], x0, y0, &wd, s[0] + l8, asum[0] + l8);
             if (NT > 1)
-                epilogue8(&acc[1][2 * h], x1, y1, &wd, s[1] + l8, rnd[1] + l8, asum[1] + l8);
+                epilogue8(&acc[1][2 * h], x1, y1, &wd, s[1] + l8, asum[1] + l8);
         }
     }
     for (int u = 0; u < NT; u++)
@@ -132,8 +129,8 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
     T256 static void rowset_##G##_##NT##_##NIB(                                              \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
         const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
-        const int64_t *const *rnd, const int64_t *const *asum, int64_t (*lanes)[16]) {       \
-        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                  \
+        const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
+        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, asum, lanes);                       \
     }
 #define ROWSET_FNS(G) ROWSET_FN(G, 2, 0) ROWSET_FN(G, 1, 0) ROWSET_FN(G, 2, 1) ROWSET_FN(G, 1, 1)
 ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
@@ -157,10 +154,10 @@ static void pick(int64_t g, int nib, poai_rowset_fn *wide, poai_rowset_fn *one) 
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
     poai_rowset_fn wide, one;
     pick(poai_packed_group(w->K), w->wbits == 4, &wide, &one);
-    poai_packed_drive(wide, 2, one, qa, s, rnd, asum, T, w, y, nthreads);
+    poai_packed_drive(wide, 2, one, qa, s, ysh, asum, T, w, y, nthreads);
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
-    poai_matmul_packed_generic(qa, s, rnd, asum, T, w, y, nthreads);
+    poai_matmul_packed_generic(qa, s, ysh, asum, T, w, y, nthreads);
 }
 #endif

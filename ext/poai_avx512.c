@@ -11,8 +11,8 @@
  *   exactly as in poai_avx2.c (AND 0x0F, a 4-bit vpsrlw for the high
  *   nibbles, then vpmovzxbw), one 32-byte row of the chunk per two pairs.  The epilogue is the definition's
  *   int64 arithmetic on 8 lanes at a time: vpmuldq for scale*isum and
- *   minv*asum (exact 32x32->64, |inner| < 2^47), then + 2^(s-1) and
- *   vpsravq (arithmetic shift) by s = 17 - e.
+ *   minv*asum (exact 32x32->64, |inner| < 2^47), then the exact left
+ *   shift vpsllvq by s = e - B in [0, 10] (protocol 4: no per-block rounding).
  *   NT_WIDE tokens share each widened weight vector (2 x NT_WIDE independent chains).
  */
 #include "poai_packed.h"
@@ -23,12 +23,12 @@
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define INLINE __attribute__((always_inline)) inline
 
-/* rshift_round(inner, s) for 8 lanes, added to acc.  sc0, sc1 and mn are
+/* inner * 2^s for 8 lanes (s in [0, 10], exact: vpsllvq), added to acc.  sc0, sc1 and mn are
  * the lanes' weight data already widened to int64 (once per group, shared by
  * the tile's tokens); sc1 / mn are used only when has_sc1 / has_mn. */
 T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, __m512i sc0, __m512i sc1,
                                      __m512i mn, int has_sc1, int has_mn, const int64_t *s,
-                                     const int64_t *rnd, const int64_t *asum) {
+                                     const int64_t *asum) {
     __m512i inner;
     if (has_sc1) {
         inner = _mm512_add_epi64(_mm512_mul_epi32(sc0, _mm512_cvtepi32_epi64(i0)),
@@ -38,9 +38,7 @@ T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, __m512
     }
     if (has_mn) /* asum < 2^20: its low 32 bits are its value */
         inner = _mm512_add_epi64(inner, _mm512_mul_epi32(mn, _mm512_loadu_si512(asum)));
-    /* rshift_round(inner, s), s in [0, 32]; rnd = 2^(s-1) or 0 */
-    __m512i r = _mm512_add_epi64(inner, _mm512_loadu_si512(rnd));
-    return _mm512_add_epi64(acc, _mm512_srav_epi64(r, _mm512_loadu_si512(s)));
+    return _mm512_add_epi64(acc, _mm512_sllv_epi64(inner, _mm512_loadu_si512(s)));
 }
 
 /* 8 int32 weight values widened to int64 (zero when p is NULL). */
@@ -75,8 +73,8 @@ T512 static INLINE __m512i wpair(const int NIB, const uint8_t *wg, int k) {
 T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const uint8_t *w,
                                   int64_t ng, const int16_t *const *a, const int32_t *sc0,
                                   const int32_t *sc1, const int32_t *mn,
-                                  const int64_t *const *s, const int64_t *const *rnd,
-                                  const int64_t *const *asum, int64_t (*lanes)[16]) {
+                                  const int64_t *const *s, const int64_t *const *asum,
+                                  int64_t (*lanes)[16]) {
     __m512i lo[POAI_MAX_NT], hi[POAI_MAX_NT];
     const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
 #pragma GCC unroll 8
@@ -110,10 +108,10 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
 #pragma GCC unroll 8
         for (int u = 0; u < NT; u++) {
             lo[u] = epilogue8(lo[u], _mm512_castsi512_si256(x[u]), _mm512_castsi512_si256(y[u]),
-                              sc0l, sc1l, mnl, has_sc1, has_mn, s[u] + al, rnd[u] + al, asum[u] + al);
+                              sc0l, sc1l, mnl, has_sc1, has_mn, s[u] + al, asum[u] + al);
             hi[u] = epilogue8(hi[u], _mm512_extracti64x4_epi64(x[u], 1),
                               _mm512_extracti64x4_epi64(y[u], 1), sc0h, sc1h, mnh, has_sc1, has_mn,
-                              s[u] + al + 8, rnd[u] + al + 8, asum[u] + al + 8);
+                              s[u] + al + 8, asum[u] + al + 8);
         }
     }
 #pragma GCC unroll 8
@@ -131,8 +129,8 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
     T512 static void rowset_##G##_##NT##_##NIB(                                              \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
         const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
-        const int64_t *const *rnd, const int64_t *const *asum, int64_t (*lanes)[16]) {       \
-        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, rnd, asum, lanes);                  \
+        const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
+        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, asum, lanes);                       \
     }
 #define ROWSET_FNS(G) ROWSET_FN(G, NT_WIDE, 0) ROWSET_FN(G, 1, 0) ROWSET_FN(G, NT_WIDE, 1) ROWSET_FN(G, 1, 1)
 ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
@@ -158,10 +156,10 @@ static void pick(int64_t g, int nib, poai_rowset_fn *wide, poai_rowset_fn *one) 
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
     poai_rowset_fn wide, one;
     pick(poai_packed_group(w->K), w->wbits == 4, &wide, &one);
-    poai_packed_drive(wide, NT_WIDE, one, qa, s, rnd, asum, T, w, y, nthreads);
+    poai_packed_drive(wide, NT_WIDE, one, qa, s, ysh, asum, T, w, y, nthreads);
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
-    poai_matmul_packed_generic(qa, s, rnd, asum, T, w, y, nthreads);
+    poai_matmul_packed_generic(qa, s, ysh, asum, T, w, y, nthreads);
 }
 #endif

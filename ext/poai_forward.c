@@ -24,9 +24,9 @@
 static void matmuls(int variant, const int64_t *x, int64_t N, const poai_pmat *const *ws,
                     int64_t *const *ys, int n, const poai_fw_buffers *b, int nthreads) {
     int64_t K = ws[0]->K;
-    poai_quantize_packed(x, N, K, b->qa, b->qs, b->qr, b->qsum, nthreads);
+    poai_quantize_packed(x, N, K, b->qa, b->qs, b->qy, b->qsum, nthreads);
     for (int j = 0; j < n; j++)
-        poai_matmul_pmat(variant, b->qa, b->qs, b->qr, b->qsum, N, ws[j], ys[j], nthreads);
+        poai_matmul_pmat(variant, b->qa, b->qs, b->qy, b->qsum, N, ws[j], ys[j], nthreads);
 }
 
 int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t B, int64_t T,

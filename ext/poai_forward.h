@@ -36,13 +36,13 @@ typedef struct {
 
 /* Work buffers for N = B*T tokens (sizes in elements):
  *   h, a, o: N*d; q: N*H*hd; k, v: N*Hkv*hd; g, u: N*ff;
- *   qa: N*max(d, ff) int16; qs, qr, qsum: N*lanes(max(d, ff)) int64 where
+ *   qa: N*max(d, ff) int16; qs, qsum: N*lanes(max(d, ff)) int64, qy: N, where
  *   lanes(K) = 16 * (K/32) / poai_packed_group(K);
  *   att: nthreads * (2T + hd). */
 typedef struct {
     int64_t *h, *q, *k, *v, *a, *o, *g, *u;
     int16_t *qa;
-    int64_t *qs, *qr, *qsum;
+    int64_t *qs, *qy, *qsum;
     int64_t *att;
 } poai_fw_buffers;
 

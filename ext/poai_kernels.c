@@ -102,86 +102,43 @@ static inline int64_t recip_normalize(int64_t s, int *sh) {
 /* ------------------------------------------------------------------------ */
 /* activation quantization                                                   */
 
-/* One block: q = x / 2^e rounded, e the smallest with amax <= 32767 * 2^e. */
-static void quantize_block(const int64_t *x, int16_t *q, int64_t *e_out) {
+/* A block's own exponent: the smallest e with amax <= 32767 * 2^e
+ * (amax < 2^31: e = bitlen(amax) - 15, +1 if still too small, in [-15, 17]). */
+int poai_block_exponent(const int64_t *x) {
     int64_t amax = 0;
     for (int i = 0; i < POAI_QBLOCK; i++) {
         int64_t a = iabs64(x[i]);
         if (a > amax) amax = a;
     }
-    /* amax < 2^31: e = bitlen(amax) - 15 (+1 if still too small) in [-15, 17] */
     int e = bit_length((uint64_t)amax) - 15;
     if (e > 0 && amax > ((int64_t)ACT_QMAX << e)) e += 1;
+    return e;
+}
+
+/* q = x / 2^e rounded, for an e at least the block's own exponent. */
+void poai_quantize_block(const int64_t *x, int e, int16_t *q) {
     if (e > 0) {
         for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)rshift_round(x[i], e);
     } else {
         for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)(x[i] << -e); /* |.| <= 32767 */
     }
-    *e_out = e;
 }
 
 void poai_quantize_act(const int64_t *x, int64_t T, int64_t K, int16_t *q, int64_t *e) {
     int64_t nb = K / POAI_QBLOCK;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t b = 0; b < nb; b++)
-            quantize_block(x + t * K + b * POAI_QBLOCK, q + t * K + b * POAI_QBLOCK, e + t * nb + b);
-}
-
-/* ------------------------------------------------------------------------ */
-/* matrix product                                                            */
-
-static inline int32_t dot_32(const int8_t *w, const int16_t *a) {
-    int32_t s = 0; /* |sum| <= 32 * 128 * 32767 < 2^27 */
-    for (int i = 0; i < 32; i++) s += (int32_t)w[i] * (int32_t)a[i];
-    return s;
-}
-
-static inline int32_t dot_16(const int8_t *w, const int16_t *a) {
-    int32_t s = 0; /* |sum| <= 16 * 128 * 32767 < 2^26 */
-    for (int i = 0; i < 16; i++) s += (int32_t)w[i] * (int32_t)a[i];
-    return s;
-}
-
-static inline int32_t sum_i16(const int16_t *a, int n) {
-    int32_t s = 0; /* |sum| <= 32 * 32767 < 2^20 */
-    for (int i = 0; i < n; i++) s += a[i];
-    return s;
-}
-
-void poai_matmul(const int64_t *x, int64_t T, int64_t K,
-                 const int8_t *wq, const int32_t *scale, const int32_t *minv,
-                 int64_t rows, int64_t bs, int64_t *y,
-                 int16_t *q, int64_t *e) {
-    int64_t na = K / POAI_QBLOCK;     /* activation blocks per row */
-    int64_t nw = K / bs;              /* weight blocks per row */
-    int64_t per = POAI_QBLOCK / bs;   /* weight blocks per activation block */
-    poai_quantize_act(x, T, K, q, e);
-    /* Token-outer order: one token's quants serve every row.  asum (the sum
-     * of the quants of weight block b, |.| < 2^20) is recomputed where it is
-     * used: no scratch array whose size would bound K. */
     for (int64_t t = 0; t < T; t++) {
-        const int16_t *qrow = q + t * K;
-        const int64_t *erow_t = e + t * na;
-        for (int64_t j = 0; j < rows; j++) {
-            const int8_t *wrow = wq + j * K;
-            const int32_t *srow = scale + j * nw;
-            const int32_t *mnrow = minv ? minv + j * nw : NULL;
-            int64_t acc = 0;
-            for (int64_t a = 0; a < na; a++) {
-                /* inner = sum_{i in a} W[j,i] q[t,i]; |inner| <= 2^15 l1blk < 2^47 */
-                int64_t inner = 0;
-                for (int64_t u = 0; u < per; u++) {
-                    int64_t b = a * per + u;
-                    int64_t off = b * bs;
-                    int32_t isum = bs == 32 ? dot_32(wrow + off, qrow + off)
-                                            : dot_16(wrow + off, qrow + off);
-                    inner += (int64_t)srow[b] * isum;
-                    if (mnrow) inner += (int64_t)mnrow[b] * sum_i16(qrow + off, (int)bs);
-                }
-                /* shift 17 - e in [0, 32]; |term| < 2^47, |acc| < 2^56 */
-                acc += rshift_round(inner, (int)(17 - erow_t[a]));
-            }
-            y[t * rows + j] = rshift_round(acc, 7);
+        const int64_t *xt = x + t * K;
+        int emax = -15;
+        for (int64_t b = 0; b < nb; b++) {
+            int e0 = poai_block_exponent(xt + b * POAI_QBLOCK);
+            emax = e0 > emax ? e0 : emax;
+        }
+        /* no block more than POAI_EXP_SPREAD below the token's largest */
+        for (int64_t b = 0; b < nb; b++) {
+            int e0 = poai_block_exponent(xt + b * POAI_QBLOCK);
+            int eb = e0 > emax - POAI_EXP_SPREAD ? e0 : emax - POAI_EXP_SPREAD;
+            poai_quantize_block(xt + b * POAI_QBLOCK, eb, q + t * K + b * POAI_QBLOCK);
+            e[t * nb + b] = eb;
         }
     }
 }

@@ -24,17 +24,13 @@ int64_t poai_recip_q30(int64_t d);
 /* 1 if this compiler's >> on negative int64 is arithmetic (required). */
 int poai_arith_shift_ok(void);
 
-/* Activation quantization, per row of K (K % 32 == 0):
- * q [T*K] int16, block exponents e [T*K/32] int64 (scale 2^e, Q16). */
+/* Activation quantization (docs/ENGINE.md), per row of K (K % 32 == 0):
+ * q [T*K] int16, block exponents e [T*K/32] int64 (scale 2^e, Q16), no
+ * block more than POAI_EXP_SPREAD below its token's largest. */
+#define POAI_EXP_SPREAD 10
+int poai_block_exponent(const int64_t *x);
+void poai_quantize_block(const int64_t *x, int e, int16_t *q);
 void poai_quantize_act(const int64_t *x, int64_t T, int64_t K, int16_t *q, int64_t *e);
-
-/* y[T, rows] = x[T, K] . W[rows, K]^T with W kept factored:
- * wq int8 [rows*K], scale and minv int32 [rows*K/bs] (minv may be NULL),
- * bs = 16 or 32.  Needs scratch q [T*K], e [T*K/32]. */
-void poai_matmul(const int64_t *x, int64_t T, int64_t K,
-                 const int8_t *wq, const int32_t *scale, const int32_t *minv,
-                 int64_t rows, int64_t bs, int64_t *y,
-                 int16_t *q, int64_t *e);
 
 /* RMSNorm of rows [T, n]: y = x * g / sqrt(mean(x^2) + eps); g Q24. */
 void poai_rmsnorm(const int64_t *x, int64_t T, int64_t n, const int64_t *g,

@@ -21,42 +21,50 @@ int64_t poai_packed_rowsets(int64_t rows, int64_t K) {
 }
 
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *s, int64_t *rnd, int64_t *asum, int nthreads) {
+                          int64_t *s, int64_t *ysh, int64_t *asum, int nthreads) {
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
     /* tokens are independent: any split gives the same bits */
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && T >= 8)
     for (int64_t t = 0; t < T; t++) {
-        int16_t q[POAI_QBLOCK];
+        const int64_t *xt = x + t * K;
         int16_t *d = qa + t * K;
+        /* the token's largest block exponent E; no block goes below E - 10 */
+        int emax = -15;
         for (int64_t b = 0; b < nb; b++) {
-            int64_t e;
-            poai_quantize_act(x + t * K + b * POAI_QBLOCK, 1, POAI_QBLOCK, q, &e);
+            int e0 = poai_block_exponent(xt + b * POAI_QBLOCK);
+            emax = e0 > emax ? e0 : emax;
+        }
+        int base = emax - POAI_EXP_SPREAD;
+        ysh[t] = 24 - base; /* in [17, 49] */
+        for (int64_t b = 0; b < nb; b++) {
+            int e0 = poai_block_exponent(xt + b * POAI_QBLOCK);
+            int e = e0 > base ? e0 : base;
+            int16_t q[POAI_QBLOCK];
+            poai_quantize_block(xt + b * POAI_QBLOCK, e, q);
             int64_t gi = b / g, l = b % g;
             int64_t sum = 0; /* |sum| <= 32 * 32767 < 2^20 */
             for (int64_t i = 0; i < POAI_QBLOCK; i++) {
                 d[gi * 32 * g + (i >> 1) * 2 * g + 2 * l + (i & 1)] = q[i];
                 sum += q[i];
             }
-            /* e in [-15, 17] (docs/ENGINE.md), so s = 17 - e in [0, 32]. */
-            int64_t sb = 17 - e;
             for (int64_t p = 0; p < POAI_LANES / g; p++) {
                 int64_t k = (t * ng + gi) * POAI_LANES + p * g + l;
-                s[k] = sb;
-                rnd[k] = sb > 0 ? (int64_t)1 << (sb - 1) : 0;
+                s[k] = e - base; /* in [0, 10] */
                 asum[k] = sum;
             }
         }
     }
 }
 
-void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow) {
+void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t ysh,
+                        int64_t *yrow) {
     int64_t P = POAI_LANES / g;
     for (int64_t p = 0; p < P; p++) {
         int64_t row = rs * P + p;
         if (row >= rows) break;
-        int64_t acc = 0; /* |acc| < 2^56 (docs/ENGINE.md) */
+        int64_t acc = 0; /* |acc| <= l1row * 2^25 < 2^63 (docs/ENGINE.md) */
         for (int64_t l = 0; l < g; l++) acc += lanes[p * g + l];
-        yrow[row] = (acc + 64) >> 7;
+        yrow[row] = (acc + ((int64_t)1 << (ysh - 1))) >> ysh;
     }
 }
 
@@ -67,7 +75,7 @@ void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t row
 static inline int64_t chunk_bytes(int wbits) { return wbits == 4 ? 256 : 512; }
 
 void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, const int16_t *qa,
-                       const int64_t *s, const int64_t *rnd, const int64_t *asum, int64_t T,
+                       const int64_t *s, const int64_t *ysh, const int64_t *asum, int64_t T,
                        const poai_pmat *w, int64_t *y, int nthreads) {
     int64_t K = w->K, rows = w->rows;
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
@@ -85,22 +93,21 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
             for (int64_t t = t0; t < t1;) {
                 int nt = t1 - t >= nt_wide ? nt_wide : 1;
                 const int16_t *ar[POAI_MAX_NT];
-                const int64_t *st[POAI_MAX_NT], *rt[POAI_MAX_NT], *at[POAI_MAX_NT];
+                const int64_t *st[POAI_MAX_NT], *at[POAI_MAX_NT];
                 for (int u = 0; u < nt; u++) {
                     int64_t o = (t + u) * ng * POAI_LANES;
                     ar[u] = qa + (t + u) * K;
                     st[u] = s + o;
-                    rt[u] = rnd + o;
                     at[u] = asum + o;
                 }
                 for (int64_t rs = r0; rs < r1; rs++) {
                     int64_t lanes[POAI_MAX_NT][16];
                     int64_t wo = rs * ng * POAI_LANES;
                     (nt == nt_wide ? wide : one)(wp + rs * ng * cb, ng, ar, psc0 + wo,
-                                                 psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0, st, rt,
-                                                 at, lanes);
+                                                 psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0, st, at,
+                                                 lanes);
                     for (int u = 0; u < nt; u++)
-                        poai_packed_finish(lanes[u], g, rs, rows, y + (t + u) * rows);
+                        poai_packed_finish(lanes[u], g, rs, rows, ysh[t + u], y + (t + u) * rows);
                 }
                 t += nt;
             }
@@ -187,28 +194,30 @@ POAI_PACKED_FN(poai_matmul_packed_generic) {
                          * most 2^31 * 2^26 = 2^57 (a nibble format's d * sum(n q), with the
                          * offset -8d or m folded in here): every partial sum < 2^58 */
                         if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
-                        /* rshift_round(inner, s), s in [0, 32]: |term| < 2^47 */
-                        lanes[u][L] += (inner + rnd[al + L]) >> s[al + L];
+                        /* inner * 2^s, s in [0, 10]: exact (the lane's partial
+                         * sums are bounded like the whole: < 2^63) */
+                        lanes[u][L] += (int64_t)((uint64_t)inner << s[al + L]);
                     }
                 }
             }
-            for (int64_t u = 0; u < nt; u++) poai_packed_finish(lanes[u], g, rs, rows, y + (t0 + u) * rows);
+            for (int64_t u = 0; u < nt; u++)
+                poai_packed_finish(lanes[u], g, rs, rows, ysh[t0 + u], y + (t0 + u) * rows);
         }
     }
     free(abc);
 }
 
-void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
+void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *ysh,
                       const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
                       int nthreads) {
     if (nthreads < 1) nthreads = 1;
     if (T <= 0 || w->rows <= 0) return;
     if (variant == POAI_VARIANT_AVX512 && poai_cpu_has_avx512())
-        poai_matmul_packed_avx512(qa, s, rnd, asum, T, w, y, nthreads);
+        poai_matmul_packed_avx512(qa, s, ysh, asum, T, w, y, nthreads);
     else if (variant == POAI_VARIANT_AVX2 && poai_cpu_has_avx2())
-        poai_matmul_packed_avx2(qa, s, rnd, asum, T, w, y, nthreads);
+        poai_matmul_packed_avx2(qa, s, ysh, asum, T, w, y, nthreads);
     else
-        poai_matmul_packed_generic(qa, s, rnd, asum, T, w, y, nthreads);
+        poai_matmul_packed_generic(qa, s, ysh, asum, T, w, y, nthreads);
 }
 
 /* ------------------------------------------------------------------------ */

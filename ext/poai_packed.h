@@ -2,9 +2,9 @@
  * poai_packed.h -- the matrix product on the one in-memory weight layout
  * every native kernel reads (portable C, AVX2, AVX-512).
  *
- * The arithmetic is docs/ENGINE.md's "Matrix product", unchanged; only the
- * order of the exact integer sums differs (any order gives the same value),
- * and every per-block rounding is the definition's.  Variants
+ * The arithmetic is docs/ENGINE.md's "Matrix product": every block's
+ * contribution is an exact integer shifted left by at most 10, the sums are
+ * exact (any order gives the same value) and each output is rounded once.  Variants
  * (poai_matmul_pmat's `variant`):
  *
  *   POAI_VARIANT_GENERIC (0)  portable C
@@ -34,9 +34,9 @@
  * Activation quants of one token are int16 in the same order over blocks
  * only: A[gi*32g + k*2g + 2l + e]; a kernel broadcasts those 2g values to the
  * P row positions.  Per-lane weight data (psc0, psc1, pmn) are int32
- * [nrs][ng][16]; per-lane activation data (the rounding shift s = 17 - e,
- * its bias rnd = 2^(s-1) or 0, asum) are int64 [T][ng][16] (the block's
- * value repeated for every p).
+ * [nrs][ng][16]; per-lane activation data (the left shift s = e - B in
+ * [0, 10] and asum) are int64 [T][ng][16] (the block's value repeated for
+ * every p); ysh [T] is each token's final right shift 24 - B.
  */
 #ifndef POAI_PACKED_H
 #define POAI_PACKED_H
@@ -66,22 +66,22 @@ typedef struct {
 int64_t poai_packed_group(int64_t K);
 int64_t poai_packed_rowsets(int64_t rows, int64_t K);
 
-/* Quantize x [T, K] (docs/ENGINE.md) into packed int16 quants qa [T*K] and
- * per-lane s, rnd, asum [T * ng * 16] (int64). */
+/* Quantize x [T, K] (docs/ENGINE.md) into packed int16 quants qa [T*K],
+ * per-lane s, asum [T * ng * 16] and per-token ysh [T] (int64). */
 void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *s, int64_t *rnd, int64_t *asum, int nthreads);
+                          int64_t *s, int64_t *ysh, int64_t *asum, int nthreads);
 
 /* y [T, w->rows] = quantized activations (poai_quantize_packed of x [T, w->K])
  * times w; nthreads >= 1 splits the row sets (the result does not depend on
  * it).  A SIMD variant this CPU lacks runs as POAI_VARIANT_GENERIC (same
  * bits); an unknown variant too. */
-void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *rnd,
+void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *ysh,
                       const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
                       int nthreads);
 
 /* The variants themselves (callers check the CPU first). */
 #define POAI_PACKED_FN(name)                                                                 \
-    void name(const int16_t *qa, const int64_t *s, const int64_t *rnd,                       \
+    void name(const int16_t *qa, const int64_t *s, const int64_t *ysh,                       \
               const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y, int nthreads)
 
 POAI_PACKED_FN(poai_matmul_packed_generic);
@@ -89,23 +89,24 @@ POAI_PACKED_FN(poai_matmul_packed_avx2);
 POAI_PACKED_FN(poai_matmul_packed_avx512);
 
 /* A variant's inner kernel: one row set (its weight chunks w, ng groups)
- * against nt tokens (a[u], s[u], rnd[u], asum[u] for u < nt); writes the 16
- * int64 lane sums of each token to lanes[u]. */
+ * against nt tokens (a[u], s[u], asum[u] for u < nt); writes the 16 int64
+ * lane sums of each token to lanes[u]. */
 typedef void (*poai_rowset_fn)(const uint8_t *w, int64_t ng, const int16_t *const *a,
                                const int32_t *sc0, const int32_t *sc1, const int32_t *mn,
-                               const int64_t *const *s, const int64_t *const *rnd,
-                               const int64_t *const *asum, int64_t (*lanes)[16]);
+                               const int64_t *const *s, const int64_t *const *asum,
+                               int64_t (*lanes)[16]);
 
 /* The shared driver of the SIMD variants: token tiles, OpenMP over chunks
  * of row sets, `wide` (taking nt_wide tokens, at most POAI_MAX_NT) and `one` (1 token)
  * inner kernels for the matrix's group size and weight width. */
 void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, const int16_t *qa,
-                       const int64_t *s, const int64_t *rnd, const int64_t *asum, int64_t T,
+                       const int64_t *s, const int64_t *ysh, const int64_t *asum, int64_t T,
                        const poai_pmat *w, int64_t *y, int nthreads);
 
 /* Sum the 16 int64 lane terms of one row set into its P row results:
- * y_row = rshift_round(sum of the row's g lanes, 7). */
-void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t *yrow);
+ * y_row = rshift_round(sum of the row's g lanes, ysh), ysh in [17, 49]. */
+void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t ysh,
+                        int64_t *yrow);
 
 /* CPU support, from CPUID/XGETBV (cached): 1 if the variant can run here. */
 int poai_cpu_has_avx2(void);

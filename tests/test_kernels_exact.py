@@ -74,6 +74,52 @@ def test_quantize_act_bounds_over_many_scales():
         assert not np.any(fits_smaller & (e[:, 0] > -15))
 
 
+def test_quantize_act_exponent_spread(native_ops):
+    """A token's blocks never go more than 10 exponents below its largest
+    (a block 2**12 times smaller than the largest is quantized on the coarser
+    grid), tokens are independent, and the C quantizer agrees."""
+    from poai.engine.fixedpoint import ACT_EXP_SPREAD
+
+    assert ACT_EXP_SPREAD == 10
+    x = np.zeros((3, 96), dtype=np.int64)
+    x[0, :32] = 2**30            # e0 = 16
+    x[0, 32:64] = 2**18 + 1      # e0 = 4: clamped to 6
+    x[0, 64:] = 3                # e0 = -15: clamped to 6 -> quantizes to 0
+    x[1, :32] = 2**18 + 1        # the same small values under a smaller largest block:
+    x[1, 64:] = 3                # e0 = 4, -15 (zeros), -14: clamped to -6
+    x[2] = np.arange(96) - 48    # small blocks within the spread keep their own e0
+    q, e = ref.quantize_act(x)
+    assert e[0].tolist() == [16, 6, 6]
+    assert e[1].tolist() == [4, -6, -6]
+    assert e[2].tolist() == [-9, -10, -9]
+    assert np.all(q[0, 64:] == 0) and np.all(q[1, 64:] == 3 << 6)
+    nq, ne = native_ops.quantize_act(x)
+    assert_same(q, nq)
+    assert_same(e, ne)
+
+
+def test_row_l1_bound_is_checked(native_ops):
+    """A weight row whose L1 norm reaches 2**38 (units 2**-24) is refused by
+    every kernel with the same error (the accumulator bound needs it)."""
+    from poai.engine.fixedpoint import L1ROW_LIMIT_BITS
+    from poai.engine.gguf_convert import QuantMatrix
+
+    cols = 4096                    # 128 blocks of 32 weights of 127 * 2**20 each
+    q = np.full((2, cols), 127, dtype=np.int8)
+    scale = np.full((2, cols // 32), 2**20, dtype=np.int32)
+    w = QuantMatrix.from_quants("big", "Q8_0", q, scale, None, 32)
+    assert w.l1row == cols * 127 * 2**20 and w.l1row >= 1 << L1ROW_LIMIT_BITS
+    assert w.l1blk < 1 << 32
+    x = np.ones((1, cols), dtype=np.int64)
+    for op in (ref, native_ops):
+        with pytest.raises(EngineRangeError, match="row's L1 norm"):
+            op.matmul(x, w)
+    ok = QuantMatrix.from_quants("ok", "Q8_0", q[:, :2048], scale[:, :64], None, 32)
+    assert ok.l1row < 1 << L1ROW_LIMIT_BITS
+    assert_same(ref.matmul(np.full((2, 2048), LIM, np.int64), ok),
+                native_ops.matmul(np.full((2, 2048), LIM, np.int64), ok))
+
+
 def test_quantize_act(native_ops):
     rng = _rng(1)
     for x in (_activations(rng, 37, 96), _edge_activations(64), _activations(rng, 1, 32, 30)):

@@ -29,6 +29,15 @@ ACT_QMAX = 32767            # activation quants are int16 in [-32767, 32767]
 # blocks a of sum_{i in a} |W[j, i]|, units 2**-24 (i.e. < 256.0).  With
 # |q| <= 2**15 it keeps a block's inner sum below 2**47 (see matmul).
 L1BLK_LIMIT_BITS = 32
+# Activation blocks of one token are quantized with exponents at most
+# ACT_EXP_SPREAD below the token's largest (smaller blocks get the coarser
+# exponent), so the matrix product adds every block exactly, shifted left by
+# at most ACT_EXP_SPREAD, and rounds once (docs/ENGINE.md "Matrix product").
+ACT_EXP_SPREAD = 10
+# Bound on every weight row's L1 norm, units 2**-24 (i.e. < 16384.0): with
+# |q| <= 2**15 and shifts <= ACT_EXP_SPREAD it keeps the accumulator of one
+# output below 2**(15 + 10 + 38) = 2**63.
+L1ROW_LIMIT_BITS = 63 - 15 - ACT_EXP_SPREAD
 
 INT64_LIMIT = 1 << 63
 

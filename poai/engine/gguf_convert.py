@@ -43,17 +43,20 @@ class QuantMatrix:
     scale: int32 [rows, cols // block]   units of 2**-24
     minv:  int32 [rows, cols // block] or None (symmetric formats)
     block: 16 or 32 (elements sharing one scale)
+    l1row: max over rows j of sum_i |W[j, i]| in units of 2**-24 (exact int):
+           bounds the matmul accumulator (ops_reference.matmul).
     l1blk: max over rows j and 32-wide column blocks a of sum_{i in a} |W[j, i]|
            in units of 2**-24 (exact int); bounds every matmul accumulator
            (see ops_reference.matmul).
     packed: the PackedMatrix the native kernels read (ops.packed(w)).
     """
 
-    __slots__ = ("name", "fmt", "block", "l1blk", "packed", "qoff", "__weakref__")
+    __slots__ = ("name", "fmt", "block", "l1blk", "l1row", "packed", "qoff", "__weakref__")
 
-    def __init__(self, name: str, fmt: str, block: int, l1blk: int, packed: PackedMatrix,
+    def __init__(self, name: str, fmt: str, block: int, l1blk: int, l1row: int, packed: PackedMatrix,
                  qoff: int) -> None:
         self.name, self.fmt, self.block, self.l1blk = name, fmt, block, l1blk
+        self.l1row = l1row
         self.packed, self.qoff = packed, qoff
 
     def __repr__(self) -> str:
@@ -170,7 +173,7 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
         raise UnsupportedModelError(f"tensor {name}: 16-wide blocks with offsets have no packed form")
     packer = packed_mod.Packer(rows, cols, wbits, block == 16, has_minv or qoff != 0)
     nblk = cols // block
-    l1blk = 0
+    l1blk = l1row = 0
     for r0, qc, sc, mn in chunks:
         n = qc.shape[0]
         # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
@@ -180,6 +183,9 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
             w += mn.astype(np.int64)[..., None]
         blk = np.abs(w).reshape(n, cols // 32, 32).sum(axis=2)
         l1blk = max(l1blk, int(blk.max()) if blk.size else 0)
+        # l1row: the exact largest L1 norm of a whole row (bounds the matmul's
+        # accumulator, docs/ENGINE.md "Matrix product")
+        l1row = max(l1row, int(blk.sum(axis=1).max()) if blk.size else 0)
         del w, blk
         if block == 16:
             sc0, sc1 = sc[:, 0::2], sc[:, 1::2]
@@ -188,7 +194,7 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
         if qoff:
             mn = (-qoff * sc.astype(np.int64)).astype(np.int32)   # |8 * scale| < 2**31
         packer.add(r0, qc, sc0, sc1, mn, qoff)
-    return QuantMatrix(name, fmt, block, l1blk, packer.done(), qoff)
+    return QuantMatrix(name, fmt, block, l1blk, l1row, packer.done(), qoff)
 
 
 # --- exact decoding of IEEE half / single bit patterns ------------------------

@@ -16,10 +16,12 @@ import numpy as np
 
 from poai.engine import tables
 from poai.engine.fixedpoint import (
+    ACT_EXP_SPREAD,
     ACT_FRAC_BITS,
     QBLOCK,
     ACT_QMAX,
     L1BLK_LIMIT_BITS,
+    L1ROW_LIMIT_BITS,
     SCALE_FRAC_BITS,
     UNIT_FRAC_BITS,
     bit_length_array,
@@ -44,19 +46,24 @@ EXP_CLAMP_Q16 = -(64 << ACT_FRAC_BITS)   # exp(-64) * 2**30 < 2**-61: rounds to 
 def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per token, per block of 32: x ~= q * 2**e, q int16 in [-32767, 32767].
 
-    The block scale is the smallest power of two 2**e (Q16 units) with
-    amax <= 32767 * 2**e (amax = the block's largest |x|):
-        e = bitlen(amax) - 15, plus 1 if e > 0 and amax > 32767 << e
-            (amax = 0: e = -15; |x| < 2**31 gives e <= 17)
-        q = rshift_round(x, e)   if e > 0
-            x << -e              if e <= 0          |x << 15| < 2**46
-    |x| <= 32767 * 2**e, so |q| <= 32767 after rounding, and q keeps at
-    least 14 significant bits of the block's largest value.  Requires
-    |x| < 2**31.  Returns q int16 [T, K], e int64 [T, K/32] in [-15, 17].
+    The block's own scale is the smallest power of two 2**e0 (Q16 units)
+    with amax <= 32767 * 2**e0 (amax = the block's largest |x|):
+        e0 = bitlen(amax) - 15, plus 1 if e0 > 0 and amax > 32767 << e0
+             (amax = 0: e0 = -15; |x| < 2**31 gives e0 <= 17)
+    and no block goes more than ACT_EXP_SPREAD (10) below the token's
+    largest exponent E = max e0 (a block 2**10 times smaller than the
+    token's largest keeps fewer bits; its error is still below 2**-25 of the
+    token's largest value):
+        e  = max(e0, E - 10)                              in [-15, 17]
+        q  = rshift_round(x, e)  if e > 0
+             x << -e             if e <= 0                |x << 15| < 2**46
+    |x| <= 32767 * 2**e0 <= 32767 * 2**e, so |q| <= 32767 after rounding;
+    the token's largest block keeps at least 14 significant bits.  Requires
+    |x| < 2**31.  Returns q int16 [T, K], e int64 [T, K/32].
 
     (Protocol 1 used int8 quants with a 16-bit scale mantissa; protocol 2
-    int16 quants with that mantissa.  A power-of-two scale needs no
-    division to quantize and no multiply per block in the matrix product.)
+    int16 quants with that mantissa; protocol 3 power-of-two scales; protocol
+    4 bounds their spread so the matrix product rounds once per output.)
     """
     t, k = x.shape
     check_range(x, 31, "matmul input")
@@ -65,6 +72,8 @@ def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     e = bit_length_array(amax) - 15
     bump = (e > 0) & (amax > (np.int64(ACT_QMAX) << np.maximum(e, 0)))
     e = e + bump                      # in [-15, 17] by construction
+    if e.size:
+        e = np.maximum(e, e.max(axis=1, keepdims=True) - ACT_EXP_SPREAD)
     ee = e[..., None]
     q = np.where(ee > 0, rshift_round_var(xb, np.maximum(ee, 0)), xb << np.maximum(-ee, 0))
     return q.reshape(t, k).astype(np.int16), e
@@ -82,8 +91,8 @@ def check_matmul(x: np.ndarray, *weights: QuantMatrix) -> None:
             raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
         if k % QBLOCK:
             raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
-        if w.l1blk >= 1 << L1BLK_LIMIT_BITS:
-            raise EngineRangeError(f"matmul {w.name}: a weight block's L1 norm exceeds the engine's bound")
+        if w.l1blk >= 1 << L1BLK_LIMIT_BITS or w.l1row >= 1 << L1ROW_LIMIT_BITS:
+            raise EngineRangeError(f"matmul {w.name}: a weight row's L1 norm exceeds the engine's bound")
     check_range(x, 31, "matmul input")
 
 
@@ -97,28 +106,33 @@ def check_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
 def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     """y[t, j] = sum_i x[t, i] * W[j, i], Q16 in, Q16 out.
 
-    With q, e = quantize_act(x), for every activation block a of 32 and
+    With q, e = quantize_act(x), B[t] = max_a e[t,a] - 10 (so every
+    e[t,a] - B[t] lies in [0, 10]), for every activation block a of 32 and
     the weight blocks b (16 or 32 wide) inside it:
 
         isum[t,j,b]  = sum_{i in b} qw[j,i] * q[t,i]      |.| <= 32*128*32767 < 2**27
         asum[t,b]    = sum_{i in b} q[t,i]                |.| <= 32*32767 < 2**20
         inner[t,j,a] = sum_{b in a} scale[j,b]*isum + minv[j,b]*asum
-                     = sum_{i in a} W[j,i] * q[t,i]       |.| <= 2**15 * l1blk < 2**47
-        acc[t,j]     = sum_a rshift_round(inner, 17 - e[t,a])      shift in [0, 32]
-        y[t,j]       = rshift_round(acc, 7)
+                     = sum_{i in a} W[j,i] * q[t,i]       (exact)
+        acc[t,j]     = sum_a inner * 2**(e[t,a] - B[t])   (exact, no rounding)
+        y[t,j]       = rshift_round(acc, 24 - B[t])       shift in [17, 49]
 
-    l1blk < 2**32 is the weight's largest 32-block L1 norm (QuantMatrix).
-    Each acc term is the block's contribution in Q16 with 7 guard bits:
-    inner * 2**-24 * 2**e * 2**7; |term| < 2**47 and, with K < 2**14
-    (< 2**9 blocks), |acc| < 2**56.
+    Each acc term is block a's contribution inner * 2**-24 * 2**e in units
+    of 2**(B - 24); every |q * 2**(e - B)| <= 2**15 * 2**10, so
+    |acc| <= l1row * 2**25 < 2**63 with l1row < 2**38 the weight's largest
+    row L1 norm (QuantMatrix, checked).  The sums are exact integers, so any
+    order (SIMD lanes, VNNI, AMX tiles) gives the same value, and the only
+    rounding is the last one.
     """
     t, k = x.shape
     check_matmul(x, w)
     q, e = quantize_act(x)
+    base = e.max(axis=1) - ACT_EXP_SPREAD if e.size else np.zeros(t, np.int64)
     bs = w.block
     qa = q.astype(np.float64)
     qw = w.q.astype(np.float64)
-    scale, minv = w.scale, w.minv   # unpacked once (QuantMatrix stores them packed)
+    scale = w.scale.astype(np.int64)
+    minv = None if w.minv is None else w.minv.astype(np.int64)
     acc = np.zeros((t, w.rows), dtype=np.int64)
     for a in range(k // QBLOCK):
         inner = np.zeros((t, w.rows), dtype=np.int64)
@@ -126,12 +140,12 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
             lo, hi = b * bs, (b + 1) * bs
             # float64 BLAS on integers: every partial sum < 2**27 < 2**53: exact.
             isum = (qa[:, lo:hi] @ qw[:, lo:hi].T).astype(np.int64)
-            inner += isum * scale[:, b].astype(np.int64)[None, :]
+            inner += isum * scale[:, b][None, :]
             if minv is not None:
                 asum = q[:, lo:hi].astype(np.int64).sum(axis=1)
-                inner += asum[:, None] * minv[:, b].astype(np.int64)[None, :]
-        acc += rshift_round_var(inner, (17 - e[:, a])[:, None])
-    return rshift_round(acc, 7)
+                inner += asum[:, None] * minv[:, b][None, :]
+        acc += inner << (e[:, a] - base)[:, None]
+    return rshift_round_var(acc, (24 - base)[:, None])
 
 
 def matmul_many(x: np.ndarray, ws) -> list[np.ndarray]:

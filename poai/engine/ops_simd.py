@@ -148,7 +148,7 @@ class PackedOps:
 def _build_fused(ops: PackedOps, model):
     """A _native.FusedLlama over ``ops``' packed weights of a llama model."""
     from poai.engine import tables
-    from poai.engine.fixedpoint import L1BLK_LIMIT_BITS
+    from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, L1ROW_LIMIT_BITS
 
     cfg = model.config
     if cfg.arch != "llama":
@@ -156,7 +156,8 @@ def _build_fused(ops: PackedOps, model):
     layers = []
     for layer in model.layers:
         mats = (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down)
-        if any(w is None or w.l1blk >= 1 << L1BLK_LIMIT_BITS for w in mats):
+        if any(w is None or w.l1blk >= 1 << L1BLK_LIMIT_BITS or w.l1row >= 1 << L1ROW_LIMIT_BITS
+               for w in mats):
             return None
         if layer.wo_b is not None:
             return None
