@@ -86,12 +86,17 @@ T256 static INLINE __m256i wpair(const int NIB, const uint8_t *wg, int k, int h)
     return _mm256_cvtepu8_epi16(_mm_and_si128(n, _mm_set1_epi8(0x0F)));
 }
 
-T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const uint8_t *w,
-                                  int64_t ng, const int16_t *const *a, const int32_t *sc0,
-                                  const int32_t *sc1, const int32_t *mn,
+/* One row set against NT (1, 2 or 4) tokens; G, NT, NIB and S1 (16-wide
+ * weight blocks: psc1 set) are constants after inlining.  Without S1 the
+ * 16 pairs of a block go into one int32 accumulator per token (|sum| <=
+ * 32 * 128 * 32767 < 2^27); with S1 pairs 0-7 and 8-15 stay apart (each
+ * < 2^26), as their scales differ. */
+T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const int S1,
+                                  const uint8_t *w, int64_t ng, const int16_t *const *a,
+                                  const int32_t *sc0, const int32_t *sc1, const int32_t *mn,
                                   const int64_t *const *s, const int64_t *const *asum,
                                   int64_t (*lanes)[16]) {
-    __m256i acc[2][4];
+    __m256i acc[4][4];
     const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
     for (int u = 0; u < NT; u++)
         for (int q = 0; q < 4; q++) acc[u][q] = _mm256_setzero_si256();
@@ -99,62 +104,70 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
         const uint8_t *wg = w + gi * cb;
         int64_t ao = gi * 32 * G, wl = gi * 16;
         for (int h = 0; h < 2; h++) {
-            /* pairs 0-7 (x) and 8-15 (y) per token; vpmaddwd of int16 pairs:
-             * |x|, |y| <= 8 * 2 * 128 * 32767 < 2^26 (int8) or < 2^23 (0..15) */
-            __m256i x0 = _mm256_setzero_si256(), x1 = x0, y0 = x0, y1 = x0;
-#pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) {
+            __m256i x[4], y[4];
+            for (int u = 0; u < NT; u++) x[u] = y[u] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+            for (int k = 0; k < 16; k++) {
                 __m256i wv = wpair(NIB, wg, k, h);
-                x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(wv, bcast(G, a[0] + ao + k * 2 * G, h)));
-                if (NT > 1) x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(wv, bcast(G, a[1] + ao + k * 2 * G, h)));
-            }
-#pragma GCC unroll 8
-            for (int k = 8; k < 16; k++) {
-                __m256i wv = wpair(NIB, wg, k, h);
-                y0 = _mm256_add_epi32(y0, _mm256_madd_epi16(wv, bcast(G, a[0] + ao + k * 2 * G, h)));
-                if (NT > 1) y1 = _mm256_add_epi32(y1, _mm256_madd_epi16(wv, bcast(G, a[1] + ao + k * 2 * G, h)));
+#pragma GCC unroll 4
+                for (int u = 0; u < NT; u++) {
+                    __m256i p = _mm256_madd_epi16(wv, bcast(G, a[u] + ao + k * 2 * G, h));
+                    if (S1 && k >= 8) y[u] = _mm256_add_epi32(y[u], p);
+                    else x[u] = _mm256_add_epi32(x[u], p);
+                }
             }
             int64_t l8 = wl + 8 * h;
-            wdata8 wd = load_wdata8(sc0 + l8, sc1 ? sc1 + l8 : 0, mn ? mn + l8 : 0);
-            epilogue8(&acc[0][2 * h], x0, y0, &wd, s[0] + l8, asum[0] + l8);
-            if (NT > 1)
-                epilogue8(&acc[1][2 * h], x1, y1, &wd, s[1] + l8, asum[1] + l8);
+            wdata8 wd = load_wdata8(sc0 + l8, S1 ? sc1 + l8 : 0, mn ? mn + l8 : 0);
+#pragma GCC unroll 4
+            for (int u = 0; u < NT; u++)
+                epilogue8(&acc[u][2 * h], x[u], S1 ? y[u] : _mm256_setzero_si256(), &wd,
+                          s[u] + l8, asum[u] + l8);
         }
     }
     for (int u = 0; u < NT; u++)
         for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(lanes[u] + 4 * q), acc[u][q]);
 }
 
-#define ROWSET_FN(G, NT, NIB)                                                                 \
-    T256 static void rowset_##G##_##NT##_##NIB(                                              \
+#ifndef NT_WIDE_AVX2
+#define NT_WIDE_AVX2 4   /* tokens per wide call */
+#endif
+#define ROWSET_FN(G, NT, NIB, S1)                                                             \
+    T256 static void rowset_##G##_##NT##_##NIB##_##S1(                                       \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
         const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
         const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
-        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, asum, lanes);                       \
+        rowset_nt(G, NT, NIB, S1, w, ng, a, sc0, sc1, mn, s, asum, lanes);                   \
     }
-#define ROWSET_FNS(G) ROWSET_FN(G, 2, 0) ROWSET_FN(G, 1, 0) ROWSET_FN(G, 2, 1) ROWSET_FN(G, 1, 1)
+#define ROWSET_FNS2(G, NT) ROWSET_FN(G, NT, 0, 0) ROWSET_FN(G, NT, 1, 0) ROWSET_FN(G, NT, 0, 1) \
+    ROWSET_FN(G, NT, 1, 1)
+#define ROWSET_FNS1(G, NT) ROWSET_FNS2(G, NT)
+#define ROWSET_FNS(G) ROWSET_FNS1(G, NT_WIDE_AVX2) ROWSET_FNS1(G, 1)
 ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
 
-/* (g, nibbles) -> the inner kernels for that group size and weight width */
+/* (g, nibbles, 16-wide blocks) -> the inner kernels */
+#define NAME_(G, NT, NIB, S1) rowset_##G##_##NT##_##NIB##_##S1
+#define NAME(G, NT, NIB, S1) NAME_(G, NT, NIB, S1)
+#define SEL(G, NT) (nib ? (s1 ? NAME(G, NT, 1, 1) : NAME(G, NT, 1, 0)) \
+                        : (s1 ? NAME(G, NT, 0, 1) : NAME(G, NT, 0, 0)))
 #define PICK(G)                                                                               \
     case G:                                                                                  \
-        *wide = nib ? rowset_##G##_2_1 : rowset_##G##_2_0;                                   \
-        *one = nib ? rowset_##G##_1_1 : rowset_##G##_1_0;                                    \
+        *wide = SEL(G, NT_WIDE_AVX2);                                                        \
+        *one = SEL(G, 1);                                                                    \
         break;
-static void pick(int64_t g, int nib, poai_rowset_fn *wide, poai_rowset_fn *one) {
+static void pick(int64_t g, int nib, int s1, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
     PICK(16) PICK(8) PICK(4) PICK(2)
     default:
-        *wide = nib ? rowset_1_2_1 : rowset_1_2_0;
-        *one = nib ? rowset_1_1_1 : rowset_1_1_0;
+        *wide = SEL(1, NT_WIDE_AVX2);
+        *one = SEL(1, 1);
         break;
     }
 }
 
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
     poai_rowset_fn wide, one;
-    pick(poai_packed_group(w->K), w->wbits == 4, &wide, &one);
-    poai_packed_drive(wide, 2, one, qa, s, ysh, asum, T, w, y, nthreads);
+    pick(poai_packed_group(w->K), w->wbits == 4, w->psc1 != 0, &wide, &one);
+    poai_packed_drive(wide, NT_WIDE_AVX2, one, qa, s, ysh, asum, T, w, y, nthreads);
 }
 #else
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
