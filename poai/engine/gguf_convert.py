@@ -174,7 +174,7 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
     for r0, qc, sc, mn in chunks:
         n = qc.shape[0]
         # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
-        # weights (units 2**-24); int64 temporaries of one chunk (<= 1024 rows).
+        # weights (units 2**-24); int64 temporaries of one chunk (<= ROW_CHUNK rows).
         w = qc.reshape(n, nblk, block).astype(np.int64) * sc.astype(np.int64)[..., None]
         if mn is not None:
             w += mn.astype(np.int64)[..., None]
