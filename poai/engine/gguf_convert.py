@@ -86,40 +86,45 @@ class QuantMatrix:
         out[:, 1::2] = packed_mod.unpack_lanes(pm, pm.psc1, ids)
         return out
 
+    @property
+    def has_minv(self) -> bool:
+        """Whether the canonical form has offsets (Q4_0's folded -8 is none)."""
+        return not self.qoff and self.packed.pmn is not None
+
     def minv_rows(self, ids) -> np.ndarray | None:
-        if self.qoff or self.packed.pmn is None:
+        if not self.has_minv:
             return None
         return packed_mod.unpack_lanes(self.packed, self.packed.pmn, ids)
 
-    def _whole(self, part, width: int) -> np.ndarray:
-        out = np.empty((self.rows, width), dtype=np.int8 if part == "q" else np.int32)
+    def _whole(self, rows_of, dtype, width: int) -> np.ndarray:
+        out = np.empty((self.rows, width), dtype=dtype)
         for r0, r1 in packed_mod.row_chunks(self.rows):
-            out[r0:r1] = getattr(self, part + "_rows")(np.arange(r0, r1))
+            out[r0:r1] = rows_of(np.arange(r0, r1))
         return out
 
     @property
     def q(self) -> np.ndarray:
-        return self._whole("q", self.cols)
+        return self._whole(self.q_rows, np.int8, self.cols)
 
     @property
     def scale(self) -> np.ndarray:
-        return self._whole("scale", self.cols // self.block)
+        return self._whole(self.scale_rows, np.int32, self.cols // self.block)
 
     @property
     def minv(self) -> np.ndarray | None:
-        if self.qoff or self.packed.pmn is None:
+        if not self.has_minv:
             return None
-        return self._whole("minv", self.cols // self.block)
+        return self._whole(self.minv_rows, np.int32, self.cols // self.block)
 
     def canonical_chunks(self):
         """The canonical bytes (model.canonical_hash): q row-major int8, then
         scale and minv as little-endian int32 -- in row chunks, never whole."""
-        for part in ("q", "scale", "minv"):
-            if part == "minv" and self.minv_rows(np.arange(0)) is None:
-                continue
+        parts = [(self.q_rows, np.int8), (self.scale_rows, "<i4")]
+        if self.has_minv:
+            parts.append((self.minv_rows, "<i4"))
+        for rows_of, dtype in parts:
             for r0, r1 in packed_mod.row_chunks(self.rows):
-                a = getattr(self, part + "_rows")(np.arange(r0, r1))
-                yield np.ascontiguousarray(a.astype("<i4" if part != "q" else np.int8, copy=False))
+                yield np.ascontiguousarray(rows_of(np.arange(r0, r1)).astype(dtype, copy=False))
 
     def dequant_rows(self, rows: np.ndarray) -> np.ndarray:
         """Exact W[rows, :] as int64 in units of 2**-24."""
@@ -177,7 +182,7 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
     for r0, qc, sc, mn in chunks:
         n = qc.shape[0]
         # l1blk: exact largest L1 norm of a row's 32-wide block of dequantized
-        # weights (units 2**-24); int64 temporaries of one chunk (<= 1024 rows).
+        # weights (units 2**-24); int64 temporaries of one chunk (<= ROW_CHUNK rows).
         w = qc.reshape(n, nblk, block).astype(np.int64) * sc.astype(np.int64)[..., None]
         if mn is not None:
             w += mn.astype(np.int64)[..., None]

@@ -44,12 +44,37 @@ _NUMERIC = {UINT8: ("B", "<u1"), INT8: ("b", "<i1"), UINT16: ("H", "<u2"), INT16
 class Field:
     """One key/value: gtype is the GGUF type.  Scalars: an int (floats as
     their bit pattern, bools as 0/1) or bytes (STRING).  ARRAY: item_type and
-    an int NumPy array (floats as bit patterns), a list of bytes (strings) or
+    an int NumPy array (floats as bit patterns), a StringArray (strings) or
     a list of nested (item_type, values) for arrays of arrays."""
 
     gtype: int
     value: object
     item_type: int | None = None
+
+
+class StringArray:
+    """A string array kept as one bytes blob and end offsets (a vocabulary is
+    ~100k strings: one Python object each would cost several MiB); items are
+    the raw bytes."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray) -> None:
+        self.blob, self.ends = blob, ends
+
+    def __len__(self) -> int:
+        return int(self.ends.shape[0])
+
+    def __getitem__(self, i: int) -> bytes:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        start = int(self.ends[i - 1]) if i else 0
+        return self.blob[start:int(self.ends[i])]
+
+    def __iter__(self):
+        start = 0
+        for end in self.ends.tolist():
+            yield self.blob[start:end]
+            start = end
 
 
 @dataclass(frozen=True)
@@ -105,7 +130,7 @@ class _Cursor:
                 raise GGUFFormatError("arrays nested too deeply")
             item, count = self.u32(), self.u64()
             if item == STRING:
-                return Field(ARRAY, [self.string() for _ in range(self._count(count, 8))], item)
+                return Field(ARRAY, self._strings(self._count(count, 8)), item)
             if item == ARRAY:
                 nested = []
                 for _ in range(self._count(count, 12)):
@@ -120,6 +145,14 @@ class _Cursor:
         if gtype != STRING and gtype not in _NUMERIC:
             raise GGUFFormatError(f"unknown GGUF value type {gtype}")
         return Field(gtype, self.scalar(gtype))
+
+    def _strings(self, count: int) -> "StringArray":
+        blob = bytearray()
+        ends = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            blob += self.string()
+            ends[i] = len(blob)
+        return StringArray(bytes(blob), ends)
 
     def _count(self, count: int, min_item: int) -> int:
         if count * min_item > self.size - self.pos:

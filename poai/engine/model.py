@@ -262,7 +262,9 @@ class _Tensors:
         shape = [int(x) for x in t.shape]
         if shape != [cols, rows]:
             raise UnsupportedModelError(f"tensor {name}: shape {shape}, expected {[cols, rows]}")
-        return quant_matrix(name, t.tensor_type.name, self.reader.read_tensor(t), cols)
+        m = quant_matrix(name, t.tensor_type.name, self.reader.read_tensor(t), cols)
+        release_free_heap()   # the tensor's bytes and decode temporaries
+        return m
 
     def vector(self, name: str, n: int, frac_bits: int = VEC_FRAC_BITS, optional: bool = False):
         t = self.by_name.get(name)
@@ -393,7 +395,32 @@ def read_model(path: str | os.PathLike, reader=None) -> CanonicalModel:
         output=output,
     )
     model.canonical_sha256 = canonical_hash(model)
+    release_free_heap()
     return model
+
+
+_TRIM = None   # libc's malloc_trim once looked up (False where there is none)
+
+
+def release_free_heap() -> None:
+    """Give the conversion's freed temporaries back to the OS.
+
+    Conversion frees many multi-MiB temporaries between long-lived packed
+    arrays; glibc keeps such holes in its heap (its mmap threshold grows after
+    the first large free), so without this they count in the process's
+    resident memory for good.  malloc_trim(0) releases every free page.  A
+    no-op where the C library has no malloc_trim."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL(None).malloc_trim
+            _TRIM.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
 
 
 def canonical_hash(model: CanonicalModel) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 LANES = 16
 QBLOCK = 32
-ROW_CHUNK = 1024     # rows per packing/unpacking step (a multiple of 16): bounds the temporaries
+ROW_CHUNK = 256      # rows per packing/unpacking step (a multiple of 16): bounds the temporaries
 
 
 def group(K: int) -> int:
