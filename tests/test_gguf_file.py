@@ -23,7 +23,7 @@ def test_header_matches_gguf_reader(tmp_path: Path):
     ours = open_reader(path)
     theirs = gguf.GGUFReader(str(path))
     assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
-    for a, b in zip(ours.tensors, theirs.tensors):
+    for a, b in zip(ours.tensors, theirs.tensors, strict=True):
         assert list(a.shape) == [int(x) for x in b.shape]
         assert a.tensor_type == b.tensor_type and a.n_bytes == int(b.n_bytes)
         assert np.array_equal(ours.read_tensor(a).reshape(-1), np.asarray(b.data).view(np.uint8).reshape(-1))
