@@ -21,7 +21,7 @@ import numpy as np
 from poai.engine.fixedpoint import ACT_FRAC_BITS
 from poai.engine.forward import BatchResult, ForwardResult, run_forward, run_forward_batch
 from poai.engine.kernels import get_ops, resolve_name
-from poai.engine.model import CanonicalModel, Config, open_reader, read_model
+from poai.engine.model import CanonicalModel, Config, open_reader, read_model, release_free_heap
 from poai.errors import ConversionMismatchError
 
 __all__ = ["Model", "load", "ForwardResult", "BatchResult"]
@@ -102,4 +102,6 @@ def load(name_or_path: str | os.PathLike | None = None, *, kernel: str | None = 
             f"models.lock pins {entry.canonical_sha256}; the conversion rules differ from the "
             "network's (reinstall poai, or update models.lock for a deliberate protocol change)")
     tokenizer = Tokenizer.from_gguf(reader)
+    del reader
+    release_free_heap()     # the conversion's freed temporaries back to the OS
     return Model(Path(path), canonical, tokenizer, resolve_name(kernel), entry)
