@@ -12,6 +12,8 @@ integer of magnitude < 2**53: that is still exact integer arithmetic.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from poai.engine import tables
@@ -130,9 +132,8 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     base = e.max(axis=1) - ACT_EXP_SPREAD if e.size else np.zeros(t, np.int64)
     bs = w.block
     qa = q.astype(np.float64)
-    qw = w.q.astype(np.float64)
-    scale = w.scale.astype(np.int64)
-    minv = None if w.minv is None else w.minv.astype(np.int64)
+    q8, scale, minv = _canonical(w)
+    qw = q8.astype(np.float64)
     acc = np.zeros((t, w.rows), dtype=np.int64)
     for a in range(k // QBLOCK):
         inner = np.zeros((t, w.rows), dtype=np.int64)
@@ -146,6 +147,21 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
                 inner += asum[:, None] * minv[:, b][None, :]
         acc += inner << (e[:, a] - base)[:, None]
     return rshift_round_var(acc, (24 - base)[:, None])
+
+
+_CANONICAL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _canonical(w: QuantMatrix):
+    """w's canonical int8 quants, scales and offsets (int64), unpacked from
+    the packed storage once per matrix while it lives (the definition is
+    slow, but need not unpack on every call)."""
+    hit = _CANONICAL.get(w)
+    if hit is None:
+        hit = (w.q, w.scale.astype(np.int64),
+               None if w.minv is None else w.minv.astype(np.int64))
+        _CANONICAL[w] = hit
+    return hit
 
 
 def matmul_many(x: np.ndarray, ws) -> list[np.ndarray]:
