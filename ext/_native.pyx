@@ -337,6 +337,19 @@ def _check_packed(pm, int64_t K):
         raise ValueError("matmul_packed: needs wp and psc0; offsets need 32-wide blocks")
 
 
+cdef poai_pmat _pmat(int64_t K, packed) except *:
+    _check_packed(packed, K)
+    cdef poai_pmat m
+    m.rows = packed.rows
+    m.K = K
+    m.wbits = packed.wbits
+    m.wp = <const uint8_t *>cnp.PyArray_DATA(packed.wp)
+    m.psc0 = _i32_ptr(packed.psc0)
+    m.psc1 = _i32_ptr(packed.psc1)
+    m.pmn = _i32_ptr(packed.pmn)
+    return m
+
+
 def matmul_quantized(str variant, quantized, pm, int nthreads=1):
     """y[T, pm.rows] (Q16) from quantize_packed(x)'s output and a PackedMatrix
     pm (rows, K, wbits, wp, psc0, psc1, pmn): one quantization can serve
@@ -350,21 +363,13 @@ def matmul_quantized(str variant, quantized, pm, int nthreads=1):
     cdef int64_t T = qa.shape[0], K = qa.shape[1]
     if nthreads < 1:
         raise ValueError("matmul_quantized: nthreads must be positive")
-    _check_packed(pm, K)
     cdef int64_t nl = (K // 32 // poai_packed_group(K)) * 16
     for arr in (qa, s, ysh, asum):
         if not arr.flags.c_contiguous or arr.shape[0] != T:
             raise ValueError("matmul_quantized: not the output of quantize_packed")
     if s.shape[1] != nl or asum.shape[1] != nl:
         raise ValueError("matmul_quantized: not the output of quantize_packed")
-    cdef poai_pmat w
-    w.rows = pm.rows
-    w.K = K
-    w.wbits = pm.wbits
-    w.wp = <const uint8_t *>cnp.PyArray_DATA(pm.wp)
-    w.psc0 = _i32_ptr(pm.psc0)
-    w.psc1 = _i32_ptr(pm.psc1)
-    w.pmn = _i32_ptr(pm.pmn)
+    cdef poai_pmat w = _pmat(K, pm)
     cdef cnp.ndarray[int64_t, ndim=2] y = np.empty((T, w.rows), dtype=np.int64)
     if T == 0:
         return y
@@ -440,19 +445,6 @@ cdef const int64_t *_i64_ptr(a) except NULL:
     if not isinstance(a, np.ndarray) or a.dtype != np.int64 or not a.flags.c_contiguous:
         raise ValueError("expected a C-contiguous int64 array")
     return <const int64_t *>cnp.PyArray_DATA(a)
-
-
-cdef poai_pmat _pmat(int64_t K, packed) except *:
-    _check_packed(packed, K)
-    cdef poai_pmat m
-    m.rows = packed.rows
-    m.K = K
-    m.wbits = packed.wbits
-    m.wp = <const uint8_t *>cnp.PyArray_DATA(packed.wp)
-    m.psc0 = _i32_ptr(packed.psc0)
-    m.psc1 = _i32_ptr(packed.psc1)
-    m.pmn = _i32_ptr(packed.pmn)
-    return m
 
 
 def _lanes(int64_t K):
