@@ -93,8 +93,7 @@ int64_t poai_recip_q30(int64_t d) {
     return r; /* in [2^29, 2^30] */
 }
 
-/* s >= 2^30 (s < 2^62): d = rshift_round(s, sh) in [2^30, 2^31], sh = bitlen(s) - 31 */
-static inline int64_t recip_normalize(int64_t s, int *sh) {
+int64_t poai_recip_normalize(int64_t s, int *sh) {
     *sh = bit_length((uint64_t)s) - 31;
     return rshift_round(s, *sh);
 }
@@ -299,7 +298,7 @@ static int attention_head(const int64_t *q, const int64_t *k, const int64_t *v, 
             total += p[j];
         }
         int sh;
-        int64_t rt = poai_recip_q30(recip_normalize(total, &sh)); /* 1/total ~ rt 2^-(60+sh) */
+        int64_t rt = poai_recip_q30(poai_recip_normalize(total, &sh)); /* 1/total ~ rt 2^-(60+sh) */
         /* p = rshift_round(e * rt, 44 + sh): e <= 2^30, rt <= 2^30, sh <= 15 */
         for (int64_t j = 0; j <= i; j++) p[j] = rshift_round(p[j] * rt, 44 + sh);
         for (int64_t d = 0; d < hd; d++) acc[d] = 0;

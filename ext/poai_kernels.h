@@ -20,6 +20,9 @@ void poai_kernels_init(void);
  * recip_q30(d) ~= 2^60 / d for d in [2^30, 2^31] (docs/ENGINE.md). */
 const int64_t *poai_recip_table(void);
 int64_t poai_recip_q30(int64_t d);
+/* For s >= 2^30 (s < 2^62): d = rshift_round(s, sh) in [2^30, 2^31] with
+ * sh = bitlen(s) - 31 >= 0, so 1/s ~= recip_q30(d) * 2^-(60 + sh). */
+int64_t poai_recip_normalize(int64_t s, int *sh);
 
 /* 1 if this compiler's >> on negative int64 is arithmetic (required). */
 int poai_arith_shift_ok(void);

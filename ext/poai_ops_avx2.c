@@ -128,22 +128,28 @@ void poai_silu_mul_avx2(const int64_t *gate, const int64_t *up, int64_t n, const
     }
 }
 
-/* One (sequence, query head) of causal attention; kt [hd][T] is scratch for
- * the transposed keys, score and p [T] scratch.  Returns 1 if a score
+/* Head kv's keys of one sequence, transposed to kt [hd][Tp] (zero padded). */
+static void transpose_keys(const int64_t *k, int64_t T, int64_t Hkv, int64_t hd, int64_t kv,
+                           int64_t *kt) {
+    const int64_t Tp = (T + 3) & ~(int64_t)3;
+    for (int64_t d = 0; d < hd; d++) {
+        for (int64_t j = 0; j < T; j++) kt[d * Tp + j] = k[(j * Hkv + kv) * hd + d];
+        for (int64_t j = T; j < Tp; j++) kt[d * Tp + j] = 0;
+    }
+}
+
+/* One (sequence, query head) of causal attention; kt [hd][Tp] holds the
+ * head's kv keys transposed (transpose_keys), score and p [Tp] scratch.  Returns 1 if a score
  * leaves |s16| < 2^31 (as the scalar kernel). */
-T256 static int head_avx2(const int64_t *q, const int64_t *k, const int64_t *v, int64_t T,
+T256 static int head_avx2(const int64_t *q, const int64_t *v, int64_t T,
                           int64_t H, int64_t Hkv, int64_t hd, int64_t h, int64_t c30,
                           const int64_t *table, int64_t log2e_q30, int64_t *out,
-                          int64_t *probs_slot, int64_t *kt, int64_t *score, int64_t *p) {
+                          int64_t *probs_slot, const int64_t *kt, int64_t *score, int64_t *p) {
     const int64_t kv = h / (H / Hkv);
     const int64_t Tp = (T + 3) & ~(int64_t)3;
     const __m256i log2e = _mm256_set1_epi64x(log2e_q30), cv = _mm256_set1_epi64x(c30);
     const __m256i lim = _mm256_set1_epi64x((int64_t)1 << 31);
     const __m256i nlim = _mm256_set1_epi64x(-((int64_t)1 << 31));
-    for (int64_t d = 0; d < hd; d++) {
-        for (int64_t j = 0; j < T; j++) kt[d * Tp + j] = k[(j * Hkv + kv) * hd + d];
-        for (int64_t j = T; j < Tp; j++) kt[d * Tp + j] = 0;
-    }
     for (int64_t i = 0; i < T; i++) {
         const int64_t *qi = q + (i * H + h) * hd;
         int64_t nj = i + 1, nv = (nj + 3) & ~(int64_t)3;
@@ -185,9 +191,8 @@ T256 static int head_avx2(const int64_t *q, const int64_t *k, const int64_t *v, 
         int64_t tmp[4];
         _mm256_storeu_si256((__m256i *)tmp, tot);
         int64_t total = tmp[0] + tmp[1] + tmp[2] + tmp[3]; /* in [2^30, T 2^30] */
-        int sh = 64 - __builtin_clzll((uint64_t)total) - 31;
-        int64_t dn = sh > 0 ? (total + ((int64_t)1 << (sh - 1))) >> sh : total;
-        int64_t rt = poai_recip_q30(dn);
+        int sh;
+        int64_t rt = poai_recip_q30(poai_recip_normalize(total, &sh));
         /* p = rshift_round(e * rt, 44 + sh): e <= 2^30, rt <= 2^30, non-negative */
         __m256i rv = _mm256_set1_epi64x(rt);
         __m128i cnt = _mm_cvtsi32_si128(44 + sh);
@@ -238,15 +243,22 @@ int poai_attention_batch_avx2(const int64_t *q, const int64_t *k, const int64_t 
         if (!kt) {
             status |= 2;
         } else {
+            /* one task per (sequence, kv head): its keys are transposed once
+             * for the group of query heads that read them */
+            const int64_t group = H / Hkv;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t task = 0; task < B * H; task++) {
-                int64_t b = task / H, h = task % H;
-                int64_t *slot = NULL;
-                for (int64_t s = 0; s < n_sel; s++)
-                    if (sel[s] == h) slot = probs + (b * n_sel + s) * T * T;
-                status |= head_avx2(q + b * T * H * hd, k + b * T * Hkv * hd, v + b * T * Hkv * hd,
-                                    T, H, Hkv, hd, h, inv_sqrt_hd_q30, table, log2e_q30,
-                                    out + b * T * H * hd, slot, kt, kt + hd * Tp, kt + hd * Tp + Tp);
+            for (int64_t task = 0; task < B * Hkv; task++) {
+                int64_t b = task / Hkv, kv = task % Hkv;
+                transpose_keys(k + b * T * Hkv * hd, T, Hkv, hd, kv, kt);
+                for (int64_t h = kv * group; h < (kv + 1) * group; h++) {
+                    int64_t *slot = NULL;
+                    for (int64_t s = 0; s < n_sel; s++)
+                        if (sel[s] == h) slot = probs + (b * n_sel + s) * T * T;
+                    status |= head_avx2(q + b * T * H * hd, v + b * T * Hkv * hd, T, H, Hkv, hd,
+                                        h, inv_sqrt_hd_q30, table, log2e_q30,
+                                        out + b * T * H * hd, slot, kt, kt + hd * Tp,
+                                        kt + hd * Tp + Tp);
+                }
             }
             free(kt);
         }

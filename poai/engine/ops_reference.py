@@ -84,6 +84,12 @@ def quantize_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- matrix product ----------------------------------------------------------
 
 
+def within_bounds(w: QuantMatrix) -> bool:
+    """Whether w's block and row L1 norms are inside the bounds every matrix
+    product's accumulators need (docs/ENGINE.md "Matrix product")."""
+    return w.l1blk < 1 << L1BLK_LIMIT_BITS and w.l1row < 1 << L1ROW_LIMIT_BITS
+
+
 def check_matmul(x: np.ndarray, *weights: QuantMatrix) -> None:
     """The checks every kernel makes before x times each of ``weights``
     (same errors everywhere); x's range is checked once for all of them."""
@@ -93,7 +99,7 @@ def check_matmul(x: np.ndarray, *weights: QuantMatrix) -> None:
             raise ValueError(f"matmul {w.name}: input has {k} columns, weight has {w.cols}")
         if k % QBLOCK:
             raise ValueError(f"matmul {w.name}: {k} columns is not a multiple of {QBLOCK}")
-        if w.l1blk >= 1 << L1BLK_LIMIT_BITS or w.l1row >= 1 << L1ROW_LIMIT_BITS:
+        if not within_bounds(w):
             raise EngineRangeError(f"matmul {w.name}: a weight row's L1 norm exceeds the engine's bound")
     check_range(x, 31, "matmul input")
 
@@ -267,6 +273,9 @@ def exp_q30(z: np.ndarray) -> np.ndarray:
     return rshift_round_var(v, np.minimum(n, 62))
 
 
+RECIP_NEWTON_STEPS = 2
+
+
 def recip_q30(d: np.ndarray) -> np.ndarray:
     """R ~= 2**60 / d for a normalized divisor d in [2**30, 2**31], without a
     division: R in [2**29, 2**30] (so recip_q30(2**30 + e) is a Q30 number).
@@ -291,9 +300,6 @@ def recip_q30(d: np.ndarray) -> np.ndarray:
         err = one - d * r
         r = r + rshift_round(r * rshift_round(err, 29), 31)
     return r
-
-
-RECIP_NEWTON_STEPS = 2
 
 
 def recip_normalize(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

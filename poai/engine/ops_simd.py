@@ -43,11 +43,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def pack(w: QuantMatrix) -> PackedMatrix:
-    """The packed form of ``w``: QuantMatrix stores only that (no copy here)."""
-    return w.packed
-
-
 class PackedOps:
     """A kernel backend: ops_native's functions with a packed SIMD matmul."""
 
@@ -148,7 +143,6 @@ class PackedOps:
 def _build_fused(ops: PackedOps, model):
     """A _native.FusedLlama over ``ops``' packed weights of a llama model."""
     from poai.engine import tables
-    from poai.engine.fixedpoint import L1BLK_LIMIT_BITS, L1ROW_LIMIT_BITS
 
     cfg = model.config
     if cfg.arch != "llama":
@@ -156,8 +150,7 @@ def _build_fused(ops: PackedOps, model):
     layers = []
     for layer in model.layers:
         mats = (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down)
-        if any(w is None or w.l1blk >= 1 << L1BLK_LIMIT_BITS or w.l1row >= 1 << L1ROW_LIMIT_BITS
-               for w in mats):
+        if any(w is None or not ref.within_bounds(w) for w in mats):
             return None
         if layer.wo_b is not None:
             return None
