@@ -84,10 +84,13 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
     const uint8_t *wp = w->wp;
     const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn;
     /* Every output value is computed by exactly one task, in a fixed order:
-     * the result does not depend on nthreads. */
+     * the result does not depend on nthreads.  One parallel region for the
+     * whole product; tasks write disjoint outputs, so a thread goes on to the
+     * next token tile without waiting for the others (nowait). */
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     for (int64_t t0 = 0; t0 < T; t0 += T_TILE) {
         int64_t t1 = t0 + T_TILE < T ? t0 + T_TILE : T;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp for schedule(static) nowait
         for (int64_t c = 0; c < ntasks; c++) {
             int64_t r0 = c * RS_CHUNK, r1 = r0 + RS_CHUNK < nrs ? r0 + RS_CHUNK : nrs;
             for (int64_t t = t0; t < t1;) {
