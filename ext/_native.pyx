@@ -66,7 +66,7 @@ cdef extern from "poai_packed.h":
         const int32_t *pmn
     int64_t poai_packed_group(int64_t K)
     int64_t poai_packed_rowsets(int64_t rows, int64_t K)
-    void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
+    void poai_quantize_packed(int variant, const int64_t *x, int64_t T, int64_t K, int16_t *qa,
                               int64_t *s, int64_t *ysh, int64_t *asum, int nthreads) nogil
     void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const int64_t *ysh,
                           const int64_t *asum, int64_t T, const poai_pmat *w, int64_t *y,
@@ -287,9 +287,11 @@ def packed_geometry(int64_t rows, int64_t K):
     return g, poai_packed_rowsets(rows, K), K // 32 // g
 
 
-def quantize_packed(x, int nthreads=1):
+def quantize_packed(x, int nthreads=1, str variant="generic"):
     """(qa int16 [T, K] packed, s int64 [T, 16 * K/32 / g] (left shifts),
-    ysh int64 [T] (final right shifts), asum int64 [T, 16 * K/32 / g])."""
+    ysh int64 [T] (final right shifts), asum int64 [T, 16 * K/32 / g]);
+    the same bits under every variant."""
+    cdef int vid = _variant_id(variant)
     cdef cnp.ndarray[int64_t, ndim=2] xa = _c64(x)
     cdef int64_t T = xa.shape[0], K = xa.shape[1]
     if K % 32 or K == 0 or nthreads < 1:
@@ -301,7 +303,7 @@ def quantize_packed(x, int nthreads=1):
     cdef cnp.ndarray[int64_t, ndim=2] asum = np.empty((T, nl), dtype=np.int64)
     if T:
         with nogil:
-            poai_quantize_packed(&xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &ysh[0], &asum[0, 0],
+            poai_quantize_packed(vid, &xa[0, 0], T, K, &qa[0, 0], &s[0, 0], &ysh[0], &asum[0, 0],
                                  nthreads)
     return qa, s, ysh, asum
 
@@ -381,8 +383,7 @@ def matmul_quantized(str variant, quantized, pm, int nthreads=1):
 
 def matmul_packed(str variant, x, pm, int nthreads=1):
     """y[T, pm.rows] (Q16) = x[T, K] times a PackedMatrix."""
-    _variant_id(variant)
-    return matmul_quantized(variant, quantize_packed(x, nthreads), pm, nthreads)
+    return matmul_quantized(variant, quantize_packed(x, nthreads, variant), pm, nthreads)
 
 
 # Register-only dot-product probes (ext/poai_probe.h): name -> probe kind.

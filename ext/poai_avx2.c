@@ -43,6 +43,11 @@ T256 static INLINE __m256i load4_i32_as_i64(const int32_t *p) {
     return _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* Lanes 0-3 (hi = 0) or 4-7 (hi = 1) of v, sign-extended to int64. */
+T256 static INLINE __m256i widen_half(__m256i v, int hi) {
+    return _mm256_cvtepi32_epi64(hi ? _mm256_extracti128_si256(v, 1) : _mm256_castsi256_si128(v));
+}
+
 /* The weight modes: which per-lane weight data a matrix has. */
 #define M_PLAIN 0 /* psc0 scales all 32 elements of a block */
 #define M_S1 1    /* psc0 elements 0..15, psc1 elements 16..31 (16-wide blocks) */
@@ -98,7 +103,8 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
                         whi[j] = _mm256_srli_epi16(b, 4);
                     } else {
                         wlo[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)src));
-                        whi[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + 256)));
+                        whi[j] = _mm256_cvtepi8_epi16(
+                            _mm_loadu_si128((const __m128i *)(src + 256)));
                     }
                 }
                 for (int u = 0; u < NT; u++) {
@@ -110,8 +116,9 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
                     bh[1] = G == 16 ? bcast(G, au + (k + 8) * 2 * G, 1) : bh[0];
                     for (int j = 0; j < NH; j++) {
                         x[u][j] = _mm256_add_epi32(x[u][j], _mm256_madd_epi16(wlo[j], bl[j]));
-                        if (S1) y[u][j] = _mm256_add_epi32(y[u][j], _mm256_madd_epi16(whi[j], bh[j]));
-                        else x[u][j] = _mm256_add_epi32(x[u][j], _mm256_madd_epi16(whi[j], bh[j]));
+                        __m256i ph = _mm256_madd_epi16(whi[j], bh[j]);
+                        if (S1) y[u][j] = _mm256_add_epi32(y[u][j], ph);
+                        else x[u][j] = _mm256_add_epi32(x[u][j], ph);
                     }
                 }
             }
@@ -123,11 +130,9 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
                 __m256i m = MN ? load4_i32_as_i64(mn + l) : c0;
                 for (int u = 0; u < NT; u++) {
                     __m256i xi = x[u][j], yi = y[u][j];
-                    __m128i xs = q & 1 ? _mm256_extracti128_si256(xi, 1) : _mm256_castsi256_si128(xi);
-                    __m256i inner = _mm256_mul_epi32(c0, _mm256_cvtepi32_epi64(xs));
+                    __m256i inner = _mm256_mul_epi32(c0, widen_half(xi, q & 1));
                     if (S1) {
-                        __m128i ys = q & 1 ? _mm256_extracti128_si256(yi, 1) : _mm256_castsi256_si128(yi);
-                        inner = _mm256_add_epi64(inner, _mm256_mul_epi32(c1, _mm256_cvtepi32_epi64(ys)));
+                        inner = _mm256_add_epi64(inner, _mm256_mul_epi32(c1, widen_half(yi, q & 1)));
                     }
                     if (MN)
                         inner = _mm256_add_epi64(inner, _mm256_mul_epi32(

@@ -24,7 +24,7 @@
 static void matmuls(int variant, const int64_t *x, int64_t N, const poai_pmat *const *ws,
                     int64_t *const *ys, int n, const poai_fw_buffers *b, int nthreads) {
     int64_t K = ws[0]->K;
-    poai_quantize_packed(x, N, K, b->qa, b->qs, b->qy, b->qsum, nthreads);
+    poai_quantize_packed(variant, x, N, K, b->qa, b->qs, b->qy, b->qsum, nthreads);
     for (int j = 0; j < n; j++)
         poai_matmul_pmat(variant, b->qa, b->qs, b->qy, b->qsum, N, ws[j], ys[j], nthreads);
 }

@@ -18,7 +18,6 @@
 #define ACT_FRAC 16
 #define UNIT_FRAC 30
 #define SCALE_FRAC 24
-#define ACT_QMAX 32767
 #define EXP2_INTERP_BITS 6
 #define EXP_CLAMP_Q16 (-((int64_t)64 << ACT_FRAC))
 
@@ -100,28 +99,6 @@ int64_t poai_recip_normalize(int64_t s, int *sh) {
 
 /* ------------------------------------------------------------------------ */
 /* activation quantization                                                   */
-
-/* A block's own exponent: the smallest e with amax <= 32767 * 2^e
- * (amax < 2^31: e = bitlen(amax) - 15, +1 if still too small, in [-15, 17]). */
-int poai_block_exponent(const int64_t *x) {
-    int64_t amax = 0;
-    for (int i = 0; i < POAI_QBLOCK; i++) {
-        int64_t a = iabs64(x[i]);
-        if (a > amax) amax = a;
-    }
-    int e = bit_length((uint64_t)amax) - 15;
-    if (e > 0 && amax > ((int64_t)ACT_QMAX << e)) e += 1;
-    return e;
-}
-
-/* q = x / 2^e rounded, for an e at least the block's own exponent. */
-void poai_quantize_block(const int64_t *x, int e, int16_t *q) {
-    if (e > 0) {
-        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)rshift_round(x[i], e);
-    } else {
-        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)(x[i] << -e); /* |.| <= 32767 */
-    }
-}
 
 void poai_quantize_act(const int64_t *x, int64_t T, int64_t K, int16_t *q, int64_t *e) {
     int64_t nb = K / POAI_QBLOCK;

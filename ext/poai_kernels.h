@@ -31,8 +31,32 @@ int poai_arith_shift_ok(void);
  * q [T*K] int16, block exponents e [T*K/32] int64 (scale 2^e, Q16), no
  * block more than POAI_EXP_SPREAD below its token's largest. */
 #define POAI_EXP_SPREAD 10
-int poai_block_exponent(const int64_t *x);
-void poai_quantize_block(const int64_t *x, int e, int16_t *q);
+#define POAI_ACT_QMAX 32767
+
+/* A block's own exponent: the smallest e with amax <= 32767 * 2^e
+ * (amax < 2^31: e = bitlen(amax) - 15, +1 if still too small, in [-15, 17]).
+ * Inline (here, once) so a caller compiled for AVX2 vectorizes it. */
+static inline int poai_block_exponent(const int64_t *x) {
+    int64_t amax = 0;
+    for (int i = 0; i < POAI_QBLOCK; i++) {
+        int64_t a = x[i] < 0 ? -x[i] : x[i];
+        amax = a > amax ? a : amax;
+    }
+    int e = (amax ? 64 - __builtin_clzll((uint64_t)amax) : 0) - 15;
+    if (e > 0 && amax > ((int64_t)POAI_ACT_QMAX << e)) e += 1;
+    return e;
+}
+
+/* q = x / 2^e rounded half up (rshift_round), for an e at least the block's
+ * own exponent, so |q| <= 32767; e <= 0 is an exact left shift. */
+static inline void poai_quantize_block(const int64_t *x, int e, int16_t *q) {
+    if (e > 0) {
+        int64_t half = (int64_t)1 << (e - 1);
+        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)((x[i] + half) >> e);
+    } else {
+        for (int i = 0; i < POAI_QBLOCK; i++) q[i] = (int16_t)(x[i] << -e);
+    }
+}
 void poai_quantize_act(const int64_t *x, int64_t T, int64_t K, int16_t *q, int64_t *e);
 
 /* RMSNorm of rows [T, n]: y = x * g / sqrt(mean(x^2) + eps); g Q24. */

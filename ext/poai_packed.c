@@ -20,40 +20,63 @@ int64_t poai_packed_rowsets(int64_t rows, int64_t K) {
     return (rows + P - 1) / P;
 }
 
-void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
-                          int64_t *s, int64_t *ysh, int64_t *asum, int nthreads) {
-    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
-    /* tokens are independent: any split gives the same bits */
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && T >= 8)
-    for (int64_t t = 0; t < T; t++) {
-        const int64_t *xt = x + t * K;
-        int16_t *d = qa + t * K;
-        /* the token's largest block exponent E; no block goes below E - 10 */
-        int emax = -15;
-        for (int64_t b = 0; b < nb; b++) {
-            int e0 = poai_block_exponent(xt + b * POAI_QBLOCK);
-            emax = e0 > emax ? e0 : emax;
-        }
-        int base = emax - POAI_EXP_SPREAD;
-        ysh[t] = 24 - base; /* in [17, 49] */
-        for (int64_t b = 0; b < nb; b++) {
-            int e0 = poai_block_exponent(xt + b * POAI_QBLOCK);
-            int e = e0 > base ? e0 : base;
-            int16_t q[POAI_QBLOCK];
-            poai_quantize_block(xt + b * POAI_QBLOCK, e, q);
-            int64_t gi = b / g, l = b % g;
-            int64_t sum = 0; /* |sum| <= 32 * 32767 < 2^20 */
-            for (int64_t i = 0; i < POAI_QBLOCK; i++) {
-                d[gi * 32 * g + (i >> 1) * 2 * g + 2 * l + (i & 1)] = q[i];
-                sum += q[i];
-            }
-            for (int64_t p = 0; p < POAI_LANES / g; p++) {
-                int64_t k = (t * ng + gi) * POAI_LANES + p * g + l;
-                s[k] = e - base; /* in [0, 10] */
-                asum[k] = sum;
-            }
+/* One token of poai_quantize_packed: each block's exponent once, then its
+ * quants (docs/ENGINE.md), written pair by pair into the packed order. */
+static inline __attribute__((always_inline)) void quantize_token(
+    const int64_t *xt, int64_t K, int16_t *d, int64_t *s, int64_t *ysh, int64_t *asum) {
+    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K);
+    int e0[nb];
+    /* the token's largest block exponent E; no block goes below E - 10 */
+    int emax = -15;
+    for (int64_t b = 0; b < nb; b++) {
+        e0[b] = poai_block_exponent(xt + b * POAI_QBLOCK);
+        emax = e0[b] > emax ? e0[b] : emax;
+    }
+    int base = emax - POAI_EXP_SPREAD;
+    *ysh = 24 - base; /* in [17, 49] */
+    for (int64_t b = 0; b < nb; b++) {
+        int e = e0[b] > base ? e0[b] : base;
+        int16_t q[POAI_QBLOCK];
+        poai_quantize_block(xt + b * POAI_QBLOCK, e, q);
+        int64_t gi = b / g, l = b % g;
+        int64_t sum = 0; /* |sum| <= 32 * 32767 < 2^20 */
+        for (int64_t i = 0; i < POAI_QBLOCK; i++) sum += q[i];
+        int16_t *dg = d + gi * 32 * g + 2 * l;
+        for (int64_t k = 0; k < POAI_QBLOCK / 2; k++) memcpy(dg + k * 2 * g, q + 2 * k, 4);
+        int64_t *sg = s + gi * POAI_LANES + l, *ag = asum + gi * POAI_LANES + l;
+        for (int64_t p = 0; p < POAI_LANES / g; p++) {
+            sg[p * g] = e - base; /* in [0, 10] */
+            ag[p * g] = sum;
         }
     }
+}
+
+static void quantize_token_generic(const int64_t *xt, int64_t K, int16_t *d, int64_t *s,
+                                   int64_t *ysh, int64_t *asum) {
+    quantize_token(xt, K, d, s, ysh, asum);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same code compiled for AVX2 (the block loops vectorize); integer
+ * arithmetic only, so the bits are those of the generic build. */
+__attribute__((target("avx2"))) static void quantize_token_avx2(
+    const int64_t *xt, int64_t K, int16_t *d, int64_t *s, int64_t *ysh, int64_t *asum) {
+    quantize_token(xt, K, d, s, ysh, asum);
+}
+#endif
+
+void poai_quantize_packed(int variant, const int64_t *x, int64_t T, int64_t K, int16_t *qa,
+                          int64_t *s, int64_t *ysh, int64_t *asum, int nthreads) {
+    int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
+    void (*tok)(const int64_t *, int64_t, int16_t *, int64_t *, int64_t *, int64_t *) =
+        quantize_token_generic;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (variant != POAI_VARIANT_GENERIC && poai_cpu_has_avx2()) tok = quantize_token_avx2;
+#endif
+    /* tokens are independent: any split gives the same bits */
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && T >= 8)
+    for (int64_t t = 0; t < T; t++)
+        tok(x + t * K, K, qa + t * K, s + t * ng * POAI_LANES, ysh + t, asum + t * ng * POAI_LANES);
 }
 
 void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t ysh,

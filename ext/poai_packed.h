@@ -67,8 +67,10 @@ int64_t poai_packed_group(int64_t K);
 int64_t poai_packed_rowsets(int64_t rows, int64_t K);
 
 /* Quantize x [T, K] (docs/ENGINE.md) into packed int16 quants qa [T*K],
- * per-lane s, asum [T * ng * 16] and per-token ysh [T] (int64). */
-void poai_quantize_packed(const int64_t *x, int64_t T, int64_t K, int16_t *qa,
+ * per-lane s, asum [T * ng * 16] and per-token ysh [T] (int64).  Any variant
+ * but POAI_VARIANT_GENERIC runs the same C compiled for AVX2 where the CPU
+ * has it (same bits: integer arithmetic only). */
+void poai_quantize_packed(int variant, const int64_t *x, int64_t T, int64_t K, int16_t *qa,
                           int64_t *s, int64_t *ysh, int64_t *asum, int nthreads);
 
 /* y [T, w->rows] = quantized activations (poai_quantize_packed of x [T, w->K])

@@ -132,7 +132,7 @@ class PackedOps:
     def matmul_many(self, x: np.ndarray, ws) -> list[np.ndarray]:
         """x times each weight of ``ws``; x is quantized once for all of them."""
         ref.check_matmul(x, *ws)
-        quantized = self._native.quantize_packed(x, self.threads)
+        quantized = self._native.quantize_packed(x, self.threads, self.variant)
         out = []
         for w in ws:
             out.append(self._native.matmul_quantized(self.variant, quantized, w.packed,
