@@ -410,6 +410,7 @@ def dot_probe(str kind, int64_t iters):
 from libc.stdlib cimport calloc, free
 
 cdef extern from "poai_forward.h":
+    int POAI_FW_FFN_CHUNK
     ctypedef struct poai_fw_layer:
         const int64_t *attn_norm
         const int64_t *ffn_norm
@@ -517,15 +518,16 @@ cdef class FusedLlama:
         if bufs is None:
             m = self.model
             N = B * T
-            kmax = max(m.d, m.ff)
-            lanes = max(_lanes(m.d), _lanes(m.ff))
+            C = min(N, POAI_FW_FFN_CHUNK)
+            nq = max(N * m.d, C * m.ff)
+            lanes = max(N * _lanes(m.d), C * _lanes(m.ff))
             z = np.empty
             bufs = dict(h=z(N * m.d, np.int64), q=z(N * m.H * m.hd, np.int64),
                         k=z(N * m.Hkv * m.hd, np.int64), v=z(N * m.Hkv * m.hd, np.int64),
                         a=z(N * m.d, np.int64), o=z(N * m.d, np.int64),
-                        g=z(N * m.ff, np.int64), u=z(N * m.ff, np.int64),
-                        qa=z(N * kmax, np.int16), qs=z(N * lanes, np.int64),
-                        qy=z(N, np.int64), qsum=z(N * lanes, np.int64),
+                        g=z(C * m.ff, np.int64), u=z(C * m.ff, np.int64),
+                        qa=z(nq, np.int16), qs=z(lanes, np.int64),
+                        qy=z(N, np.int64), qsum=z(lanes, np.int64),
                         att=z(nthreads * (2 * T + m.hd), np.int64))
             if len(self.buffers) >= 4:        # a few batch shapes at most
                 self.buffers.clear()

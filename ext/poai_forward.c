@@ -85,24 +85,31 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
         /* residual: |x|, |o| < 2^63 / 2 is all int64 needs; the next norm checks 2^31 */
         poai_add_inplace(x, b->o, N * d);
 
-        /* --- feed-forward block */
+        /* --- feed-forward block, POAI_FW_FFN_CHUNK tokens at a time: every
+         * step is per token (or per element), so the bits are those of one
+         * pass over all N, and g, u hold a chunk instead of N x ff.  Any range
+         * failure discards the whole pass, so checking chunk by chunk reports
+         * the same outcome. */
         if (!in_range(x, N * d, BITS31)) return POAI_FW_RANGE;            /* norm input */
         (vec ? poai_rmsnorm_avx2 : poai_rmsnorm)(x, N, d, L->ffn_norm, m->eps_q32, b->h);
         if (!in_range(b->h, N * d, BITS31)) return POAI_FW_RANGE;         /* matmul input */
-        {
-            const poai_pmat *ws[2] = {&L->wg, &L->wu};
-            int64_t *ys[2] = {b->g, b->u};
-            matmuls(variant, b->h, N, ws, ys, 2, b, nthreads);
-        }
-        if (!in_range(b->g, N * ff, BITS31) || !in_range(b->u, N * ff, BITS31))
-            return POAI_FW_RANGE;                                         /* ffn gate / up */
-        (vec ? poai_silu_mul_avx2 : poai_silu_mul)(
-            b->g, b->u, N * ff, m->exp_table, m->log2e_q30, b->g, nthreads);
-        if (!in_range(b->g, N * ff, BITS31)) return POAI_FW_RANGE;        /* matmul input */
-        {
-            const poai_pmat *ws[1] = {&L->wd};
-            int64_t *ys[1] = {b->o};
-            matmuls(variant, b->g, N, ws, ys, 1, b, nthreads);
+        for (int64_t t0 = 0; t0 < N; t0 += POAI_FW_FFN_CHUNK) {
+            int64_t n = N - t0 < POAI_FW_FFN_CHUNK ? N - t0 : POAI_FW_FFN_CHUNK;
+            {
+                const poai_pmat *ws[2] = {&L->wg, &L->wu};
+                int64_t *ys[2] = {b->g, b->u};
+                matmuls(variant, b->h + t0 * d, n, ws, ys, 2, b, nthreads);
+            }
+            if (!in_range(b->g, n * ff, BITS31) || !in_range(b->u, n * ff, BITS31))
+                return POAI_FW_RANGE;                                     /* ffn gate / up */
+            (vec ? poai_silu_mul_avx2 : poai_silu_mul)(
+                b->g, b->u, n * ff, m->exp_table, m->log2e_q30, b->g, nthreads);
+            if (!in_range(b->g, n * ff, BITS31)) return POAI_FW_RANGE;    /* matmul input */
+            {
+                const poai_pmat *ws[1] = {&L->wd};
+                int64_t *ys[1] = {b->o + t0 * d};
+                matmuls(variant, b->g, n, ws, ys, 1, b, nthreads);
+            }
         }
         poai_add_inplace(x, b->o, N * d);
     }

@@ -34,10 +34,14 @@ typedef struct {
     const int64_t *out_norm;               /* [d] Q24 */
 } poai_fw_model;
 
-/* Work buffers for N = B*T tokens (sizes in elements):
- *   h, a, o: N*d; q: N*H*hd; k, v: N*Hkv*hd; g, u: N*ff;
- *   qa: N*max(d, ff) int16; qs, qsum: N*lanes(max(d, ff)) int64, qy: N, where
- *   lanes(K) = 16 * (K/32) / poai_packed_group(K);
+/* Tokens per pass of the feed-forward block (its g, u buffers hold this many). */
+#define POAI_FW_FFN_CHUNK 64
+
+/* Work buffers for N = B*T tokens, C = min(N, POAI_FW_FFN_CHUNK) (sizes in
+ * elements):
+ *   h, a, o: N*d; q: N*H*hd; k, v: N*Hkv*hd; g, u: C*ff;
+ *   qa: max(N*d, C*ff) int16; qs, qsum: max(N*lanes(d), C*lanes(ff)) int64,
+ *   qy: N, where lanes(K) = 16 * (K/32) / poai_packed_group(K);
  *   att: nthreads * (2T + hd). */
 typedef struct {
     int64_t *h, *q, *k, *v, *a, *o, *g, *u;

@@ -333,7 +333,8 @@ def _op_by_op(ops):
 @pytest.mark.parametrize("variant", ["avx2", "avx512"])
 def test_fused_forward_equals_op_by_op(synth_models, variant):
     """The fused native forward gives the op-by-op path's hidden states,
-    logits and attention rows (heads of several layers), for B = 1 and 3."""
+    logits and attention rows (heads of several layers), for B = 1, 3 and 5
+    (85 tokens: a whole and a partial pass of the feed-forward chunk)."""
     _variant_or_skip(variant)
     from poai.engine.ops_simd import PackedOps
 
@@ -342,8 +343,8 @@ def test_fused_forward_equals_op_by_op(synth_models, variant):
         model = synth_models[name]
         assert ops.fused(model) is not None
         heads = {0: [0, model.config.n_head - 1], model.config.n_layer - 1: [1]}
-        batch = np.random.default_rng(9).integers(0, model.config.n_vocab, size=(3, 17))
-        for toks in (batch[:1], batch):
+        batch = np.random.default_rng(9).integers(0, model.config.n_vocab, size=(5, 17))
+        for toks in (batch[:1], batch[:3], batch):
             a = run_forward_batch(model, toks, ops, logit_rows=[0, 16], attn_heads=heads)
             b = run_forward_batch(model, toks, _op_by_op(ops), logit_rows=[0, 16],
                                   attn_heads=heads)
