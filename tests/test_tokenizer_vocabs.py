@@ -129,3 +129,63 @@ def test_matches_llamacpp_on_corpus(vocab):
             if tok.encode(text) != theirs:
                 bad.append((text, tok.encode(text), theirs))
     assert not bad, f"{len(bad)} of {len(texts)} differ; first: {bad[:3]!r}"
+
+
+def _retyped_spm_vocab(src, dst, *, name: str, user_defined: tuple[str, ...]):
+    """A copy of a SentencePiece vocabulary with ``user_defined`` re-typed and ``general.name`` set."""
+    import gguf
+
+    from poai.engine.synthetic import add_spm_tokenizer
+
+    r = gguf.GGUFReader(str(src))
+    tokens = list(r.fields["tokenizer.ggml.tokens"].contents())
+    scores = list(r.fields["tokenizer.ggml.scores"].contents())
+    types = list(r.fields["tokenizer.ggml.token_type"].contents())
+    for text in user_defined:
+        types[tokens.index(text)] = TOKEN_USER_DEFINED
+    w = gguf.GGUFWriter(str(dst), "llama")
+    w.add_name(name)
+    for add in (w.add_block_count, w.add_head_count, w.add_head_count_kv):
+        add(1)
+    w.add_context_length(512)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(128)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(64)
+    w.add_vocab_size(len(tokens))
+    add_spm_tokenizer(w, tokens, scores, types, bos=1, eos=32000, unk=0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+@pytest.mark.llama
+@pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
+@pytest.mark.parametrize("name", ["Phi3 mini", "tiny spm"])
+def test_user_defined_strip_rules_match_llamacpp(name, tmp_path):
+    """Phi-3's rstrip after user-defined tokens, and end-of-turn look-alikes made control."""
+    from poai import llamacpp
+    from poai.engine.model import open_reader
+
+    src = vocab_file("phi-3")
+    if src is None:
+        pytest.skip(missing_reason())
+    chat = ("<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<|placeholder1|>")
+    path = _retyped_spm_vocab(src, tmp_path / "phi3.gguf", name=name, user_defined=chat)
+    tok = Tokenizer.from_gguf(open_reader(path))
+    llm = llamacpp.load(path, vocab_only=True, n_ctx=64)
+    texts = [f"{a}{pad}{t}{pad}{b}" for t in chat for pad in ("", " ", "  ", "\n", "\t \n", "\r\n ")
+             for a, b in (("", ""), ("x", "y"), (" x ", " y "))] + [
+        "<|user|>\nHi<|end|>\n<|assistant|>  Hello<|end|>", "<|system|> <|user|>\t<|user|>"]
+    bad = []
+    for text in texts:
+        for special in (False, True):
+            theirs = list(llm.tokenize(text.encode("utf-8"), add_bos=special, special=False))
+            mine = tok.encode(text) if special else tok.encode(text, add_bos=False, add_eos=False)
+            if mine != theirs:
+                bad.append((text, special, mine, theirs))
+    assert not bad, f"{len(bad)} of {2 * len(texts)} differ; first: {bad[:3]!r}"
+    if name.startswith("Phi3"):  # the rule is exercised: white space after <|user|> is dropped
+        assert tok.encode("<|user|>  x", add_bos=False) == tok.encode("<|user|>x", add_bos=False)

@@ -177,9 +177,9 @@ class Tokenizer:
         self.token_to_id: dict[str, int] = {}
         for i, t in enumerate(tokens):
             self.token_to_id[t] = i  # a repeated text maps to its last id, as in llama.cpp
-        for name, tid in (("bos", bos_id), ("eos", eos_id)):
+        for role, tid in (("bos", bos_id), ("eos", eos_id)):
             if tid is not None and not 0 <= tid < len(tokens):
-                raise TokenizerError(f"{name} token id {tid} outside the vocabulary of {len(tokens)}")
+                raise TokenizerError(f"{role} token id {tid} outside the vocabulary of {len(tokens)}")
         self.bos_id = bos_id
         self.eos_id = eos_id
         # User-defined tokens are matched before the model's algorithm runs;
