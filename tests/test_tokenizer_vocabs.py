@@ -4,7 +4,8 @@ llama.cpp ships vocabulary-only GGUFs with test inputs and the ids it
 produces (``tests/llama_vocab.py`` fetches them once into the cache).  For
 every llama-family BPE / SentencePiece vocabulary among them, poai's ids must
 equal llama.cpp's expected ids on every test case, and llama-cpp-python's own
-tokenizer on the varied corpus of ``tests/tokenizer_corpus.py`` plus strings
+tokenizer on the varied corpus of ``tests/tokenizer_corpus.py``, its short
+strings dense in the characters where pre-tokenizers differ, and strings
 built around the vocabulary's special tokens.
 
 Out of scope (not llama-family BPE / SentencePiece): ``bert-bge`` (WordPiece),
@@ -20,7 +21,7 @@ import pytest
 from llama_vocab import cases, missing_reason, vocab_file
 from poai.engine.tokenizer import TOKEN_CONTROL, TOKEN_USER_DEFINED, Tokenizer
 from poai.errors import TokenizerError
-from tokenizer_corpus import corpus
+from tokenizer_corpus import corpus, edge_corpus
 
 try:
     import llama_cpp  # noqa: F401
@@ -56,6 +57,7 @@ OUT_OF_SCOPE = {"bert-bge": "unsupported tokenizer model 'bert'",
                 "qwen35": "unsupported pre-tokenizer 'qwen35'"}
 
 CORPUS_STRINGS = 500  # of 2,400, to keep the run short; all 2,400 matched too (docs/ENGINE.md)
+EDGE_STRINGS = 500  # of tokenizer_corpus.edge_corpus()'s 3,000 (all matched)
 SPECIAL_STRINGS = 100
 
 
@@ -117,7 +119,7 @@ def test_matches_llamacpp_on_corpus(vocab):
 
     _, tok, path = vocab
     llm = llamacpp.load(path, vocab_only=True, n_ctx=64)
-    texts = corpus()[:CORPUS_STRINGS] + _special_strings(tok)
+    texts = corpus()[:CORPUS_STRINGS] + edge_corpus()[:EDGE_STRINGS] + _special_strings(tok)
     bad = []
     for j, text in enumerate(texts):
         theirs = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
