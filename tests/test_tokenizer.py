@@ -151,7 +151,8 @@ def test_llama3_emits_whole_tokens_without_merging_and_eos_on_request():
     assert plain.encode("abc") == [tokens.index(c) for c in "abc"]
     assert llama3.add_bos and llama3.add_eos  # llama-bpe's BOS default; EOS as the GGUF says
     assert llama3.encode("abc") == [257, 256, 258]
-    assert llama3.encode("abc", add_bos=False, add_eos=False) == [256]
+    assert llama3.encode("abc", add_bos=False) == [256]  # llama.cpp's add_special=False, as the quiz
+    assert llama3.encode("abc", add_bos=False, add_eos=True) == [256, 258]
     with pytest.raises(TokenizerError, match="asks for an EOS token but names none"):
         Tokenizer(model="gpt2", pre="gpt-2", tokens=tokens, types=types, merges=[], add_eos=True)
 

@@ -255,8 +255,9 @@ class Tokenizer:
     def encode(self, text: str, *, add_bos: bool | None = None, add_eos: bool | None = None) -> list[int]:
         """Token ids of ``text``; ``add_bos`` / ``add_eos`` default to the vocabulary's own settings.
 
-        llama.cpp's ``add_special=True`` is both defaults; ``add_special=False``
-        is ``add_bos=False, add_eos=False``.
+        llama.cpp has one switch for both (``add_special``): both defaults are
+        ``add_special=True``, and ``add_bos=False`` alone is ``add_special=False``
+        (no EOS either unless ``add_eos=True``), which is what the quiz uses.
         """
         if not isinstance(text, str):
             raise TokenizerError(f"text must be str, not {type(text).__name__}")
@@ -265,7 +266,7 @@ class Tokenizer:
         except UnicodeEncodeError as exc:
             raise TokenizerError(f"text is not valid Unicode (lone surrogate at {exc.start})") from None
         bos = self.add_bos if add_bos is None else add_bos
-        eos = self.add_eos if add_eos is None else add_eos
+        eos = (self.add_eos and add_bos is not False) if add_eos is None else add_eos
         if bos and self.bos_id is None:
             raise TokenizerError("this vocabulary has no BOS token")
         if eos and self.eos_id is None:
