@@ -39,6 +39,16 @@ def test_unicode_table_is_pinned():
     assert starts == sorted(set(starts))
 
 
+def test_punctuation_table_is_pinned_and_disjoint_from_the_classes():
+    from poai.engine.unicode_classes import PUNCTUATION_RANGES, PUNCTUATION_SHA256
+
+    assert hashlib.sha256(repr(PUNCTUATION_RANGES).encode()).hexdigest() == PUNCTUATION_SHA256
+    assert PUNCTUATION_SHA256 == "e8901255790ee4d825c084a8e7d6e7acb87c80cafb2c80559751528f7de8d913"
+    flat = [cp for run in PUNCTUATION_RANGES for cp in run]
+    assert flat == sorted(set(flat)) and all(s < e for s, e in PUNCTUATION_RANGES)
+    assert all(char_class(chr(cp)) == tk.OTHER for s, e in PUNCTUATION_RANGES for cp in range(s, e))
+
+
 @pytest.mark.parametrize("ch,cls", [
     ("a", tk.LETTER), ("Z", tk.LETTER), ("é", tk.LETTER), ("日", tk.LETTER), ("ß", tk.LETTER),
     ("0", tk.NUMBER), ("½", tk.NUMBER), ("٣", tk.NUMBER), ("Ⅻ", tk.NUMBER), ("²", tk.NUMBER),
