@@ -39,6 +39,16 @@ def test_unicode_table_is_pinned():
     assert starts == sorted(set(starts))
 
 
+def test_punctuation_table_is_pinned_and_disjoint_from_the_classes():
+    from poai.engine.unicode_classes import PUNCTUATION_RANGES, PUNCTUATION_SHA256
+
+    assert hashlib.sha256(repr(PUNCTUATION_RANGES).encode()).hexdigest() == PUNCTUATION_SHA256
+    assert PUNCTUATION_SHA256 == "e8901255790ee4d825c084a8e7d6e7acb87c80cafb2c80559751528f7de8d913"
+    flat = [cp for run in PUNCTUATION_RANGES for cp in run]
+    assert flat == sorted(set(flat)) and all(s < e for s, e in PUNCTUATION_RANGES)
+    assert all(char_class(chr(cp)) == tk.OTHER for s, e in PUNCTUATION_RANGES for cp in range(s, e))
+
+
 @pytest.mark.parametrize("ch,cls", [
     ("a", tk.LETTER), ("Z", tk.LETTER), ("é", tk.LETTER), ("日", tk.LETTER), ("ß", tk.LETTER),
     ("0", tk.NUMBER), ("½", tk.NUMBER), ("٣", tk.NUMBER), ("Ⅻ", tk.NUMBER), ("²", tk.NUMBER),
@@ -128,11 +138,65 @@ def test_user_defined_tokens_are_matched_first():
     assert tok.encode("a<tool>b") == [tokens.index("a"), 256, tokens.index("b")]
 
 
+def test_special_token_types_follow_llamacpps_loader():
+    tokens = _byte_vocab() + ["<|im_end|>", "<|channel|>", "<tool>"]
+    types = [1] * 256 + [tk.TOKEN_USER_DEFINED, tk.TOKEN_CONTROL, tk.TOKEN_USER_DEFINED]
+    tok = Tokenizer(model="gpt2", pre="gpt-2", tokens=tokens, types=types, merges=[])
+    ids = tok.encode("<|im_end|><|channel|>")
+    # an end-of-turn look-alike is control (text in plain text); gpt-oss's <|channel|> is user-defined
+    assert ids == [tokens.index(c) for c in "<|im_end|>"] + [257]
+    # Phi-3 vocabularies drop the white space after a user-defined token
+    phi = Tokenizer(model="gpt2", pre="gpt-2", tokens=tokens, types=types, merges=[], name="Phi3 mini")
+    sp = tokens.index("\u0120")  # GPT-2's printable form of the space byte
+    assert tok.encode("<tool> \n a") == [258, sp, tokens.index("\u010a"), sp, tokens.index("a")]
+    assert phi.encode("<tool> \n a") == [258, tokens.index("a")]
+
+
+def test_llama3_emits_whole_tokens_without_merging_and_eos_on_request():
+    tokens = _byte_vocab() + ["abc", "<s>", "</s>"]
+    types = [1] * 257 + [tk.TOKEN_CONTROL] * 2
+    plain = Tokenizer(model="gpt2", pre="gpt-2", tokens=tokens, types=types, merges=[])
+    llama3 = Tokenizer(model="gpt2", pre="llama-bpe", tokens=tokens, types=types, merges=[],
+                       bos_id=257, eos_id=258, add_eos=True)
+    assert plain.encode("abc") == [tokens.index(c) for c in "abc"]
+    assert llama3.add_bos and llama3.add_eos  # llama-bpe's BOS default; EOS as the GGUF says
+    assert llama3.encode("abc") == [257, 256, 258]
+    assert llama3.encode("abc", add_bos=False) == [256]  # llama.cpp's add_special=False, as the quiz
+    assert llama3.encode("abc", add_bos=False, add_eos=True) == [256, 258]
+    with pytest.raises(TokenizerError, match="asks for an EOS token but names none"):
+        Tokenizer(model="gpt2", pre="gpt-2", tokens=tokens, types=types, merges=[], add_eos=True)
+
+
+@pytest.mark.parametrize("pre,text,words", [
+    ("llama-bpe", "I'M here", ["I", "'M", " here"]),
+    ("llama-bpe", "1234567", ["123", "456", "7"]),
+    ("llama-bpe", "(abc def", ["(abc", " def"]),
+    ("llama-bpe", "a \n\n b", ["a", " \n\n", " b"]),
+    ("llama-bpe", "x!!\n\ny", ["x", "!!\n\n", "y"]),
+    ("llama-bpe", "a   b", ["a", "  ", " b"]),
+    ("qwen2", "x 123", ["x", " ", "1", "2", "3"]),
+    ("qwen2", "don'T", ["don", "'T"]),
+    ("gpt-2", "x 123", ["x", " 123"]),
+    ("falcon", "12345 +=> x", ["123", "45", " ", "+=>", " x"]),
+    ("default", "a+=b 1234", ["a", "+=", "b", " ", "123", "4"]),
+    # U+3000 is white space, so deepseek-llm's literal [　-。] does not hold it
+    ("deepseek-llm", "ab\u3000\u3002cd", ["ab", "\u3000", "\u3002", "cd"]),
+    ("deepseek-llm", "\u65e5\u672c x  ", ["\u65e5\u672c", " x", "  "]),
+    ("deepseek-llm", "a1 23", ["a", "1", " ", "23"]),
+    # '=' is a symbol, not punctuation (\p{P})
+    ("deepseek-coder", "x=1;\r\ny", ["x", "=", "1", ";", "\r", "\n", "y"]),
+])
+def test_pre_tokenizers(pre, text, words):
+    from poai.engine.pretokenize import PRE_TOKENIZERS, split_words
+
+    assert split_words(text, PRE_TOKENIZERS[pre].splitters) == words
+
+
 def test_errors_are_clear():
     with pytest.raises(TokenizerError, match="unsupported tokenizer model 'wpm'"):
         Tokenizer(model="wpm", pre=None, tokens=["a"], types=[1])
-    with pytest.raises(TokenizerError, match="unsupported pre-tokenizer 'qwen2'"):
-        Tokenizer(model="gpt2", pre="qwen2", tokens=["a"], types=[1], merges=[])
+    with pytest.raises(TokenizerError, match=r"unsupported pre-tokenizer 'tekken' .*supported: .*llama-bpe"):
+        Tokenizer(model="gpt2", pre="tekken", tokens=["a"], types=[1], merges=[])
     tok = Tokenizer(model="gpt2", pre="smollm", tokens=_byte_vocab(), types=[1] * 256, merges=[])
     with pytest.raises(TokenizerError, match="lone surrogate"):
         tok.encode("a\ud800")

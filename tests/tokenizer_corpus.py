@@ -102,3 +102,28 @@ def corpus(n: int = 2400, seed: int = 20261124) -> list[str]:
     while len(out) < n:
         out.append("".join(_piece(rng) for _ in range(rng.randrange(1, 12))))
     return out
+
+
+# Characters where the pre-tokenizers differ: contraction letters in both cases,
+# every kind of white space, ASCII punctuation and symbols, digits of several
+# scripts, the code points deepseek-llm's literal classes name or just miss
+# (U+3000, fullwidth forms, U+2018-U+201F), combining marks, lookalikes whose
+# lowercase is ASCII (U+0130, U+212A), controls.
+EDGE_CHARS = tuple("aAzZsStTmMdDrReEvVlL'\u2019 \t\n\r\x0b\x0c0123456789") + tuple(
+    ".,;:!?$+<=>^~|`-_/\\\"#%&*()[]{}@") + (
+    "\u3000", "\u00a0", "\u2028", "\u0085", "\u1680", "\u00e9", "\u00df", "\u01c5", "\u65e5", "\u672c",
+    "\uac00", "\u0800", "\uff76", "\uff01", "\uff0f", "\uff5e", "\u2018", "\u201f", "\u3002", "\u3001",
+    "\u0663", "\u0967", "\u00bd", "\u216b", "\u00b2", "\u0301", "\u0308", "\u20ac", "\u00a9", "\u2192",
+    "\U0001F642", "\u200b", "\ufeff", "\u0130", "\u212a", "\u2126", "\u00b5", "\U0001D7D9", "\U00010400",
+    "\x00", "\x1c", "\x1f", "\x7f", "\u00ab", "\u00bb", "\u2014", "\u2026", "\u00bf", "\u00b7", "\u055a",
+    "\u00ad",
+)
+EDGE_RUNS = ("'ll", "'RE", "'Ve", " 12345", " \n\n ", "\r\n", "   x", "1234567", "  ", "\t\t\n")
+
+
+def edge_corpus(n: int = 3000, seed: int = 7) -> list[str]:
+    """``n`` short strings dense in :data:`EDGE_CHARS` and :data:`EDGE_RUNS`."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(EDGE_CHARS) if rng.random() < 0.8 else rng.choice(EDGE_RUNS)
+                    for _ in range(rng.randrange(1, 25)))
+            for _ in range(n)]

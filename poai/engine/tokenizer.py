@@ -4,63 +4,54 @@ Consensus must not depend on a llama.cpp version, yet the model was trained
 on a particular tokenization, so this module re-implements the two
 tokenizers the vetted models use, with llama.cpp's exact behaviour:
 
-* ``gpt2`` vocabularies (SmolLM2): byte-level BPE.  The text is split into
-  words by the model's pre-tokenizer (for ``smollm``: every number character
-  on its own, then the GPT-2 pattern
-  ``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``),
-  each word's UTF-8 bytes are mapped to printable characters (GPT-2's
-  bytes-to-unicode table) and merged pairwise by merge rank, lowest rank
-  first, leftmost first on ties.
-* ``llama`` vocabularies (TinyLlama): SentencePiece-style BPE.  Spaces become
-  U+2581, a space is prefixed to the text, and adjacent symbols whose
-  concatenation is a vocabulary entry are merged, highest score first,
+* ``gpt2`` vocabularies (SmolLM2, GPT-2, Llama 3, Qwen2, DeepSeek, Falcon,
+  StarCoder, ...): byte-level BPE.  The text is split into words by the
+  pre-tokenizer the vocabulary names (``tokenizer.ggml.pre``; the pinned
+  splitters of :mod:`poai.engine.pretokenize`, one per llama.cpp expression
+  list: for ``smollm`` every number character on its own, then the GPT-2
+  pattern), each word's UTF-8 bytes are mapped to printable characters
+  (GPT-2's bytes-to-unicode table) and merged pairwise by merge rank, lowest
+  rank first, leftmost first on ties.  Llama 3's pre-tokenizer emits a word
+  that is itself a token without merging (llama.cpp's ``ignore_merges``).
+* ``llama`` vocabularies (TinyLlama, Phi-3, Llama 2): SentencePiece-style BPE.
+  Spaces become U+2581, a space is prefixed to the text, and adjacent symbols
+  whose concatenation is a vocabulary entry are merged, highest score first,
   leftmost first on ties; pieces outside the vocabulary fall back to
   ``<0xXX>`` byte tokens.
 
-Character classes (letter / number / white space) come from the pinned table
-in :mod:`poai.engine.unicode_classes` (Unicode 15.1), never from the running
-Python's ``unicodedata``.  Scores are compared as integers derived from
-their f32 bit patterns (an order-preserving map), so no float arithmetic is
-involved.  Plain text is tokenized with special-token parsing off: control
-tokens such as ``<|im_start|>`` typed in the text are tokenized as text, as
-llama.cpp does with ``parse_special=False``; user-defined tokens are still
-matched first.
+Character classes (letter / number / white space / punctuation) come from
+the pinned tables in :mod:`poai.engine.unicode_classes` (Unicode 15.1), never
+from the running Python's ``unicodedata``.  Scores are compared as integers
+derived from their f32 bit patterns (an order-preserving map), so no float
+arithmetic is involved.
+
+Plain text is tokenized with special-token parsing off, as llama.cpp does
+with ``parse_special=False``: control tokens such as ``<|im_start|>`` typed
+in the text are tokenized as text, user-defined tokens are matched first
+(longest first).  Which tokens count as control follows llama.cpp's loader,
+which also promotes end-of-generation and fill-in-the-middle look-alikes
+(``<|im_end|>``, ``</s>``, ``<fim_prefix>``, ...) to control whatever the GGUF
+says, and strips the white space after user-defined tokens of Phi-3
+vocabularies (``general.name`` containing ``phi3``/``phi-3``).
 """
 
 from __future__ import annotations
 
 import heapq
 
-
 from poai.engine.model import GGUFFields
-from poai.engine.unicode_classes import RANGES
+from poai.engine.pretokenize import (
+    LETTER, NUMBER, OTHER, PRE_TOKENIZERS, SPACE, char_class, pre_tokenize_smollm, split_words,
+)
 from poai.errors import TokenizerError
 
-__all__ = ["Tokenizer", "char_class", "pre_tokenize_smollm", "bytes_to_unicode"]
+__all__ = ["Tokenizer", "char_class", "pre_tokenize_smollm", "bytes_to_unicode", "supported_pre_tokenizers",
+           "LETTER", "NUMBER", "OTHER", "SPACE"]
 
 # GGUF token types (tokenizer.ggml.token_type).
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
-OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
-
 SPM_SPACE = "\u2581"
-
-
-def _class_table() -> bytearray:
-    table = bytearray(0x110000)
-    bounds = [*RANGES, (0x110000, 0)]
-    for (start, cls), (end, _) in zip(bounds, bounds[1:], strict=False):
-        if cls:
-            table[start:end] = bytes([cls]) * (end - start)
-    return table
-
-
-_CLASS = _class_table()
-
-
-def char_class(ch: str) -> int:
-    """0 other, 1 letter, 2 number, 3 white space (pinned Unicode 15.1)."""
-    return _CLASS[ord(ch)]
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -79,93 +70,82 @@ _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
 
 
-# --------------------------------------------------------------------------- pre-tokenizers
-
-def _split_numbers(text: str) -> list[str]:
-    """Every number character alone; the runs between them as they are (``\\p{N}``)."""
-    out: list[str] = []
-    start = 0
-    for i, ch in enumerate(text):
-        if _CLASS[ord(ch)] == NUMBER:
-            if i > start:
-                out.append(text[start:i])
-            out.append(ch)
-            start = i + 1
-    if start < len(text):
-        out.append(text[start:])
-    return out
+def supported_pre_tokenizers() -> list[str]:
+    """The ``tokenizer.ggml.pre`` names a ``gpt2`` vocabulary may carry."""
+    return sorted(PRE_TOKENIZERS)
 
 
-_CONTRACTIONS_1 = frozenset("stmd")
-_CONTRACTIONS_2 = frozenset(("re", "ve", "ll"))
+# --------------------------------------------------------------------------- special tokens
+
+# llama.cpp's loader (llama-vocab.cpp, "auto-detect special tokens by text")
+# adds the control attribute to tokens with these texts, whatever their GGUF
+# type: end of generation / turn, and fill-in-the-middle markers.
+_CONTROL_LOOKALIKES = frozenset((
+    # end of generation (special_eog_ids); includes every end-of-turn text
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
+    # fill in the middle: prefix, suffix, middle, pad, repository, file separator.  llama.cpp
+    # marks only the first text of each role it meets; a vocabulary with two spellings
+    # of one role is the only case where marking them all differs.
+    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim\u2581begin\uff5c>", "<PRE>",
+    "\u2581<PRE>", "<|code_prefix|>", "<|prefix|>",
+    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\uff5cfim\u2581hole\uff5c>", "<SUF>",
+    "\u2581<SUF>", "<|code_suffix|>", "<|suffix|>",
+    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\uff5cfim\u2581end\uff5c>", "<MID>",
+    "\u2581<MID>", "<|code_middle|>", "<|middle|>",
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+    "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+    "<|file_sep|>",
+))
+# gpt-oss: llama.cpp always treats these as user-defined (rendered, matched as text).
+_FORCED_USER_DEFINED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
+_C_SPACE = " \t\n\v\f\r"  # C isspace(): what lstrip / rstrip remove
 
 
-def _split_gpt2(chunk: str) -> list[str]:
-    """The GPT-2 pattern over one chunk, as llama.cpp's hand-written matcher does it.
+def _special_attrs(tokens: list[str], types: list[int], token_to_id: dict[str, int],
+                   eos_id: int | None, name: str) -> dict[int, tuple[bool, bool]]:
+    """Tokens matched in plain text, as llama.cpp sets them up: id -> (lstrip, rstrip).
 
-    Positions outside the chunk count as "no character": they are neither
-    letter, number, white space nor other, which ends every run.
+    These are the user-defined tokens that are neither control nor unknown
+    once llama.cpp's loader has adjusted the GGUF's types.
     """
-    n = len(chunk)
-    cls = [_CLASS[ord(c)] for c in chunk]
-    words: list[str] = []
-    pos = 0
-
-    def cls_at(i: int) -> int:
-        return cls[i] if i < n else -1  # -1: outside the chunk
-
-    while pos < n:
-        c = chunk[pos]
-        # 's|'t|'re|'ve|'m|'ll|'d
-        if c == "'" and pos + 1 < n:
-            if chunk[pos + 1] in _CONTRACTIONS_1:
-                words.append(chunk[pos:pos + 2])
-                pos += 2
-                continue
-            if pos + 2 < n and chunk[pos + 1:pos + 3] in _CONTRACTIONS_2:
-                words.append(chunk[pos:pos + 3])
-                pos += 3
-                continue
-        start = pos
-        k = cls_at(pos + 1) if c == " " else cls[pos]
-        if k in (LETTER, NUMBER, OTHER):
-            # ' ?\p{L}+' | ' ?\p{N}+' | ' ?[^\s\p{L}\p{N}]+'
-            if c == " ":
-                pos += 1
-            while cls_at(pos) == k:
-                pos += 1
-            words.append(chunk[start:pos])
-            continue
-        spaces = 0
-        while cls_at(pos + spaces) == SPACE:
-            spaces += 1
-        if spaces > 1 and pos + spaces < n:
-            # '\s+(?!\S)': leave the last white space to start the next word
-            pos += spaces - 1
-        elif spaces > 0:
-            pos += spaces  # '\s+'
-        else:
-            pos += 1  # unreachable for valid text; kept to mirror the matcher
-        words.append(chunk[start:pos])
-    return words
-
-
-def pre_tokenize_smollm(text: str) -> list[str]:
-    """SmolLM2's pre-tokenizer: numbers split to digits, then the GPT-2 pattern."""
-    words: list[str] = []
-    for chunk in _split_numbers(text):
-        words.extend(_split_gpt2(chunk))
-    return words
-
-
-def pre_tokenize_gpt2(text: str) -> list[str]:
-    return _split_gpt2(text)
-
-
-PRE_TOKENIZERS = {
-    "smollm": pre_tokenize_smollm,
-    "gpt2": pre_tokenize_gpt2,
-}
+    kind = {i: t for i, t in enumerate(types) if t in (TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED)}
+    control: set[int] = {i for i, t in kind.items() if t == TOKEN_CONTROL}
+    for text in _CONTROL_LOOKALIKES:
+        tid = token_to_id.get(text)
+        if tid is not None:
+            control.add(tid)
+            kind.setdefault(tid, TOKEN_NORMAL)
+    for text in _FORCED_USER_DEFINED:
+        tid = token_to_id.get(text)
+        if tid is not None:
+            kind[tid] = TOKEN_USER_DEFINED
+            control.discard(tid)
+    present = set(token_to_id)
+    has_call = "<|call|>" in present or "<|calls|>" in present
+    if "<|end|>" in present and has_call and ("<|return|>" in present or "<|flush|>" in present):
+        # o200k_harmony / solar-open: <|end|> is not an end of generation there
+        kind[token_to_id["<|end|>"]] = TOKEN_USER_DEFINED
+        control.discard(token_to_id["<|end|>"])
+    eos_text = tokens[eos_id] if eos_id is not None else None
+    if "</s>" in present and ("<|tool_response>" in present or eos_text == "<|plamo:eos|>"):
+        # gemma4 / plamo: a normal </s>
+        kind.pop(token_to_id["</s>"], None)
+        control.discard(token_to_id["</s>"])
+    special = set(kind)  # llama.cpp's cache_special_tokens: control, user-defined or unknown
+    lstrip: set[int] = set()
+    rstrip: set[int] = set()
+    lowered = name.lower()
+    if "phi-3" in lowered or "phi3" in lowered:
+        rstrip |= special
+        rstrip |= {token_to_id[t] for t in ("</s>",) if t in token_to_id}
+        rstrip -= {token_to_id[t] for t in ("<unk>", "<s>", "<|endoftext|>") if t in token_to_id}
+    elif "modern-bert" in lowered and "[MASK]" in token_to_id:
+        lstrip.add(token_to_id["[MASK]"])
+    return {i: (i in lstrip, i in rstrip) for i, t in kind.items()
+            if t == TOKEN_USER_DEFINED and i not in control}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -185,7 +165,8 @@ class Tokenizer:
     def __init__(self, *, model: str, pre: str | None, tokens: list[str], types: list[int],
                  merges: list[str] | None = None, scores_bits: list[int] | None = None,
                  bos_id: int | None = None, eos_id: int | None = None,
-                 add_bos: bool | None = None, add_space_prefix: bool | None = None) -> None:
+                 add_bos: bool | None = None, add_eos: bool | None = None,
+                 add_space_prefix: bool | None = None, name: str = "") -> None:
         if not tokens:
             raise TokenizerError("the vocabulary is empty")
         if len(types) != len(tokens):
@@ -196,29 +177,33 @@ class Tokenizer:
         self.token_to_id: dict[str, int] = {}
         for i, t in enumerate(tokens):
             self.token_to_id[t] = i  # a repeated text maps to its last id, as in llama.cpp
-        for name, tid in (("bos", bos_id), ("eos", eos_id)):
+        for role, tid in (("bos", bos_id), ("eos", eos_id)):
             if tid is not None and not 0 <= tid < len(tokens):
-                raise TokenizerError(f"{name} token id {tid} outside the vocabulary of {len(tokens)}")
+                raise TokenizerError(f"{role} token id {tid} outside the vocabulary of {len(tokens)}")
         self.bos_id = bos_id
         self.eos_id = eos_id
         # User-defined tokens are matched before the model's algorithm runs;
         # longest first (ties by id, which llama.cpp leaves unspecified).
-        self._user_defined = sorted((i for i, t in enumerate(types) if t == TOKEN_USER_DEFINED),
-                                    key=lambda i: (-len(tokens[i].encode("utf-8")), i))
+        strips = _special_attrs(tokens, types, self.token_to_id, eos_id, name)
+        self._user_defined = [(i, *strips[i]) for i in
+                              sorted(strips, key=lambda i: (-len(tokens[i].encode("utf-8")), i))]
+        self.ignore_merges = False
         if model == "gpt2":
             if pre not in PRE_TOKENIZERS:
                 raise TokenizerError(f"unsupported pre-tokenizer {pre!r} for a gpt2 vocabulary "
-                                     f"(supported: {', '.join(sorted(PRE_TOKENIZERS))})")
+                                     f"(supported: {', '.join(supported_pre_tokenizers())})")
             if merges is None:
                 raise TokenizerError("a gpt2 vocabulary needs tokenizer.ggml.merges")
+            pre_tokenizer = PRE_TOKENIZERS[pre]
             self.pre = pre
-            self._pre_tokenize = PRE_TOKENIZERS[pre]
+            self._splitters = pre_tokenizer.splitters
+            self.ignore_merges = pre_tokenizer.ignore_merges
             self.ranks: dict[tuple[str, str], int] = {}
             for rank, merge in enumerate(merges):
                 cut = merge.find(" ", 1)
                 pair = (merge[:cut], merge[cut + 1:]) if cut >= 0 else ("", "")
                 self.ranks.setdefault(pair, rank)  # first occurrence wins
-            self.add_bos = bool(add_bos) if add_bos is not None else False
+            self.add_bos = bool(add_bos) if add_bos is not None else pre_tokenizer.add_bos
             self.add_space_prefix = False
         elif model == "llama":
             if scores_bits is None or len(scores_bits) != len(tokens):
@@ -229,8 +214,11 @@ class Tokenizer:
             self.add_space_prefix = bool(add_space_prefix) if add_space_prefix is not None else True
         else:
             raise TokenizerError(f"unsupported tokenizer model {model!r} (supported: gpt2, llama)")
+        self.add_eos = bool(add_eos)  # llama.cpp's default for both models: no EOS
         if self.add_bos and self.bos_id is None:
             raise TokenizerError("the vocabulary asks for a BOS token but names none")
+        if self.add_eos and self.eos_id is None:
+            raise TokenizerError("the vocabulary asks for an EOS token but names none")
 
     # ----------------------------------------------------------------- construction
 
@@ -247,13 +235,16 @@ class Tokenizer:
                 raise TokenizerError(f"GGUF has no {key}")
         tokens = kv.strings("tokenizer.ggml.tokens")
         types = kv.array_bits("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
-        return cls(model=model, pre=kv.str("tokenizer.ggml.pre", "gpt2"), tokens=tokens, types=types,
+        # llama.cpp reads a gpt2 vocabulary without tokenizer.ggml.pre with its "default" list
+        return cls(model=model, pre=kv.str("tokenizer.ggml.pre", "default"), tokens=tokens, types=types,
                    merges=kv.strings("tokenizer.ggml.merges") if model == "gpt2" else None,
                    scores_bits=kv.array_bits("tokenizer.ggml.scores") if model == "llama" else None,
                    bos_id=kv.opt_int("tokenizer.ggml.bos_token_id"),
                    eos_id=kv.opt_int("tokenizer.ggml.eos_token_id"),
                    add_bos=kv.opt_bool("tokenizer.ggml.add_bos_token"),
-                   add_space_prefix=kv.opt_bool("tokenizer.ggml.add_space_prefix"))
+                   add_eos=kv.opt_bool("tokenizer.ggml.add_eos_token"),
+                   add_space_prefix=kv.opt_bool("tokenizer.ggml.add_space_prefix"),
+                   name=kv.str("general.name", ""))
 
     @property
     def n_vocab(self) -> int:
@@ -261,8 +252,13 @@ class Tokenizer:
 
     # ----------------------------------------------------------------- encoding
 
-    def encode(self, text: str, *, add_bos: bool | None = None) -> list[int]:
-        """Token ids of ``text``; ``add_bos`` defaults to the vocabulary's own setting."""
+    def encode(self, text: str, *, add_bos: bool | None = None, add_eos: bool | None = None) -> list[int]:
+        """Token ids of ``text``; ``add_bos`` / ``add_eos`` default to the vocabulary's own settings.
+
+        llama.cpp has one switch for both (``add_special``): both defaults are
+        ``add_special=True``, and ``add_bos=False`` alone is ``add_special=False``
+        (no EOS either unless ``add_eos=True``), which is what the quiz uses.
+        """
         if not isinstance(text, str):
             raise TokenizerError(f"text must be str, not {type(text).__name__}")
         try:
@@ -270,8 +266,11 @@ class Tokenizer:
         except UnicodeEncodeError as exc:
             raise TokenizerError(f"text is not valid Unicode (lone surrogate at {exc.start})") from None
         bos = self.add_bos if add_bos is None else add_bos
+        eos = (self.add_eos and add_bos is not False) if add_eos is None else add_eos
         if bos and self.bos_id is None:
             raise TokenizerError("this vocabulary has no BOS token")
+        if eos and self.eos_id is None:
+            raise TokenizerError("this vocabulary has no EOS token")
         out: list[int] = [self.bos_id] if bos else []
         fragments = self._partition(text)
         if self.model == "gpt2":
@@ -290,12 +289,19 @@ class Tokenizer:
                     piece = (" " if self.add_space_prefix and prev_special else "") + frag
                     self._encode_spm(piece.replace(" ", SPM_SPACE), out)
                     prev_special = False
+        if eos:
+            out.append(self.eos_id)
         return out
 
     def _partition(self, text: str) -> list[str | int]:
-        """Split out user-defined tokens (as ids); the rest stays text."""
+        """Split out user-defined tokens (as ids); the rest stays text.
+
+        As llama.cpp's ``tokenizer_st_partition``: each token in turn, every
+        occurrence left to right; a token with lstrip / rstrip drops the C
+        white space (space, tab, LF, VT, FF, CR) before / after it.
+        """
         frags: list[str | int] = [text] if text else []
-        for tid in self._user_defined:
+        for tid, lstrip, rstrip in self._user_defined:
             needle = self.tokens[tid]
             if not needle:
                 continue
@@ -304,19 +310,30 @@ class Tokenizer:
                 if isinstance(frag, int) or needle not in frag:
                     nxt.append(frag)
                     continue
-                parts = frag.split(needle)
-                for j, part in enumerate(parts):
-                    if j:
-                        nxt.append(tid)
-                    if part:
-                        nxt.append(part)
+                start = 0
+                while (hit := frag.find(needle, start)) >= 0:
+                    left = frag[start:hit]
+                    if lstrip:
+                        left = left.rstrip(_C_SPACE)
+                    if left:
+                        nxt.append(left)
+                    nxt.append(tid)
+                    start = hit + len(needle)
+                    if rstrip:
+                        while start < len(frag) and frag[start] in _C_SPACE:
+                            start += 1
+                if start < len(frag):
+                    nxt.append(frag[start:])
             frags = nxt
         return frags
 
     def _encode_bpe(self, text: str, out: list[int]) -> None:
         ranks = self.ranks
-        for word in self._pre_tokenize(text):
+        for word in split_words(text, self._splitters):
             encoded = "".join(_BYTE_TO_CHAR[b] for b in word.encode("utf-8"))
+            if self.ignore_merges and encoded in self.token_to_id:
+                out.append(self.token_to_id[encoded])
+                continue
             for piece in _bpe_merge(encoded, ranks):
                 tid = self.token_to_id.get(piece)
                 if tid is not None:
