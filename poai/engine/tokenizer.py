@@ -198,11 +198,16 @@ class Tokenizer:
             self.pre = pre
             self._splitters = pre_tokenizer.splitters
             self.ignore_merges = pre_tokenizer.ignore_merges
-            self.ranks: dict[tuple[str, str], int] = {}
+            # Ranks keyed by the merge string itself ("left right"), not by a
+            # (left, right) tuple: 5 MiB less for a 49k-merge vocabulary.  The
+            # same lookups: byte-level symbols never contain U+0020 (bytes map
+            # through bytes_to_unicode), so left + " " + right equals a merge
+            # exactly when llama.cpp's split of it (at its first space after
+            # index 0) gives (left, right); merges that split otherwise can
+            # never be looked up either way.
+            self.ranks: dict[str, int] = {}
             for rank, merge in enumerate(merges):
-                cut = merge.find(" ", 1)
-                pair = (merge[:cut], merge[cut + 1:]) if cut >= 0 else ("", "")
-                self.ranks.setdefault(pair, rank)  # first occurrence wins
+                self.ranks.setdefault(merge, rank)  # first occurrence wins
             self.add_bos = bool(add_bos) if add_bos is not None else pre_tokenizer.add_bos
             self.add_space_prefix = False
         elif model == "llama":
@@ -396,9 +401,9 @@ class Tokenizer:
         return data.decode("utf-8", errors="replace")
 
 
-def _bpe_merge(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+def _bpe_merge(word: str, ranks: dict[str, int]) -> list[str]:
     """Merge the characters of ``word`` by rank: lowest rank first, then leftmost."""
-    return _merge_pairs(list(word), lambda left, right: ranks.get((left, right)))
+    return _merge_pairs(list(word), lambda left, right: ranks.get(left + " " + right))
 
 
 def _merge_pairs(syms: list[str], priority) -> list[str]:
