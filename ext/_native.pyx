@@ -522,9 +522,9 @@ cdef class FusedLlama:
             nq = max(N * m.d, C * m.ff)
             lanes = max(N * _lanes(m.d), C * _lanes(m.ff))
             z = np.empty
-            bufs = dict(h=z(N * m.d, np.int64), q=z(N * m.H * m.hd, np.int64),
+            # a shares h's memory and o q's (poai_forward.h: never live at once)
+            bufs = dict(h=z(N * m.d, np.int64), q=z(N * max(m.H * m.hd, m.d), np.int64),
                         k=z(N * m.Hkv * m.hd, np.int64), v=z(N * m.Hkv * m.hd, np.int64),
-                        a=z(N * m.d, np.int64), o=z(N * m.d, np.int64),
                         g=z(C * m.ff, np.int64), u=z(C * m.ff, np.int64),
                         qa=z(nq, np.int16), qs=z(lanes, np.int64),
                         qy=z(N, np.int64), qsum=z(lanes, np.int64),
@@ -566,8 +566,8 @@ cdef class FusedLlama:
         b.q = <int64_t *>cnp.PyArray_DATA(bufs["q"])
         b.k = <int64_t *>cnp.PyArray_DATA(bufs["k"])
         b.v = <int64_t *>cnp.PyArray_DATA(bufs["v"])
-        b.a = <int64_t *>cnp.PyArray_DATA(bufs["a"])
-        b.o = <int64_t *>cnp.PyArray_DATA(bufs["o"])
+        b.a = b.h
+        b.o = b.q
         b.g = <int64_t *>cnp.PyArray_DATA(bufs["g"])
         b.u = <int64_t *>cnp.PyArray_DATA(bufs["u"])
         b.qa = <int16_t *>cnp.PyArray_DATA(bufs["qa"])

@@ -40,6 +40,9 @@ typedef struct {
 /* Work buffers for N = B*T tokens, C = min(N, POAI_FW_FFN_CHUNK) (sizes in
  * elements):
  *   h, a, o: N*d; q: N*H*hd; k, v: N*Hkv*hd; g, u: C*ff;
+ *   a may share h's memory and o q's (q then N*max(H*hd, d)): h is dead
+ *   from the Q/K/V products to the next norm, a after the output product,
+ *   q after attention and o after each residual add;
  *   qa: max(N*d, C*ff) int16; qs, qsum: max(N*lanes(d), C*lanes(ff)) int64,
  *   qy: N, where lanes(K) = 16 * (K/32) / poai_packed_group(K);
  *   att: nthreads * (2T + hd). */

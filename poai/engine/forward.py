@@ -122,11 +122,14 @@ def run_forward_batch(
         # The same graph in one native call (ext/poai_forward.c); None means
         # it does not apply or a range check failed: the op-by-op path below
         # then runs (and raises the identical error).
+        # It overwrites x (one copy of the activations less), so the fallback
+        # embeds again.
         cos, sin = rope_for(model, t)
         out = fused(model, x, nb, t, cos, sin, attn_heads)
         if out is not None:
             hidden, probs = out
             return _finish(model, ops, hidden, nb, t, logit_rows, probs)
+        x = ops.embed(model.tok_embd, tokens.reshape(nb * t))
     hidden, probs = _layers(model, ops, x, nb, t, attn_heads)
     return _finish(model, ops, hidden, nb, t, logit_rows, probs)
 

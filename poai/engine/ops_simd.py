@@ -101,7 +101,8 @@ class PackedOps:
                        sin: np.ndarray, attn_heads: dict):
         """Every layer and the final norm in one native call (ext/poai_forward.c).
 
-        x [n_seq*t, d] Q16 embeddings.  Returns (hidden [n_seq*t, d],
+        x [n_seq*t, d] Q16 embeddings, overwritten (no copy: the caller embeds
+        again if it falls back).  Returns (hidden [n_seq*t, d],
         {(layer, head): [n_seq, t, t]}), or None when the fused path does not
         apply or a value left its proven range (the caller then runs the
         op-by-op path, which raises the identical EngineRangeError)."""
@@ -111,7 +112,7 @@ class PackedOps:
         pairs = [(li, h) for li in sorted(attn_heads) for h in attn_heads[li]]
         sel_l = np.array([p[0] for p in pairs], dtype=np.int64)
         sel_h = np.array([p[1] for p in pairs], dtype=np.int64)
-        hidden = np.array(x, dtype=np.int64, order="C", copy=True)
+        hidden = np.ascontiguousarray(x, dtype=np.int64)
         status, flat = fused.run(self.variant, hidden, n_seq, t, cos, sin, sel_l, sel_h,
                                  self.threads)
         if status:
