@@ -134,8 +134,9 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
 #define ROWSET_FN(G, NT, NIB, S1)                                                             \
     T256 static void rowset_##G##_##NT##_##NIB##_##S1(                                       \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
-        const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
+        const int32_t *sc1, const int32_t *mn, const int32_t *mn1, const int64_t *const *s,  \
         const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
+        (void)mn1; /* 16-wide offsets go to the portable kernel (below) */                   \
         rowset_nt(G, NT, NIB, S1, w, ng, a, sc0, sc1, mn, s, asum, lanes);                   \
     }
 #define ROWSET_FNS2(G, NT) ROWSET_FN(G, NT, 0, 0) ROWSET_FN(G, NT, 1, 0) ROWSET_FN(G, NT, 0, 1) \
@@ -166,6 +167,10 @@ static void pick(int64_t g, int nib, int s1, poai_rowset_fn *wide, poai_rowset_f
 
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
     poai_rowset_fn wide, one;
+    if (w->pmn1) { /* 16-wide blocks with offsets (Q2_K): the portable kernel, same bits */
+        poai_matmul_packed_generic(qa, s, ysh, asum, T, w, y, nthreads);
+        return;
+    }
     pick(poai_packed_group(w->K), w->wbits == 4, w->psc1 != 0, &wide, &one);
     poai_packed_drive(wide, NT_WIDE_AVX2, one, qa, s, ysh, asum, T, w, y, nthreads);
 }

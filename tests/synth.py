@@ -17,6 +17,7 @@ import gguf
 import numpy as np
 
 from poai.engine.synthetic import (  # noqa: F401  (FORMATS, random_blocks: used by tests)
+    FLOAT_FORMATS,
     FORMATS,
     SCALE_RANGE,
     add_f32 as _add_f32,
