@@ -42,10 +42,10 @@ class QuantMatrix:
     (poai/engine/packed.py: the layout the native kernels read).
 
     Canonical views, unpacked on demand (slow-ish, for the reference and tests):
-    q:     int8  [rows, cols]            raw quants (u4 values 0..15 for Q4_1/Q4_K)
+    q:     int8  [rows, cols]            raw quants (e.g. 0..15 for Q4_1/Q4_K, 0..3 for Q2_K)
     scale: int32 [rows, cols // block]   units of 2**-24
     minv:  int32 [rows, cols // block] or None (symmetric formats)
-    block: 16 or 32 (elements sharing one scale)
+    block: 16 or 32 (elements sharing one scale and offset)
     l1row: max over rows j of sum_i |W[j, i]| in units of 2**-24 (exact int):
            bounds the matmul accumulator (ops_reference.matmul).
     l1blk: max over rows j and 32-wide column blocks a of sum_{i in a} |W[j, i]|

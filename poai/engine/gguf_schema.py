@@ -78,6 +78,8 @@ class TensorType(IntEnum):
     TQ1_0 = 34
     TQ2_0 = 35
     MXFP4 = 39
+    NVFP4 = 40
+    Q1_0 = 41
 
 
 QK = 32          # elements per block of the legacy formats (Q4_0 .. Q8_1)
@@ -119,6 +121,8 @@ BLOCK_SIZES: dict[TensorType, tuple[int, int]] = {
     TensorType.TQ1_0: (QK_K, 2 + 4 * 13),
     TensorType.TQ2_0: (QK_K, 2 + 64),
     TensorType.MXFP4: (QK, 1 + QK // 2),
+    TensorType.NVFP4: (64, 4 + 32),
+    TensorType.Q1_0: (128, 2 + 16),
 }
 
 # The types poai converts to a weight matrix (gguf_convert.DECODERS) and to a

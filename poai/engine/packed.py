@@ -1,8 +1,9 @@
 """The one in-memory weight layout (ext/poai_packed.h), built and read in NumPy.
 
 Every weight matrix is stored once, lane-interleaved as the native kernels
-read it, with 4-bit formats (Q4_0, Q4_1, Q4_K) as two nibbles per byte and
-the others (Q8_0, Q6_K) as one int8 per weight; there is no other copy.  The
+read it, with 4-bit formats (Q4_0, Q4_1, Q4_K) and Q2_K as two nibbles per
+byte and the others (Q8_0, Q5_0, Q5_1, Q5_K, Q6_K, Q3_K, float matrices) as
+one int8 per weight; there is no other copy.  The
 canonical views (QuantMatrix.q, .scale, .minv) are unpacked from it on
 demand, row chunk by row chunk.
 
