@@ -64,6 +64,7 @@ cdef extern from "poai_packed.h":
         const int32_t *psc0
         const int32_t *psc1
         const int32_t *pmn
+        const int32_t *pmn1
     int64_t poai_packed_group(int64_t K)
     int64_t poai_packed_rowsets(int64_t rows, int64_t K)
     void poai_quantize_packed(int variant, const int64_t *x, int64_t T, int64_t K, int16_t *qa,
@@ -329,14 +330,20 @@ def _check_packed(pm, int64_t K):
     cdef int64_t g = poai_packed_group(K), nrs = poai_packed_rowsets(rows, K)
     cdef int64_t nl = (K // 32 // g) * 16
     for arr, dt, width in ((pm.wp, np.uint8, nl * 4 * pm.wbits), (pm.psc0, np.int32, nl),
-                           (pm.psc1, np.int32, nl), (pm.pmn, np.int32, nl)):
+                           (pm.psc1, np.int32, nl), (pm.pmn, np.int32, nl),
+                           (pm.pmn1, np.int32, nl)):
         if arr is None:
             continue
         if not isinstance(arr, np.ndarray) or arr.dtype != dt or not arr.flags.c_contiguous \
                 or arr.ndim != 2 or arr.shape[0] != nrs or arr.shape[1] != width:
             raise ValueError("matmul_packed: the packed weight does not match x's width")
-    if pm.psc0 is None or pm.wp is None or (pm.psc1 is not None and pm.pmn is not None):
-        raise ValueError("matmul_packed: needs wp and psc0; offsets need 32-wide blocks")
+    if pm.psc0 is None or pm.wp is None:
+        raise ValueError("matmul_packed: needs wp and psc0")
+    if pm.pmn is not None and (pm.psc1 is not None) != (pm.pmn1 is not None):
+        raise ValueError("matmul_packed: 16-wide blocks with offsets need pmn and pmn1, "
+                         "32-wide blocks pmn only")
+    if pm.pmn1 is not None and pm.pmn is None:
+        raise ValueError("matmul_packed: pmn1 needs pmn")
 
 
 cdef poai_pmat _pmat(int64_t K, packed) except *:
@@ -349,12 +356,13 @@ cdef poai_pmat _pmat(int64_t K, packed) except *:
     m.psc0 = _i32_ptr(packed.psc0)
     m.psc1 = _i32_ptr(packed.psc1)
     m.pmn = _i32_ptr(packed.pmn)
+    m.pmn1 = _i32_ptr(packed.pmn1)
     return m
 
 
 def matmul_quantized(str variant, quantized, pm, int nthreads=1):
     """y[T, pm.rows] (Q16) from quantize_packed(x)'s output and a PackedMatrix
-    pm (rows, K, wbits, wp, psc0, psc1, pmn): one quantization can serve
+    pm (rows, K, wbits, wp, psc0, psc1, pmn, pmn1): one quantization can serve
     every weight that reads the same x."""
     cdef int vid = _variant_id(variant)
     qa_o, s_o, ysh_o, asum_o = quantized

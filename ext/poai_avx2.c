@@ -14,8 +14,10 @@
  * Register blocking: a wide call takes 4 tokens; each unpacked weight
  * vector serves all of them and, except for 16-wide weight blocks (two
  * partial sums per lane: the halves go in turn), each activation broadcast
- * serves both 8-lane halves.  The weight mode (plain scale, 16-wide scales, block
- * offset) is a compile-time parameter, so the epilogue has no branches.
+ * serves both 8-lane halves.  The weight mode (plain scale, 16-wide scales,
+ * block offset, or Q2_K's 16-wide scales and offsets, whose low-half
+ * activation sums vpmaddwd against ones adds up in the loop) is a
+ * compile-time parameter, so the epilogue has no branches.
  * Measured against the previous kernel (2 halves in turn, runtime mode
  * tests, 4 tokens), interleaved in one process on a 2-core Zen 3, 1 thread:
  * 1536x576 Q4_1 20.6 -> 31.7 GMAC/s, 576x1536 Q4_1 18.5 -> 26.2.
@@ -52,6 +54,8 @@ T256 static INLINE __m256i widen_half(__m256i v, int hi) {
 #define M_PLAIN 0 /* psc0 scales all 32 elements of a block */
 #define M_S1 1    /* psc0 elements 0..15, psc1 elements 16..31 (16-wide blocks) */
 #define M_MN 2    /* psc0 and the block offset pmn (times the block's asum) */
+#define M_S1MN 3  /* 16-wide scales and offsets (Q2_K): psc0, psc1; pmn for elements
+                   * 0..15 times asum_lo, pmn1 for 16..31 times asum - asum_lo */
 
 /* One row set against NT tokens; G, NT, NIB (4-bit weights), MODE and HT
  * are constants after inlining.
@@ -76,10 +80,10 @@ T256 static INLINE __m256i widen_half(__m256i v, int hi) {
 T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const int MODE,
                                   const int HT, const uint8_t *w, int64_t ng,
                                   const int16_t *const *a, const int32_t *sc0,
-                                  const int32_t *sc1, const int32_t *mn,
+                                  const int32_t *sc1, const int32_t *mn, const int32_t *mn1,
                                   const int64_t *const *s, const int64_t *const *asum,
                                   int64_t (*lanes)[16]) {
-    const int S1 = MODE == M_S1, MN = MODE == M_MN;
+    const int S1 = MODE == M_S1 || MODE == M_S1MN, MN = MODE == M_MN, M16 = MODE == M_S1MN;
     const int NH = HT ? 2 : 1; /* halves per pass */
     __m256i acc[POAI_MAX_NT][4];
     const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
@@ -90,9 +94,11 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
         int64_t ao = gi * 32 * G, wl = gi * 16;
 #pragma GCC unroll 1
         for (int h0 = 0; h0 < 2; h0 += NH) {
-            __m256i x[POAI_MAX_NT][2], y[POAI_MAX_NT][2];
+            /* z: M_S1MN's asum_lo, each lane's activations of pairs 0-7
+             * summed by vpmaddwd against ones: |.| <= 16 * 32767 < 2^19 */
+            __m256i x[POAI_MAX_NT][2], y[POAI_MAX_NT][2], z[POAI_MAX_NT][2];
             for (int u = 0; u < NT; u++)
-                for (int j = 0; j < NH; j++) x[u][j] = y[u][j] = _mm256_setzero_si256();
+                for (int j = 0; j < NH; j++) x[u][j] = y[u][j] = z[u][j] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 __m256i wlo[2], whi[2]; /* pair k (wlo) and pair k+8 (whi) of each half */
                 for (int j = 0; j < NH; j++) {
@@ -116,6 +122,9 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
                     bh[1] = G == 16 ? bcast(G, au + (k + 8) * 2 * G, 1) : bh[0];
                     for (int j = 0; j < NH; j++) {
                         x[u][j] = _mm256_add_epi32(x[u][j], _mm256_madd_epi16(wlo[j], bl[j]));
+                        if (M16)
+                            z[u][j] = _mm256_add_epi32(
+                                z[u][j], _mm256_madd_epi16(_mm256_set1_epi16(1), bl[j]));
                         __m256i ph = _mm256_madd_epi16(whi[j], bh[j]);
                         if (S1) y[u][j] = _mm256_add_epi32(y[u][j], ph);
                         else x[u][j] = _mm256_add_epi32(x[u][j], ph);
@@ -127,7 +136,8 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
                 int j = (q >> 1) - h0;
                 __m256i c0 = load4_i32_as_i64(sc0 + l);
                 __m256i c1 = S1 ? load4_i32_as_i64(sc1 + l) : c0;
-                __m256i m = MN ? load4_i32_as_i64(mn + l) : c0;
+                __m256i m = MN || M16 ? load4_i32_as_i64(mn + l) : c0;
+                __m256i m1 = M16 ? load4_i32_as_i64(mn1 + l) : c0;
                 for (int u = 0; u < NT; u++) {
                     __m256i xi = x[u][j], yi = y[u][j];
                     __m256i inner = _mm256_mul_epi32(c0, widen_half(xi, q & 1));
@@ -137,6 +147,13 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
                     if (MN)
                         inner = _mm256_add_epi64(inner, _mm256_mul_epi32(
                             m, _mm256_loadu_si256((const __m256i *)(asum[u] + l))));
+                    if (M16) { /* asum_lo and asum - asum_lo: each < 2^19, so 32 bits */
+                        __m256i lo = widen_half(z[u][j], q & 1);
+                        __m256i hi = _mm256_sub_epi64(
+                            _mm256_loadu_si256((const __m256i *)(asum[u] + l)), lo);
+                        inner = _mm256_add_epi64(inner, _mm256_add_epi64(_mm256_mul_epi32(m, lo),
+                                                                         _mm256_mul_epi32(m1, hi)));
+                    }
                     acc[u][q] = _mm256_add_epi64(acc[u][q], _mm256_sllv_epi64(
                         inner, _mm256_loadu_si256((const __m256i *)(s[u] + l))));
                 }
@@ -152,32 +169,33 @@ T256 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
  * lane), the four weight vectors and the activation vectors fit the 16 ymm
  * registers (measured: 8 tokens or one half at a time is slower elsewhere). */
 #define NT_WIDE 4
-#define CFG_HT(MODE) ((MODE) != M_S1)
+#define CFG_HT(MODE) ((MODE) != M_S1 && (MODE) != M_S1MN)
 
 #define ROWSET_FN(G, NT, NIB, MODE, HT)                                                       \
     T256 static void rowset_##G##_##NT##_##NIB##_##MODE(                                     \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
-        const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
+        const int32_t *sc1, const int32_t *mn, const int32_t *mn1, const int64_t *const *s,  \
         const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
-        rowset_nt(G, NT, NIB, MODE, HT, w, ng, a, sc0, sc1, mn, s, asum, lanes);             \
+        rowset_nt(G, NT, NIB, MODE, HT, w, ng, a, sc0, sc1, mn, mn1, s, asum, lanes);        \
     }
 #define ROWSET_PAIR(G, NIB, MODE)                                                             \
     T256 static void rowset_##G##_W_##NIB##_##MODE(                                          \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
-        const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
+        const int32_t *sc1, const int32_t *mn, const int32_t *mn1, const int64_t *const *s,  \
         const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
-        rowset_nt(G, NT_WIDE, NIB, MODE, CFG_HT(MODE), w, ng, a, sc0, sc1, mn, s, asum,       \
+        rowset_nt(G, NT_WIDE, NIB, MODE, CFG_HT(MODE), w, ng, a, sc0, sc1, mn, mn1, s, asum,  \
                   lanes);                                                                    \
     }                                                                                        \
     ROWSET_FN(G, 1, NIB, MODE, 1)
-#define ROWSET_MODES(G, NIB) ROWSET_PAIR(G, NIB, 0) ROWSET_PAIR(G, NIB, 1) ROWSET_PAIR(G, NIB, 2)
+#define ROWSET_MODES(G, NIB) ROWSET_PAIR(G, NIB, 0) ROWSET_PAIR(G, NIB, 1) ROWSET_PAIR(G, NIB, 2) \
+    ROWSET_PAIR(G, NIB, 3)
 #define ROWSET_FNS(G) ROWSET_MODES(G, 0) ROWSET_MODES(G, 1)
 ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
 
 /* (g, nibbles, mode) -> the inner kernels */
 #define NAME(G, NT, NIB, MODE) rowset_##G##_##NT##_##NIB##_##MODE
 #define SELM(G, NT, NIB) (mode == M_S1 ? NAME(G, NT, NIB, 1) : mode == M_MN ? NAME(G, NT, NIB, 2) \
-                                                                          : NAME(G, NT, NIB, 0))
+                         : mode == M_S1MN ? NAME(G, NT, NIB, 3) : NAME(G, NT, NIB, 0))
 #define SEL(G, NT) (nib ? SELM(G, NT, 1) : SELM(G, NT, 0))
 #define PICK(G)                                                                               \
     case G:                                                                                  \
@@ -196,11 +214,7 @@ static void pick(int64_t g, int nib, int mode, poai_rowset_fn *wide, poai_rowset
 
 POAI_PACKED_FN(poai_matmul_packed_avx2) {
     poai_rowset_fn wide, one;
-    if (w->psc1 && w->pmn) { /* no inner kernel has both: the portable one does */
-        poai_matmul_packed_generic(qa, s, ysh, asum, T, w, y, nthreads);
-        return;
-    }
-    int mode = w->psc1 ? M_S1 : w->pmn ? M_MN : M_PLAIN;
+    int mode = w->pmn1 ? M_S1MN : w->psc1 ? M_S1 : w->pmn ? M_MN : M_PLAIN;
     pick(poai_packed_group(w->K), w->wbits == 4, mode, &wide, &one);
     poai_packed_drive(wide, NT_WIDE, one, qa, s, ysh, asum, T, w, y, nthreads);
 }

@@ -14,6 +14,9 @@
  *   minv*asum (exact 32x32->64, |inner| < 2^47), then the exact left
  *   shift vpsllvq by s = e - B in [0, 10] (protocol 4: no per-block rounding).
  *   NT_WIDE tokens share each widened weight vector (2 x NT_WIDE independent chains).
+ *   16-wide blocks with offsets (pmn1 set, Q2_K) also sum each lane's
+ *   activations over pairs 0-7 (vpdpwssd against ones: asum_lo, |.| < 2^19)
+ *   for the two half offsets pmn * asum_lo + pmn1 * (asum - asum_lo).
  */
 #include "poai_packed.h"
 
@@ -28,7 +31,7 @@
  * the tile's tokens); sc1 / mn are used only when has_sc1 / has_mn. */
 T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, __m512i sc0, __m512i sc1,
                                      __m512i mn, int has_sc1, int has_mn, const int64_t *s,
-                                     const int64_t *asum) {
+                                     const int64_t *asum, int has_mn1, __m512i mn1, __m256i alo) {
     __m512i inner;
     if (has_sc1) {
         inner = _mm512_add_epi64(_mm512_mul_epi32(sc0, _mm512_cvtepi32_epi64(i0)),
@@ -36,7 +39,12 @@ T512 static INLINE __m512i epilogue8(__m512i acc, __m256i i0, __m256i i1, __m512
     } else {
         inner = _mm512_mul_epi32(sc0, _mm512_cvtepi32_epi64(_mm256_add_epi32(i0, i1))); /* < 2^27 */
     }
-    if (has_mn) /* asum < 2^20: its low 32 bits are its value */
+    if (has_mn1) { /* halves: asum_lo < 2^19 and asum - asum_lo < 2^19, each fits 32 bits */
+        __m512i lo = _mm512_cvtepi32_epi64(alo);
+        __m512i hi = _mm512_sub_epi64(_mm512_loadu_si512(asum), lo);
+        inner = _mm512_add_epi64(inner, _mm512_add_epi64(_mm512_mul_epi32(mn, lo),
+                                                         _mm512_mul_epi32(mn1, hi)));
+    } else if (has_mn) /* asum < 2^20: its low 32 bits are its value */
         inner = _mm512_add_epi64(inner, _mm512_mul_epi32(mn, _mm512_loadu_si512(asum)));
     return _mm512_add_epi64(acc, _mm512_sllv_epi64(inner, _mm512_loadu_si512(s)));
 }
@@ -68,13 +76,14 @@ T512 static INLINE __m512i wpair(const int NIB, const uint8_t *wg, int k) {
     return _mm512_cvtepu8_epi16(_mm256_and_si256(n, _mm256_set1_epi8(0x0F)));
 }
 
-/* One row set against NT (1..8) tokens; G, NT and NIB are constants after
- * inlining (the per-token arrays then live in registers). */
-T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const uint8_t *w,
-                                  int64_t ng, const int16_t *const *a, const int32_t *sc0,
-                                  const int32_t *sc1, const int32_t *mn,
-                                  const int64_t *const *s, const int64_t *const *asum,
-                                  int64_t (*lanes)[16]) {
+/* One row set against NT (1..8) tokens; G, NT, NIB and MN16 (16-wide
+ * offsets: pmn1 set) are constants after inlining (the per-token arrays
+ * then live in registers). */
+T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, const int MN16,
+                                  const uint8_t *w, int64_t ng, const int16_t *const *a,
+                                  const int32_t *sc0, const int32_t *sc1, const int32_t *mn,
+                                  const int32_t *mn1, const int64_t *const *s,
+                                  const int64_t *const *asum, int64_t (*lanes)[16]) {
     __m512i lo[POAI_MAX_NT], hi[POAI_MAX_NT];
     const int64_t cb = NIB ? 256 : 512; /* bytes per (row set, group) chunk */
 #pragma GCC unroll 8
@@ -84,14 +93,19 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
         int64_t ao = gi * 32 * G;
         /* two partial sums per token (pairs 0-7 and 8-15): |each| < 2^26
          * (int8 weights) or < 2^23 (0..15) */
-        __m512i x[POAI_MAX_NT], y[POAI_MAX_NT];
+        __m512i x[POAI_MAX_NT], y[POAI_MAX_NT], z[POAI_MAX_NT];
 #pragma GCC unroll 8
-        for (int u = 0; u < NT; u++) x[u] = y[u] = _mm512_setzero_si512();
+        for (int u = 0; u < NT; u++) x[u] = y[u] = z[u] = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m512i wv = wpair(NIB, wg, k);
 #pragma GCC unroll 8
-            for (int u = 0; u < NT; u++) x[u] = _mm512_dpwssd_epi32(x[u], wv, bcast(G, a[u] + ao + k * 2 * G));
+            for (int u = 0; u < NT; u++) {
+                __m512i av = bcast(G, a[u] + ao + k * 2 * G);
+                x[u] = _mm512_dpwssd_epi32(x[u], wv, av);
+                /* asum_lo: |.| <= 16 * 32767 < 2^19 */
+                if (MN16) z[u] = _mm512_dpwssd_epi32(z[u], _mm512_set1_epi16(1), av);
+            }
         }
 #pragma GCC unroll 8
         for (int k = 8; k < 16; k++) {
@@ -105,13 +119,16 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
         __m512i sc0l = widen8(sc0 + wl), sc0h = widen8(sc0 + wl + 8);
         __m512i sc1l = widen8(has_sc1 ? sc1 + wl : 0), sc1h = widen8(has_sc1 ? sc1 + wl + 8 : 0);
         __m512i mnl = widen8(has_mn ? mn + wl : 0), mnh = widen8(has_mn ? mn + wl + 8 : 0);
+        __m512i mn1l = widen8(MN16 ? mn1 + wl : 0), mn1h = widen8(MN16 ? mn1 + wl + 8 : 0);
 #pragma GCC unroll 8
         for (int u = 0; u < NT; u++) {
             lo[u] = epilogue8(lo[u], _mm512_castsi512_si256(x[u]), _mm512_castsi512_si256(y[u]),
-                              sc0l, sc1l, mnl, has_sc1, has_mn, s[u] + al, asum[u] + al);
+                              sc0l, sc1l, mnl, has_sc1, has_mn, s[u] + al, asum[u] + al, MN16,
+                              mn1l, _mm512_castsi512_si256(z[u]));
             hi[u] = epilogue8(hi[u], _mm512_extracti64x4_epi64(x[u], 1),
                               _mm512_extracti64x4_epi64(y[u], 1), sc0h, sc1h, mnh, has_sc1, has_mn,
-                              s[u] + al + 8, asum[u] + al + 8);
+                              s[u] + al + 8, asum[u] + al + 8, MN16, mn1h,
+                              _mm512_extracti64x4_epi64(z[u], 1));
         }
     }
 #pragma GCC unroll 8
@@ -124,38 +141,42 @@ T512 static INLINE void rowset_nt(const int G, const int NT, const int NIB, cons
 #ifndef NT_WIDE
 #define NT_WIDE 4   /* tokens per wide call (8 spills registers: measured slower) */
 #endif
-#define ROWSET_FN(G, NT, NIB) ROWSET_FN_(G, NT, NIB)
-#define ROWSET_FN_(G, NT, NIB)                                                                \
-    T512 static void rowset_##G##_##NT##_##NIB(                                              \
+#define ROWSET_FN(G, NT, NIB, M) ROWSET_FN_(G, NT, NIB, M)
+#define ROWSET_FN_(G, NT, NIB, M)                                                             \
+    T512 static void rowset_##G##_##NT##_##NIB##_##M(                                        \
         const uint8_t *w, int64_t ng, const int16_t *const *a, const int32_t *sc0,           \
-        const int32_t *sc1, const int32_t *mn, const int64_t *const *s,                      \
+        const int32_t *sc1, const int32_t *mn, const int32_t *mn1, const int64_t *const *s,  \
         const int64_t *const *asum, int64_t (*lanes)[16]) {                                  \
-        rowset_nt(G, NT, NIB, w, ng, a, sc0, sc1, mn, s, asum, lanes);                       \
+        rowset_nt(G, NT, NIB, M, w, ng, a, sc0, sc1, mn, mn1, s, asum, lanes);               \
     }
-#define ROWSET_FNS(G) ROWSET_FN(G, NT_WIDE, 0) ROWSET_FN(G, 1, 0) ROWSET_FN(G, NT_WIDE, 1) ROWSET_FN(G, 1, 1)
+#define ROWSET_FNS1(G, M) ROWSET_FN(G, NT_WIDE, 0, M) ROWSET_FN(G, 1, 0, M) \
+    ROWSET_FN(G, NT_WIDE, 1, M) ROWSET_FN(G, 1, 1, M)
+#define ROWSET_FNS(G) ROWSET_FNS1(G, 0) ROWSET_FNS1(G, 1)
 ROWSET_FNS(16) ROWSET_FNS(8) ROWSET_FNS(4) ROWSET_FNS(2) ROWSET_FNS(1)
 
-#define NAME_(G, NT, NIB) rowset_##G##_##NT##_##NIB
-#define NAME(G, NT, NIB) NAME_(G, NT, NIB)
-/* (g, nibbles) -> the inner kernels for that group size and weight width */
+#define NAME_(G, NT, NIB, M) rowset_##G##_##NT##_##NIB##_##M
+#define NAME(G, NT, NIB, M) NAME_(G, NT, NIB, M)
+#define SEL(G, NT) (m16 ? (nib ? NAME(G, NT, 1, 1) : NAME(G, NT, 0, 1)) \
+                        : (nib ? NAME(G, NT, 1, 0) : NAME(G, NT, 0, 0)))
+/* (g, nibbles, 16-wide offsets) -> the inner kernels for that group size and weight width */
 #define PICK(G)                                                                               \
     case G:                                                                                  \
-        *wide = nib ? NAME(G, NT_WIDE, 1) : NAME(G, NT_WIDE, 0);                             \
-        *one = nib ? NAME(G, 1, 1) : NAME(G, 1, 0);                                          \
+        *wide = SEL(G, NT_WIDE);                                                             \
+        *one = SEL(G, 1);                                                                    \
         break;
-static void pick(int64_t g, int nib, poai_rowset_fn *wide, poai_rowset_fn *one) {
+static void pick(int64_t g, int nib, int m16, poai_rowset_fn *wide, poai_rowset_fn *one) {
     switch (g) {
     PICK(16) PICK(8) PICK(4) PICK(2)
     default:
-        *wide = nib ? NAME(1, NT_WIDE, 1) : NAME(1, NT_WIDE, 0);
-        *one = nib ? NAME(1, 1, 1) : NAME(1, 1, 0);
+        *wide = SEL(1, NT_WIDE);
+        *one = SEL(1, 1);
         break;
     }
 }
 
 POAI_PACKED_FN(poai_matmul_packed_avx512) {
     poai_rowset_fn wide, one;
-    pick(poai_packed_group(w->K), w->wbits == 4, &wide, &one);
+    pick(poai_packed_group(w->K), w->wbits == 4, w->pmn1 != 0, &wide, &one);
     poai_packed_drive(wide, NT_WIDE, one, qa, s, ysh, asum, T, w, y, nthreads);
 }
 #else

@@ -105,7 +105,7 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
     int64_t nrs = poai_packed_rowsets(rows, K), cb = chunk_bytes(w->wbits);
     int64_t ntasks = (nrs + RS_CHUNK - 1) / RS_CHUNK;
     const uint8_t *wp = w->wp;
-    const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn;
+    const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn, *pmn1 = w->pmn1;
     /* Every output value is computed by exactly one task, in a fixed order:
      * the result does not depend on nthreads.  One parallel region for the
      * whole product; tasks write disjoint outputs, so a thread goes on to the
@@ -130,8 +130,8 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
                     int64_t lanes[POAI_MAX_NT][16];
                     int64_t wo = rs * ng * POAI_LANES;
                     (nt == nt_wide ? wide : one)(wp + rs * ng * cb, ng, ar, psc0 + wo,
-                                                 psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0, st, at,
-                                                 lanes);
+                                                 psc1 ? psc1 + wo : 0, pmn ? pmn + wo : 0,
+                                                 pmn1 ? pmn1 + wo : 0, st, at, lanes);
                     for (int u = 0; u < nt; u++)
                         poai_packed_finish(lanes[u], g, rs, rows, ysh[t + u], y + (t + u) * rows);
                 }
@@ -176,7 +176,7 @@ POAI_PACKED_FN(poai_matmul_packed_generic) {
     int64_t K = w->K, rows = w->rows;
     int64_t nb = K / POAI_QBLOCK, g = poai_packed_group(K), ng = nb / g;
     int64_t nrs = poai_packed_rowsets(rows, K), cb = chunk_bytes(w->wbits);
-    const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn;
+    const int32_t *psc0 = w->psc0, *psc1 = w->psc1, *pmn = w->pmn, *pmn1 = w->pmn1;
     /* The broadcast quants of every (token, group), once for all row sets
      * (T * ng KiB); without that memory each row set broadcasts its own. */
     int16_t (*abc)[16][32] = (int16_t (*)[16][32])malloc((size_t)(T * ng) * sizeof(int16_t[16][32]));
@@ -212,6 +212,13 @@ POAI_PACKED_FN(poai_matmul_packed_generic) {
                         i0[L] = s0[2 * L] + s0[2 * L + 1];
                         i1[L] = s1[2 * L] + s1[2 * L + 1];
                     }
+                    /* asum_lo: the lane's activation sum over elements 0..15 (pairs
+                     * 0-7), |.| <= 16 * 32767 < 2^19; only 16-wide offsets need it */
+                    int64_t alo[POAI_LANES] = {0};
+                    if (pmn1)
+                        for (int k = 0; k < 8; k++)
+                            for (int L = 0; L < POAI_LANES; L++)
+                                alo[L] += ab[k][2 * L] + ab[k][2 * L + 1];
                     for (int L = 0; L < POAI_LANES; L++) {
                         int64_t inner; /* the block's sum_i W q: |inner| <= 2^15 * l1blk < 2^47 */
                         if (psc1) inner = (int64_t)psc0[wl + L] * i0[L] + (int64_t)psc1[wl + L] * i1[L];
@@ -219,7 +226,10 @@ POAI_PACKED_FN(poai_matmul_packed_generic) {
                         /* |pmn * asum| < 2^31 * 2^20 = 2^51; the scale term above is at
                          * most 2^31 * 2^26 = 2^57 (a nibble format's d * sum(n q), with the
                          * offset -8d or m folded in here): every partial sum < 2^58 */
-                        if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
+                        if (pmn1) /* two halves: each |pmn * asum_half| < 2^31 * 2^19 = 2^50 */
+                            inner += (int64_t)pmn[wl + L] * alo[L] +
+                                     (int64_t)pmn1[wl + L] * (asum[al + L] - alo[L]);
+                        else if (pmn) inner += (int64_t)pmn[wl + L] * asum[al + L];
                         /* inner * 2^s, s in [0, 10]: exact (the lane's partial
                          * sums are bounded like the whole: < 2^63) */
                         lanes[u][L] += (int64_t)((uint64_t)inner << s[al + L]);

@@ -58,8 +58,12 @@ typedef struct {
     /* per-lane weight data [nrs * ng * 16]: psc0 scales elements 0..15 of
      * each block and psc1 elements 16..31 (psc1 non-NULL only for 16-wide
      * weight blocks; else psc0 scales all 32); pmn the block offset or NULL.
-     * psc1 and pmn are never both set. */
-    const int32_t *psc0, *psc1, *pmn;
+     * pmn1 (only with psc1 and pmn: 16-wide blocks with offsets, Q2_K) is
+     * the offset of elements 16..31, and pmn then that of 0..15; a kernel
+     * multiplies them by the activation sums of the two halves, asum_lo
+     * (summed in the kernel from the quants, |.| <= 16 * 32767 < 2^19) and
+     * asum - asum_lo. */
+    const int32_t *psc0, *psc1, *pmn, *pmn1;
 } poai_pmat;
 
 /* Blocks per group g, rows per row set P and row sets for a matrix. */
@@ -92,11 +96,12 @@ POAI_PACKED_FN(poai_matmul_packed_avx512);
 
 /* A variant's inner kernel: one row set (its weight chunks w, ng groups)
  * against nt tokens (a[u], s[u], asum[u] for u < nt); writes the 16 int64
- * lane sums of each token to lanes[u]. */
+ * lane sums of each token to lanes[u].  sc1, mn and mn1 are NULL where the
+ * matrix has no psc1, pmn, pmn1. */
 typedef void (*poai_rowset_fn)(const uint8_t *w, int64_t ng, const int16_t *const *a,
                                const int32_t *sc0, const int32_t *sc1, const int32_t *mn,
-                               const int64_t *const *s, const int64_t *const *asum,
-                               int64_t (*lanes)[16]);
+                               const int32_t *mn1, const int64_t *const *s,
+                               const int64_t *const *asum, int64_t (*lanes)[16]);
 
 /* The shared driver of the SIMD variants: token tiles, OpenMP over chunks
  * of row sets, `wide` (taking nt_wide tokens, at most POAI_MAX_NT) and `one` (1 token)

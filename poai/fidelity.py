@@ -291,3 +291,56 @@ def float_reference(src: str | os.PathLike, *, n_ctx: int = 512, n_threads: int 
     from poai import llamacpp
 
     return llamacpp.load(float_reference_path(src), n_ctx=n_ctx, n_threads=n_threads)
+
+
+# --- requantisations made by llama.cpp's own quantizer ------------------------
+
+REQUANT_VERSION = 1
+
+
+def requantized_path(src: str | os.PathLike, ftype: str, cache: str | os.PathLike | None = None,
+                     *, pure: bool = False) -> Path:
+    """``src`` requantised by llama.cpp's quantizer (``llama_model_quantize``)
+    to ``ftype`` -- a llama.cpp file-type name without its ``LLAMA_FTYPE_MOSTLY_``
+    prefix ("Q4_K_M", "Q2_K", "BF16", ...) -- made once and kept in the model
+    cache beside the F32 export, named by the source's SHA-256 (written to a
+    temporary file and renamed into place, as :func:`float_reference_path`).
+
+    llama.cpp picks each tensor's type itself (a "_M" mix keeps some tensors
+    at higher precision and falls back to Q5_0/Q5_1/Q8_0 where a row is not
+    a multiple of 256), so these are the files real K-quant GGUFs look like.
+    ``pure`` asks for ``ftype``'s own tensor type wherever the row length
+    allows (llama.cpp's ``--pure``): the only way to get, e.g., Q2_K tensors
+    out of a model whose d_model (576) is no multiple of 256.
+    """
+    import llama_cpp
+
+    from poai.models.registry import cache_dir
+
+    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}", None)
+    if code is None:
+        raise ValueError(f"llama.cpp has no file type {ftype!r}")
+    src = Path(src)
+    digest = hashlib.sha256()
+    with src.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    directory = Path(cache) if cache is not None else cache_dir() / "derived"
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = f"{ftype}-pure" if pure else ftype
+    target = directory / f"{digest.hexdigest()[:16]}.{kind}.rq{REQUANT_VERSION}.gguf"
+    if not target.exists():
+        part = target.with_name(f"{target.name}.{os.getpid()}.part")
+        try:
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = code
+            params.allow_requantize = True
+            params.pure = pure
+            params.nthread = 1
+            rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(part), params)
+            if rc != 0:
+                raise RuntimeError(f"llama_model_quantize to {ftype} failed ({rc})")
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+    return target

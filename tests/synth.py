@@ -1,8 +1,9 @@
 """Small synthetic GGUF models for tests (gguf's writer, counter-mode bytes).
 
 Weights are raw random blocks whose f16 scale fields are set to small finite
-values, so every block format (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) can be
-exercised without a quantizer; the block code lives in
+values, so every block format (Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q6_K, Q5_K,
+Q4_K, Q3_K, Q2_K) and float matrix (F32, F16, BF16) can be exercised
+without a quantizer; the block code lives in
 poai.engine.synthetic (shared with the bench's scale model).  The models use
 numpy's legacy RandomState, whose streams NumPy keeps frozen across
 versions, because golden vectors (tests/vectors/engine_synth.json) depend on
@@ -17,6 +18,7 @@ import gguf
 import numpy as np
 
 from poai.engine.synthetic import (  # noqa: F401  (FORMATS, random_blocks: used by tests)
+    FLOAT_FORMATS,
     FORMATS,
     SCALE_RANGE,
     add_f32 as _add_f32,

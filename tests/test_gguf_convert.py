@@ -43,20 +43,71 @@ def test_f32_to_fixed_rounds_exactly():
         assert int(g) == _fraction_round(Fraction(float(v)) * 2**24)
 
 
-@pytest.mark.parametrize("fmt", sorted(synth.FORMATS))
+BLOCK_FORMATS = sorted(set(synth.FORMATS) - set(synth.FLOAT_FORMATS))
+
+
+@pytest.mark.parametrize("fmt", BLOCK_FORMATS)
 def test_block_layouts_match_ggml(fmt):
-    """Our exact W * 2**-24 equals ggml's float dequantization (the float
-    products here are exact or within f32 rounding of the sum for Q4_1/Q4_K)."""
+    """Our exact W * 2**-24 equals ggml's float dequantization (gguf-py's
+    dequantize): exactly where ggml's products are exact (one f16 times small
+    integers), else within f32 rounding of its d*q + m (Q4_1, Q5_1, Q4_K,
+    Q5_K, Q2_K)."""
     rng = np.random.default_rng(12)
     rows, cols = 6, 512
     raw = synth.random_blocks(rng, fmt, rows, cols)
     m = quant_matrix("t", fmt, raw, cols)
     ours = m.dequant_rows(np.arange(rows)).astype(np.float64) / 2**24
     theirs = dequantize(raw, gguf.GGMLQuantizationType[fmt]).astype(np.float64).reshape(rows, cols)
-    if fmt in ("Q8_0", "Q4_0", "Q6_K"):
+    if fmt in ("Q8_0", "Q5_0", "Q4_0", "Q6_K", "Q3_K"):
         assert np.array_equal(ours, theirs)
     else:
         assert np.allclose(ours, theirs, rtol=2**-22, atol=2**-30)
+
+
+def _pinned_float_rule(values: list[Fraction]) -> tuple[int, list[int]]:
+    """The F32/F16/BF16 requantisation of one 32-block, from its exact values
+    (Fractions): each rounded to units of 2**-24 (ties toward +inf), then
+    d = ceil(amax / 127), q = round(v / d) ties toward +inf."""
+    units = [_fraction_round(v * 2**24) for v in values]
+    amax = max(abs(u) for u in units)
+    d = -(-amax // 127)
+    return d, [_fraction_round(Fraction(u, d)) if d else 0 for u in units]
+
+
+@pytest.mark.parametrize("fmt", sorted(synth.FLOAT_FORMATS))
+def test_float_matrices_follow_the_pinned_rule(fmt):
+    """F32/F16/BF16 matrices become int8 quants with one integer scale per 32
+    (gguf_convert.requantize_float), exactly as the rule computed on
+    Fractions of gguf's own decoding says, and within d/2 of it."""
+    rng = np.random.default_rng(14)
+    rows, cols = 4, 96
+    raw = synth.random_blocks(rng, fmt, rows, cols).copy()
+    raw[1, :32 * raw.shape[1] // cols] = 0            # an all-zero block: d = 0, q = 0
+    m = quant_matrix("t", fmt, raw, cols)
+    theirs = dequantize(raw, gguf.GGMLQuantizationType[fmt]).astype(np.float64).reshape(rows, cols)
+    q, scale = m.q, m.scale
+    assert m.block == 32 and m.minv is None and m.packed.wbits == 8
+    for r in range(rows):
+        for b in range(cols // 32):
+            vals = [Fraction(float(v)) for v in theirs[r, 32 * b:32 * b + 32]]
+            d, want = _pinned_float_rule(vals)
+            assert int(scale[r, b]) == d
+            assert [int(v) for v in q[r, 32 * b:32 * b + 32]] == want
+    assert scale[1, 0] == 0 and not q[1, :32].any()
+    ours = m.dequant_rows(np.arange(rows)).astype(np.float64) / 2**24
+    step = np.repeat(scale.astype(np.float64), 32, axis=1) / 2**24
+    assert np.all(np.abs(ours - theirs) <= step / 2 + 2**-25)
+
+
+def test_q2_k_keeps_an_offset_per_16_wide_half():
+    """Q2_K is the one format with 16-wide scales and offsets: its packed form
+    carries both halves' offsets (pmn, pmn1) and the canonical view shows one
+    offset per 16 values."""
+    raw = synth.random_blocks(np.random.default_rng(15), "Q2_K", 3, 512)
+    m = quant_matrix("t", "Q2_K", raw, 512)
+    assert m.block == 16 and m.packed.wbits == 4
+    assert m.packed.psc1 is not None and m.packed.pmn is not None and m.packed.pmn1 is not None
+    assert m.minv.shape == (3, 32) and m.scale.shape == (3, 32)
 
 
 @pytest.mark.parametrize("fmt", ["Q4_1", "Q6_K"])
@@ -67,10 +118,11 @@ def test_l1blk_is_exact_block_norm(fmt):
     assert m.l1blk == int(np.abs(w).reshape(5, 8, 32).sum(axis=2).max())
 
 
-def test_unsupported_tensor_type_names_the_tensor():
-    raw = np.zeros((2, 64 * 2), dtype=np.uint8)
-    with pytest.raises(UnsupportedModelError, match="tensor blk.0.x.*F16"):
-        quant_matrix("blk.0.x", "F16", raw, 64)
+@pytest.mark.parametrize("fmt", ["IQ2_XXS", "IQ4_NL", "Q8_1", "F64"])
+def test_unsupported_tensor_type_names_the_tensor(fmt):
+    raw = np.zeros((2, 256), dtype=np.uint8)
+    with pytest.raises(UnsupportedModelError, match=f"tensor blk.0.x: type {fmt} is not supported"):
+        quant_matrix("blk.0.x", fmt, raw, 256)
 
 
 def test_truncated_file_is_a_format_error(tmp_path: Path):

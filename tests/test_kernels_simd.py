@@ -62,7 +62,11 @@ def _inputs(rng, cols):
 
 # widths covering g = 16 (K/32 = 16, 48), 8 (24), 4 (12), 2 (18, SmolLM2's 576), 1 (9, 25)
 WIDTHS = {"Q8_0": [288, 384, 512, 576, 768, 800, 1536], "Q4_0": [576, 800], "Q4_1": [288, 576, 1536],
-          "Q4_K": [256, 512, 768], "Q6_K": [256, 512, 768, 1536]}
+          "Q4_K": [256, 512, 768], "Q6_K": [256, 512, 768, 1536],
+          "Q5_0": [288, 576, 800], "Q5_1": [288, 576, 1536], "Q5_K": [256, 512, 768],
+          "Q3_K": [256, 512, 768, 1536], "Q2_K": [256, 512, 768, 1536],
+          "F32": [288, 576], "F16": [576, 800], "BF16": [288, 576]}
+NIBBLE_FORMATS = ("Q4_0", "Q4_1", "Q4_K", "Q2_K")   # stored as two nibbles per byte
 
 
 @pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
@@ -136,7 +140,7 @@ def test_packed_round_trip(fmt):
             raw = synth.random_blocks(rng, fmt, rows, cols)
             q, scale, minv, block = gc.DECODERS[fmt](raw, "t")
             w = quant_matrix("t", fmt, raw, cols)
-            assert w.packed.wbits == (4 if fmt.startswith("Q4") else 8)
+            assert w.packed.wbits == (4 if fmt in NIBBLE_FORMATS else 8)
             assert np.array_equal(w.q, q) and w.q.dtype == np.int8
             assert np.array_equal(w.scale, scale) and w.block == block
             assert (w.minv is None) == (minv is None)

@@ -30,6 +30,12 @@ SYNTH_MODELS = {
     "llama-q4_0-q8_0-q4_1-output": dict(kind="llama", kwargs=dict(
         fmt_attn="Q4_0", fmt_ffn="Q8_0", fmt_down="Q4_1", with_output=True)),
     "gpt2-q8_0": dict(kind="gpt2", kwargs={}),
+    # the formats of issue 12 (Q5_0/Q5_1/Q5_K/Q3_K: K-quant mixes and their
+    # fallbacks; Q2_K, F16, BF16, F32): new entries, the ones above unchanged
+    "llama-q5_0-q5_k-q3_k-q5_1": dict(kind="llama", kwargs=dict(
+        fmt_attn="Q5_0", fmt_ffn="Q5_K", fmt_down="Q3_K", fmt_embd="Q5_1")),
+    "llama-bf16-q2_k-f32-f16": dict(kind="llama", kwargs=dict(
+        fmt_attn="BF16", fmt_ffn="Q2_K", fmt_down="F32", fmt_embd="F16", with_output=True)),
 }
 SYNTH_TOKENS = [(i * 37 + 11) % 200 for i in range(40)]
 

@@ -13,7 +13,12 @@ b = i // block.  1-D tensors (norm gains, biases) and the GPT-2 position
 table are rounded once to fixed point (Q24 resp. Q16) with the engine rule.
 
 Layouts follow ggml's block structs (ggml-common.h): block_q8_0, block_q4_0,
-block_q4_1, block_q4_K, block_q6_K.
+block_q4_1, block_q5_0, block_q5_1, block_q2_K, block_q3_K, block_q4_K,
+block_q5_K, block_q6_K; sizes come from poai.engine.gguf_schema.
+
+Float matrices (F32, F16, BF16) have no blocks to keep; they are requantised
+once by a pinned integer rule (:func:`requantize_float`) to int8 quants with
+one integer scale per 32 values, Q8_0's shape.
 """
 
 from __future__ import annotations
@@ -22,11 +27,9 @@ import numpy as np
 
 from poai.engine import packed as packed_mod
 from poai.engine.fixedpoint import SCALE_FRAC_BITS
+from poai.engine.gguf_schema import QK, QK_K, block_bytes
 from poai.engine.packed import PackedMatrix
 from poai.errors import EngineRangeError, UnsupportedModelError
-
-QK = 32          # elements per block of the legacy formats
-QK_K = 256       # elements per super-block of the K-quants
 
 # Each weight scale / offset must fit a signed 32-bit lane (|.| < 2**31 in
 # units of 2**-24, i.e. a real value below 128): the kernels multiply it by an
@@ -39,10 +42,10 @@ class QuantMatrix:
     (poai/engine/packed.py: the layout the native kernels read).
 
     Canonical views, unpacked on demand (slow-ish, for the reference and tests):
-    q:     int8  [rows, cols]            raw quants (u4 values 0..15 for Q4_1/Q4_K)
+    q:     int8  [rows, cols]            raw quants (e.g. 0..15 for Q4_1/Q4_K, 0..3 for Q2_K)
     scale: int32 [rows, cols // block]   units of 2**-24
     minv:  int32 [rows, cols // block] or None (symmetric formats)
-    block: 16 or 32 (elements sharing one scale)
+    block: 16 or 32 (elements sharing one scale and offset)
     l1row: max over rows j of sum_i |W[j, i]| in units of 2**-24 (exact int):
            bounds the matmul accumulator (ops_reference.matmul).
     l1blk: max over rows j and 32-wide column blocks a of sum_{i in a} |W[j, i]|
@@ -94,7 +97,14 @@ class QuantMatrix:
     def minv_rows(self, ids) -> np.ndarray | None:
         if not self.has_minv:
             return None
-        return packed_mod.unpack_lanes(self.packed, self.packed.pmn, ids)
+        pm = self.packed
+        m0 = packed_mod.unpack_lanes(pm, pm.pmn, ids)
+        if pm.pmn1 is None:
+            return m0
+        out = np.empty((m0.shape[0], 2 * m0.shape[1]), dtype=np.int32)
+        out[:, 0::2] = m0
+        out[:, 1::2] = packed_mod.unpack_lanes(pm, pm.pmn1, ids)
+        return out
 
     def _whole(self, rows_of, dtype, width: int) -> np.ndarray:
         out = np.empty((self.rows, width), dtype=dtype)
@@ -174,9 +184,10 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
     if block not in (16, 32) or cols % 32 or rows < 1:
         raise UnsupportedModelError(f"tensor {name}: {rows}x{cols} with {block}-wide blocks "
                                     "has no packed form")
-    if block == 16 and has_minv:
-        raise UnsupportedModelError(f"tensor {name}: 16-wide blocks with offsets have no packed form")
-    packer = packed_mod.Packer(rows, cols, wbits, block == 16, has_minv or qoff != 0)
+    if block == 16 and qoff:
+        raise UnsupportedModelError(f"tensor {name}: folded nibble offsets need 32-wide blocks")
+    packer = packed_mod.Packer(rows, cols, wbits, block == 16, has_minv or qoff != 0,
+                               block == 16 and has_minv)
     nblk = cols // block
     l1blk = l1row = 0
     for r0, qc, sc, mn in chunks:
@@ -192,13 +203,16 @@ def _build(name: str, fmt: str, rows: int, cols: int, block: int, wbits: int, qo
         # accumulator, docs/ENGINE.md "Matrix product")
         l1row = max(l1row, int(blk.sum(axis=1).max()) if blk.size else 0)
         del w, blk
+        mn1 = None
         if block == 16:
             sc0, sc1 = sc[:, 0::2], sc[:, 1::2]
+            if mn is not None:   # Q2_K: an offset per 16-wide half
+                mn, mn1 = mn[:, 0::2], mn[:, 1::2]
         else:
             sc0, sc1 = sc, None
         if qoff:
             mn = (-qoff * sc.astype(np.int64)).astype(np.int32)   # |8 * scale| < 2**31
-        packer.add(r0, qc, sc0, sc1, mn, qoff)
+        packer.add(r0, qc, sc0, sc1, mn, qoff, mn1)
     return QuantMatrix(name, fmt, block, l1blk, l1row, packer.done(), qoff)
 
 
@@ -300,7 +314,7 @@ def _nibbles_q4(qs: np.ndarray) -> np.ndarray:
 
 
 def decode_q8_0(raw: np.ndarray, name: str):
-    blk = _split_blocks(raw, 2 + QK, name)
+    blk = _split_blocks(raw, block_bytes("Q8_0"), name)
     d_bits = _f16_field(blk, 0)
     _check_f16_finite(d_bits, name)
     q = blk[..., 2:].view(np.int8).reshape(raw.shape[0], -1)
@@ -308,7 +322,7 @@ def decode_q8_0(raw: np.ndarray, name: str):
 
 
 def decode_q4_0(raw: np.ndarray, name: str):
-    blk = _split_blocks(raw, 2 + QK // 2, name)
+    blk = _split_blocks(raw, block_bytes("Q4_0"), name)
     d_bits = _f16_field(blk, 0)
     _check_f16_finite(d_bits, name)
     q = (_nibbles_q4(blk[..., 2:]).astype(np.int16) - 8).astype(np.int8)
@@ -316,12 +330,42 @@ def decode_q4_0(raw: np.ndarray, name: str):
 
 
 def decode_q4_1(raw: np.ndarray, name: str):
-    blk = _split_blocks(raw, 4 + QK // 2, name)
+    blk = _split_blocks(raw, block_bytes("Q4_1"), name)
     d_bits = _f16_field(blk, 0)
     m_bits = _f16_field(blk, 2)
     _check_f16_finite(d_bits, name)
     _check_f16_finite(m_bits, name)
     q = _nibbles_q4(blk[..., 4:]).astype(np.int8)
+    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), f16_to_scaled(m_bits), QK
+
+
+def _q5_quants(qh4: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """block_q5_0/q5_1's 5-bit values 0..31: element j's low 4 bits are nibble
+    j (low nibbles first, as Q4_0) and its fifth bit is bit j of the
+    little-endian u32 qh."""
+    qh = (qh4[..., 0].astype(np.int64) | (qh4[..., 1].astype(np.int64) << 8)
+          | (qh4[..., 2].astype(np.int64) << 16) | (qh4[..., 3].astype(np.int64) << 24))
+    high = (qh[..., None] >> np.arange(QK, dtype=np.int64)) & 1
+    return _nibbles_q4(qs).astype(np.int16) | (high.astype(np.int16) << 4)
+
+
+def decode_q5_0(raw: np.ndarray, name: str):
+    # block_q5_0: d f16, qh[4], qs[16]; q = 5-bit value - 16 in -16..15.
+    blk = _split_blocks(raw, block_bytes("Q5_0"), name)
+    d_bits = _f16_field(blk, 0)
+    _check_f16_finite(d_bits, name)
+    q = (_q5_quants(blk[..., 2:6], blk[..., 6:]) - 16).astype(np.int8)
+    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), None, QK
+
+
+def decode_q5_1(raw: np.ndarray, name: str):
+    # block_q5_1: d f16, m f16, qh[4], qs[16]; W = d * q + m, q in 0..31.
+    blk = _split_blocks(raw, block_bytes("Q5_1"), name)
+    d_bits = _f16_field(blk, 0)
+    m_bits = _f16_field(blk, 2)
+    _check_f16_finite(d_bits, name)
+    _check_f16_finite(m_bits, name)
+    q = _q5_quants(blk[..., 4:8], blk[..., 8:]).astype(np.int8)
     return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), f16_to_scaled(m_bits), QK
 
 
@@ -341,7 +385,7 @@ def _k4_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def decode_q4_k(raw: np.ndarray, name: str):
     # block_q4_K: d f16, dmin f16, scales[12], qs[128]; 8 sub-blocks of 32.
-    blk = _split_blocks(raw, 4 + 12 + QK_K // 2, name)
+    blk = _split_blocks(raw, block_bytes("Q4_K"), name)
     d_bits = _f16_field(blk, 0)
     dmin_bits = _f16_field(blk, 2)
     _check_f16_finite(d_bits, name)
@@ -358,9 +402,33 @@ def decode_q4_k(raw: np.ndarray, name: str):
     return q, scale, minv, 32
 
 
+def decode_q5_k(raw: np.ndarray, name: str):
+    # block_q5_K: d f16, dmin f16, scales[12], qh[32], qs[128]; 8 sub-blocks
+    # of 32.  Chunk c of 32 qs bytes holds sub-block 2c in its low nibbles and
+    # 2c+1 in its high nibbles (as Q4_K); the fifth bits of sub-block s are
+    # bit s of qh[0..31].  W = d * sc * q - dmin * m, q in 0..31.
+    blk = _split_blocks(raw, block_bytes("Q5_K"), name)
+    rows = blk.shape[0]
+    d_bits = _f16_field(blk, 0)
+    dmin_bits = _f16_field(blk, 2)
+    _check_f16_finite(d_bits, name)
+    _check_f16_finite(dmin_bits, name)
+    d = f16_to_scaled(d_bits)[..., None]
+    dmin = f16_to_scaled(dmin_bits)[..., None]
+    sc, mn = _k4_scale_min(blk[..., 4:16])
+    qh = blk[..., 16:48].astype(np.int16)                                  # [rows, nb, 32]
+    qs = blk[..., 48:].reshape(rows, blk.shape[1], 4, 32).astype(np.int16)
+    low = np.stack([qs & 0x0F, qs >> 4], axis=3)                            # [rows, nb, 4, 2, 32]
+    high = (qh[..., None, :] >> np.arange(8, dtype=np.int16)[:, None]) & 1   # [rows, nb, 8, 32]
+    q = (low.reshape(rows, blk.shape[1], 8, 32) | (high << 4)).reshape(rows, -1).astype(np.int8)
+    scale = (d * sc).reshape(rows, -1)
+    minv = (-(dmin * mn)).reshape(rows, -1)
+    return q, scale, minv, 32
+
+
 def decode_q6_k(raw: np.ndarray, name: str):
     # block_q6_K: ql[128], qh[64], scales int8[16], d f16; 16 sub-blocks of 16.
-    blk = _split_blocks(raw, QK_K // 2 + QK_K // 4 + QK_K // 16 + 2, name)
+    blk = _split_blocks(raw, block_bytes("Q6_K"), name)
     rows, nb = blk.shape[0], blk.shape[1]
     ql = blk[..., 0:128].astype(np.int16)
     qh = blk[..., 128:192].astype(np.int16)
@@ -383,40 +451,146 @@ def decode_q6_k(raw: np.ndarray, name: str):
     return q, scale, None, 16
 
 
-DECODERS = {
-    "Q8_0": decode_q8_0,
-    "Q4_0": decode_q4_0,
-    "Q4_1": decode_q4_1,
-    "Q4_K": decode_q4_k,
-    "Q6_K": decode_q6_k,
+def _k3_order(qs: np.ndarray) -> np.ndarray:
+    """block_q2_K/q3_K's 2-bit fields in element order: [.., 64] bytes ->
+    [.., 256] values 0..3.  Half n (128 elements) reads qs[32n..32n+31];
+    its sub-blocks 2j and 2j+1 (16 each) are bits 2j..2j+1 of bytes 0..15
+    and 16..31 of that half."""
+    v = qs.reshape(qs.shape[:-1] + (2, 1, 2, 16)).astype(np.int16)   # [.., n, j, h, l]
+    shifts = (2 * np.arange(4, dtype=np.int16))[:, None, None]
+    return ((v >> shifts) & 3).reshape(qs.shape[:-1] + (QK_K,))
+
+
+def decode_q3_k(raw: np.ndarray, name: str):
+    # block_q3_K: hmask[32], qs[64], scales[12], d f16; 16 sub-blocks of 16.
+    # q = 2-bit value - 4 where the element's hmask bit is clear (so -4..3);
+    # element 128n + 32j + 16h + l has hmask bit 4n + j of byte 16h + l.
+    # The 16 scales are 6-bit (4 low bits + 2 high bits, as ggml unpacks
+    # them), minus 32: W = d * (sc - 32) * q.
+    blk = _split_blocks(raw, block_bytes("Q3_K"), name)
+    rows, nb = blk.shape[0], blk.shape[1]
+    hm = blk[..., 0:32].astype(np.int16)
+    low = _k3_order(blk[..., 32:96])
+    hbit = (hm.reshape(rows, nb, 1, 1, 32) >> np.arange(8, dtype=np.int16).reshape(2, 4)[..., None]) & 1
+    hbit = hbit.reshape(rows, nb, 2, 4, 2, 16).reshape(rows, nb, QK_K)     # [n, j, h, l] order
+    q = (low - 4 * (1 - hbit)).astype(np.int8).reshape(rows, -1)
+    b = blk[..., 96:108].astype(np.int64)
+    lo4, hi2 = b[..., 0:8], b[..., 8:12]
+    sc = np.concatenate([(lo4[..., 0:4] & 0x0F) | (((hi2 >> 0) & 3) << 4),
+                         (lo4[..., 4:8] & 0x0F) | (((hi2 >> 2) & 3) << 4),
+                         (lo4[..., 0:4] >> 4) | (((hi2 >> 4) & 3) << 4),
+                         (lo4[..., 4:8] >> 4) | (((hi2 >> 6) & 3) << 4)], axis=-1) - 32
+    d_bits = _f16_field(blk, 108)
+    _check_f16_finite(d_bits, name)
+    d = f16_to_scaled(d_bits)[..., None]
+    return q, (d * sc).reshape(rows, -1), None, 16
+
+
+def decode_q2_k(raw: np.ndarray, name: str):
+    # block_q2_K: scales[16] (low nibble: scale, high nibble: min), qs[64],
+    # d f16, dmin f16; 16 sub-blocks of 16 in Q3_K's element order;
+    # W = d * sc * q - dmin * m, q in 0..3.
+    blk = _split_blocks(raw, block_bytes("Q2_K"), name)
+    rows = blk.shape[0]
+    s = blk[..., 0:16].astype(np.int64)
+    q = _k3_order(blk[..., 16:80]).astype(np.int8).reshape(rows, -1)
+    d_bits = _f16_field(blk, 80)
+    dmin_bits = _f16_field(blk, 82)
+    _check_f16_finite(d_bits, name)
+    _check_f16_finite(dmin_bits, name)
+    d = f16_to_scaled(d_bits)[..., None]
+    dmin = f16_to_scaled(dmin_bits)[..., None]
+    scale = (d * (s & 0x0F)).reshape(rows, -1)
+    minv = (-(dmin * (s >> 4))).reshape(rows, -1)
+    return q, scale, minv, 16
+
+
+# --- float matrices: the pinned requantisation ---------------------------------
+
+FLOAT_QMAX = 127
+
+
+def requantize_float(v: np.ndarray, name: str):
+    """int64 weights v [rows, cols] in units of 2**-24 -> int8 quants and one
+    integer scale per 32 values (the pinned rule for F32/F16/BF16 matrices):
+
+        amax = max |v| over the block
+        d    = ceil(amax / 127)                 (0 for an all-zero block)
+        q    = div_round(v, d)                  in [-127, 127]
+
+    |v| <= 127 d, so rounding keeps |q| <= 127.  Each weight moves by at
+    most d/2 <= amax/254 + 1/2 units: the error of a Q8_0 quantization with
+    the same blocks (llama.cpp's Q8_0 rounds d to f16 instead).
+    """
+    rows, cols = v.shape
+    vb = v.reshape(rows, cols // QK, QK)
+    amax = np.abs(vb).max(axis=-1)
+    d = (amax + FLOAT_QMAX - 1) // FLOAT_QMAX
+    dd = np.maximum(d, 1)[..., None]
+    q = (2 * vb + dd) // (2 * dd)                # div_round: nearest, ties toward +inf
+    return q.astype(np.int8).reshape(rows, cols), d, None, QK
+
+
+def decode_f32(raw: np.ndarray, name: str):
+    v = f32_to_fixed(raw.view("<u4"), SCALE_FRAC_BITS, name)
+    return requantize_float(v.reshape(raw.shape[0], -1), name)
+
+
+def decode_bf16(raw: np.ndarray, name: str):
+    # bf16 is the high half of an f32 bit pattern
+    v = f32_to_fixed(raw.view("<u2").astype(np.int64) << 16, SCALE_FRAC_BITS, name)
+    return requantize_float(v.reshape(raw.shape[0], -1), name)
+
+
+def decode_f16(raw: np.ndarray, name: str):
+    bits = raw.view("<u2")
+    if not np.all(f16_is_finite(bits)):
+        raise UnsupportedModelError(f"tensor {name}: contains inf or NaN")
+    return requantize_float(f16_to_scaled(bits).reshape(raw.shape[0], -1), name)
+
+
+# fmt -> (decoder, block, has offsets, wbits, qoff): the canonical block
+# width and whether it has offsets, and how the packed form stores the
+# quants (wbits 4: nibbles 0..15; Q4_0 folds its -8 into an offset when
+# 8 * d fits an int32 lane, checked per tensor, else it stays int8).
+FORMATS = {
+    "Q8_0": (decode_q8_0, 32, False, 8, 0),
+    "Q5_0": (decode_q5_0, 32, False, 8, 0),
+    "Q5_1": (decode_q5_1, 32, True, 8, 0),
+    "Q4_0": (decode_q4_0, 32, False, 4, 8),
+    "Q4_1": (decode_q4_1, 32, True, 4, 0),
+    "Q6_K": (decode_q6_k, 16, False, 8, 0),
+    "Q5_K": (decode_q5_k, 32, True, 8, 0),
+    "Q4_K": (decode_q4_k, 32, True, 4, 0),
+    "Q3_K": (decode_q3_k, 16, False, 8, 0),
+    "Q2_K": (decode_q2_k, 16, True, 4, 0),
+    "F32": (decode_f32, 32, False, 8, 0),
+    "F16": (decode_f16, 32, False, 8, 0),
+    "BF16": (decode_bf16, 32, False, 8, 0),
 }
-
-
-# Nibble storage by format: (wbits, qoff); Q4_0 folds its -8 into an offset
-# when 8 * d fits an int32 lane (checked per tensor, else it stays int8).
-_LAYOUT = {"Q8_0": (8, 0), "Q4_0": (4, 8), "Q4_1": (4, 0), "Q4_K": (4, 0), "Q6_K": (8, 0)}
-_BLOCK_BYTES = {"Q8_0": 2 + QK, "Q4_0": 2 + QK // 2, "Q4_1": 4 + QK // 2,
-                "Q4_K": 4 + 12 + QK_K // 2, "Q6_K": QK_K // 2 + QK_K // 4 + QK_K // 16 + 2}
+DECODERS = {fmt: spec[0] for fmt, spec in FORMATS.items()}
 
 
 def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix:
     """Build a :class:`QuantMatrix` from a GGUF tensor's raw bytes [rows, bytes],
     decoding and packing in row chunks (no whole int8 copy is ever made)."""
-    if fmt not in DECODERS:
+    if fmt not in FORMATS:
         raise UnsupportedModelError(
             f"tensor {name}: type {fmt} is not supported as a weight matrix "
-            f"(supported: {', '.join(sorted(DECODERS))})"
+            f"(supported: {', '.join(sorted(FORMATS))})"
         )
     rows = int(raw.shape[0])
-    wbits, qoff = _LAYOUT[fmt]
+    decode, block, has_minv, wbits, qoff = FORMATS[fmt]
+    if cols % QK:
+        raise UnsupportedModelError(f"tensor {name}: {cols} columns is not a multiple of {QK}")
     if fmt == "Q4_0" and rows:
-        d_bits = _f16_field(_split_blocks(raw, _BLOCK_BYTES[fmt], name), 0)
+        d_bits = _f16_field(_split_blocks(raw, block_bytes(fmt), name), 0)
         if np.abs(f16_to_scaled(d_bits)).max(initial=0) >= 1 << 28:
             wbits, qoff = 8, 0
         del d_bits
     def chunks():
         for r0, r1 in packed_mod.row_chunks(rows):
-            q, scale, minv, _ = DECODERS[fmt](np.ascontiguousarray(raw[r0:r1]), name)
+            q, scale, minv, _ = decode(np.ascontiguousarray(raw[r0:r1]), name)
             if q.shape[1] != cols:
                 raise UnsupportedModelError(
                     f"tensor {name}: decoded {q.shape[1]} columns, header says {cols}"
@@ -424,6 +598,4 @@ def quant_matrix(name: str, fmt: str, raw: np.ndarray, cols: int) -> QuantMatrix
             yield (r0, q, _checked_scales(scale, name, "scale"),
                    None if minv is None else _checked_scales(minv, name, "offset"))
 
-    block = 16 if fmt == "Q6_K" else 32
-    has_minv = fmt in ("Q4_1", "Q4_K")
     return _build(name, fmt, rows, cols, block, wbits, qoff, has_minv, chunks())

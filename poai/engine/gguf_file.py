@@ -12,7 +12,8 @@ n_tensors u64, n_kv u64; n_kv (key string, type u32, value); n_tensors
 (name string, n_dims u32, dims u64[n_dims], type u32, offset u64); padding
 to ``general.alignment`` (default 32); tensor data.  A string is u64 length +
 bytes; an array is item type u32, count u64, items.  Every length, count and
-offset is checked against the file's size before it is used.
+offset is checked against the file's size before it is used.  Type ids,
+block sizes and key names are poai.engine.gguf_schema's.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from poai.engine import gguf_schema as schema
+from poai.engine.gguf_schema import DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS, VERSIONS  # noqa: F401
 from poai.errors import GGUFFormatError
 
-MAGIC = b"GGUF"
-VERSIONS = (2, 3)
-DEFAULT_ALIGNMENT = 32
-MAX_DIMS = 4          # GGML_MAX_DIMS
 MAX_NESTING = 4       # arrays of arrays
 
-# GGUF value types
-UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
-INT_TYPES = (UINT8, INT8, UINT16, INT16, UINT32, INT32, UINT64, INT64)
+# GGUF value types (gguf_schema.ValueType), as plain names for the readers
+_V = schema.ValueType
+UINT8, INT8, UINT16, INT16, UINT32, INT32 = _V.UINT8, _V.INT8, _V.UINT16, _V.INT16, _V.UINT32, _V.INT32
+FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = (_V.FLOAT32, _V.BOOL, _V.STRING, _V.ARRAY,
+                                                        _V.UINT64, _V.INT64, _V.FLOAT64)
+INT_TYPES = schema.INT_VALUE_TYPES
 # numeric types: (struct code, NumPy dtype); floats keep their bit patterns
 _NUMERIC = {UINT8: ("B", "<u1"), INT8: ("b", "<i1"), UINT16: ("H", "<u2"), INT16: ("h", "<i2"),
             UINT32: ("I", "<u4"), INT32: ("i", "<i4"), FLOAT32: ("I", "<u4"), BOOL: ("B", "<u1"),
@@ -81,7 +83,7 @@ class StringArray:
 class TensorInfo:
     name: str
     shape: tuple[int, ...]          # ggml order: shape[0] is the row length
-    tensor_type: object             # gguf.GGMLQuantizationType (``.name`` is "Q4_1", ...)
+    tensor_type: schema.TensorType  # ``.name`` is "Q4_1", ...
     offset: int                     # absolute file offset of the data
     n_bytes: int
 
@@ -165,8 +167,6 @@ class GGUFFile:
     ``tensors`` [TensorInfo] (file order), and ``read_tensor``."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
         self.path = os.fspath(path)
         with open(self.path, "rb", buffering=1 << 20) as f:
             size = os.fstat(f.fileno()).st_size
@@ -206,8 +206,8 @@ class GGUFFile:
                 raise GGUFFormatError(f"duplicate tensor {name}")
             seen.add(name)
             try:
-                kind = GGMLQuantizationType(ttype)
-                block, type_size = GGML_QUANT_SIZES[kind]
+                kind = schema.TensorType(ttype)
+                block, type_size = schema.BLOCK_SIZES[kind]
             except (ValueError, KeyError):
                 raise GGUFFormatError(f"tensor {name}: unknown type {ttype}") from None
             n = 1
@@ -233,11 +233,11 @@ class GGUFFile:
             raise GGUFFormatError(f"a {what} is not UTF-8") from None
 
     def _alignment(self) -> int:
-        f = self.fields.get("general.alignment")
+        f = self.fields.get(schema.ALIGNMENT)
         if f is None:
             return DEFAULT_ALIGNMENT
         if f.gtype not in INT_TYPES or not 0 < f.value <= 1 << 20 or f.value & (f.value - 1):
-            raise GGUFFormatError("general.alignment must be a power of two")
+            raise GGUFFormatError(f"{schema.ALIGNMENT} must be a power of two")
         return int(f.value)
 
     def read_tensor(self, t: TensorInfo) -> np.ndarray:

@@ -5,8 +5,9 @@ Everything here is built in code from one deterministic integer stream
 version) and is small enough that a native kernel computes every case in a
 few milliseconds:
 
-- matrix products, one weight per format (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) and
-  four shapes each: ``edge`` (the extremes of every quant range, the largest
+- matrix products, one weight per format (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, and
+  Q2_K: the one layout with 16-wide scales *and* offsets) and four shapes
+  each: ``edge`` (the extremes of every quant range, the largest
   weights the L1 bound admits, zero / unit / negative scales, activations at
   +-(2**31 - 1), zeros, rounding ties, the quantizer's bump boundary),
   ``odd`` (17 blocks and 37 rows: no packing group or row set is full),
@@ -51,6 +52,7 @@ FORMATS = {
     "Q4_1": (0, 15, 32, True),
     "Q4_K": (0, 15, 32, True),
     "Q6_K": (-32, 31, 16, False),
+    "Q2_K": (0, 3, 16, True),
 }
 
 # Typical block scales (units 2**-24) giving |w| ~ 0.005 .. 0.1, as in real
@@ -61,6 +63,7 @@ TYPICAL_SCALE = {
     "Q4_1": (80_000, 300_000),
     "Q4_K": (80_000, 300_000),
     "Q6_K": (10_000, 40_000),
+    "Q2_K": (200_000, 800_000),
 }
 
 # (case name, rows, K, tokens); every K is a multiple of 32, so of every block.
@@ -124,7 +127,9 @@ def typical_weight(name: str, fmt: str, rows: int, cols: int, gain: int = 1) -> 
         scale *= stream(f"{name}/sign", rows * nblk, 0, 1).reshape(rows, nblk) * 2 - 1
     minv = None
     if has_min:
-        minv = -(scale * stream(f"{name}/min", rows * nblk, 6, 10).reshape(rows, nblk))
+        # about the middle of the quant range: -8 scales (4-bit), -1 or -2 (Q2_K)
+        lo, hi = (1, 2) if fmt == "Q2_K" else (6, 10)
+        minv = -(scale * stream(f"{name}/min", rows * nblk, lo, hi).reshape(rows, nblk))
     return QuantMatrix.from_quants(name, fmt, q, scale, minv, block)
 
 

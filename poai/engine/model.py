@@ -11,6 +11,7 @@ different conversion rule changes that hash.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from poai.engine import gguf_file
+from poai.engine import gguf_schema as K
 from poai.engine.fixedpoint import ACT_FRAC_BITS, VEC_FRAC_BITS
 from poai.engine.gguf_convert import QuantMatrix, f16_to_fixed, f32_to_fixed, quant_matrix
 from poai.engine.gguf_file import GGUFFile
@@ -191,50 +193,53 @@ def _eps_q32(bits: int) -> int:
 
 def read_config(reader) -> Config:
     kv = GGUFFields(reader)
-    arch = kv.str("general.architecture")
+    arch = kv.str(K.ARCHITECTURE)
     if arch not in SUPPORTED_ARCHS:
         raise UnsupportedModelError(
             f"architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})"
         )
-    if kv.int(f"{arch}.expert_count", 0):
+    def key(template: str) -> str:
+        return K.arch_key(template, arch)
+
+    if kv.int(key(K.EXPERT_COUNT), 0):
         raise UnsupportedModelError("mixture-of-experts models are not supported")
-    rope_scaling = kv.str(f"{arch}.rope.scaling.type", "none")
+    rope_scaling = kv.str(key(K.ROPE_SCALING_TYPE), "none")
     if rope_scaling not in ("none", ""):
         raise UnsupportedModelError(f"rope scaling {rope_scaling!r} is not supported")
-    d = kv.int(f"{arch}.embedding_length")
-    n_head = kv.int(f"{arch}.attention.head_count")
-    n_head_kv = kv.int(f"{arch}.attention.head_count_kv", n_head)
+    d = kv.int(key(K.EMBEDDING_LENGTH))
+    n_head = kv.int(key(K.HEAD_COUNT))
+    n_head_kv = kv.int(key(K.HEAD_COUNT_KV), n_head)
     if d % n_head or n_head % n_head_kv:
         raise UnsupportedModelError(f"heads {n_head}/{n_head_kv} do not divide d_model {d}")
     head_dim = d // n_head
-    for key in (f"{arch}.attention.key_length", f"{arch}.attention.value_length"):
-        if kv.has(key) and kv.int(key) != head_dim:
-            raise UnsupportedModelError(f"{key} = {kv.int(key)} differs from d_model / heads")
+    for name in (key(K.KEY_LENGTH), key(K.VALUE_LENGTH)):
+        if kv.has(name) and kv.int(name) != head_dim:
+            raise UnsupportedModelError(f"{name} = {kv.int(name)} differs from d_model / heads")
     if arch == "llama":
-        eps_bits = kv.f32_bits("llama.attention.layer_norm_rms_epsilon")
-        rope_bits = kv.f32_bits("llama.rope.freq_base", 0x461C4000)  # 10000.0
-        n_rot = kv.int("llama.rope.dimension_count", head_dim)
+        eps_bits = kv.f32_bits(key(K.LAYERNORM_RMS_EPS))
+        rope_bits = kv.f32_bits(key(K.ROPE_FREQ_BASE), 0x461C4000)  # 10000.0
+        n_rot = kv.int(key(K.ROPE_DIMENSION_COUNT), head_dim)
     else:
-        eps_bits = kv.f32_bits("gpt2.attention.layer_norm_epsilon")
+        eps_bits = kv.f32_bits(key(K.LAYERNORM_EPS))
         rope_bits = 0
         n_rot = 0
     if n_rot % 2 or n_rot > head_dim:
         raise UnsupportedModelError(f"rope dimension {n_rot} is not supported")
-    n_vocab = kv.array_len("tokenizer.ggml.tokens") or kv.int(f"{arch}.vocab_size")
+    n_vocab = kv.array_len(K.TOKENIZER_TOKENS) or kv.int(key(K.VOCAB_SIZE))
     eps_q32 = _eps_q32(eps_bits)
     if not 0 <= eps_q32 < 1 << 61:
         raise UnsupportedModelError("norm epsilon out of range")
     cfg = Config(
         arch=arch,
-        n_layer=kv.int(f"{arch}.block_count"),
+        n_layer=kv.int(key(K.BLOCK_COUNT)),
         d_model=d,
-        n_ff=kv.int(f"{arch}.feed_forward_length"),
+        n_ff=kv.int(key(K.FEED_FORWARD_LENGTH)),
         n_head=n_head,
         n_head_kv=n_head_kv,
         head_dim=head_dim,
         n_rot=n_rot,
         n_vocab=n_vocab,
-        n_ctx=kv.int(f"{arch}.context_length"),
+        n_ctx=kv.int(key(K.CONTEXT_LENGTH)),
         eps_q32=eps_q32,
         rope_base_bits=rope_bits,
     )
@@ -291,9 +296,13 @@ class _Tensors:
         elif kind == "F16":
             raw = self.reader.read_tensor(t)
             out = f16_to_fixed(raw.view("<u2").reshape(-1), frac_bits, t.name)
+        elif kind == "BF16":   # an f32's high half: the same exact decoding
+            raw = self.reader.read_tensor(t)
+            out = f32_to_fixed(raw.view("<u2").reshape(-1).astype(np.int64) << 16, frac_bits, t.name)
         else:
             raise UnsupportedModelError(
-                f"tensor {t.name}: type {kind} is not supported for a vector (F32 or F16)"
+                f"tensor {t.name}: type {kind} is not supported for a vector "
+                f"({', '.join(K.VECTOR_TYPES)})"
             )
         if np.abs(out).max(initial=0) >= 1 << 31:
             raise UnsupportedModelError(f"tensor {t.name}: a value is too large for the engine")
@@ -304,24 +313,24 @@ def _load_layers_llama(cfg: Config, tens: _Tensors) -> list[Layer]:
     d, ff, kvd = cfg.d_model, cfg.n_ff, cfg.n_head_kv * cfg.head_dim
     layers = []
     for i in range(cfg.n_layer):
-        p = f"blk.{i}."
+        name = functools.partial(K.blk_tensor, layer=i)   # layer i's tensor names
         layers.append(
             Layer(
-                attn_norm=tens.vector(p + "attn_norm.weight", d),
+                attn_norm=tens.vector(name(K.ATTN_NORM), d),
                 attn_norm_b=None,
-                wq=tens.matrix(p + "attn_q.weight", d, d),
-                wk=tens.matrix(p + "attn_k.weight", kvd, d),
-                wv=tens.matrix(p + "attn_v.weight", kvd, d),
+                wq=tens.matrix(name(K.ATTN_Q), d, d),
+                wk=tens.matrix(name(K.ATTN_K), kvd, d),
+                wv=tens.matrix(name(K.ATTN_V), kvd, d),
                 wqkv=None,
                 wqkv_b=None,
-                wo=tens.matrix(p + "attn_output.weight", d, d),
+                wo=tens.matrix(name(K.ATTN_OUT), d, d),
                 wo_b=None,
-                ffn_norm=tens.vector(p + "ffn_norm.weight", d),
+                ffn_norm=tens.vector(name(K.FFN_NORM), d),
                 ffn_norm_b=None,
-                w_gate=tens.matrix(p + "ffn_gate.weight", ff, d),
-                w_up=tens.matrix(p + "ffn_up.weight", ff, d),
+                w_gate=tens.matrix(name(K.FFN_GATE), ff, d),
+                w_up=tens.matrix(name(K.FFN_UP), ff, d),
                 w_up_b=None,
-                w_down=tens.matrix(p + "ffn_down.weight", d, ff),
+                w_down=tens.matrix(name(K.FFN_DOWN), d, ff),
                 w_down_b=None,
             )
         )
@@ -332,25 +341,25 @@ def _load_layers_gpt2(cfg: Config, tens: _Tensors) -> list[Layer]:
     d, ff = cfg.d_model, cfg.n_ff
     layers = []
     for i in range(cfg.n_layer):
-        p = f"blk.{i}."
+        name = functools.partial(K.blk_tensor, layer=i)   # layer i's tensor names
         layers.append(
             Layer(
-                attn_norm=tens.vector(p + "attn_norm.weight", d),
-                attn_norm_b=tens.vector(p + "attn_norm.bias", d),
+                attn_norm=tens.vector(name(K.ATTN_NORM), d),
+                attn_norm_b=tens.vector(name(K.ATTN_NORM_BIAS), d),
                 wq=None,
                 wk=None,
                 wv=None,
-                wqkv=tens.matrix(p + "attn_qkv.weight", 3 * d, d),
-                wqkv_b=tens.vector(p + "attn_qkv.bias", 3 * d),
-                wo=tens.matrix(p + "attn_output.weight", d, d),
-                wo_b=tens.vector(p + "attn_output.bias", d),
-                ffn_norm=tens.vector(p + "ffn_norm.weight", d),
-                ffn_norm_b=tens.vector(p + "ffn_norm.bias", d),
+                wqkv=tens.matrix(name(K.ATTN_QKV), 3 * d, d),
+                wqkv_b=tens.vector(name(K.ATTN_QKV_BIAS), 3 * d),
+                wo=tens.matrix(name(K.ATTN_OUT), d, d),
+                wo_b=tens.vector(name(K.ATTN_OUT_BIAS), d),
+                ffn_norm=tens.vector(name(K.FFN_NORM), d),
+                ffn_norm_b=tens.vector(name(K.FFN_NORM_BIAS), d),
                 w_gate=None,
-                w_up=tens.matrix(p + "ffn_up.weight", ff, d),
-                w_up_b=tens.vector(p + "ffn_up.bias", ff),
-                w_down=tens.matrix(p + "ffn_down.weight", d, ff),
-                w_down_b=tens.vector(p + "ffn_down.bias", d),
+                w_up=tens.matrix(name(K.FFN_UP), ff, d),
+                w_up_b=tens.vector(name(K.FFN_UP_BIAS), ff),
+                w_down=tens.matrix(name(K.FFN_DOWN), d, ff),
+                w_down_b=tens.vector(name(K.FFN_DOWN_BIAS), d),
             )
         )
     return layers
@@ -374,17 +383,17 @@ def read_model(path: str | os.PathLike, reader=None) -> CanonicalModel:
     cfg = read_config(reader)
     tens = _Tensors(reader)
     d = cfg.d_model
-    tok = tens.matrix("token_embd.weight", cfg.n_vocab, d)
+    tok = tens.matrix(K.TOKEN_EMBD, cfg.n_vocab, d)
     if cfg.arch == "llama":
         layers = _load_layers_llama(cfg, tens)
         pos = None
         out_norm_b = None
     else:
         layers = _load_layers_gpt2(cfg, tens)
-        pos = tens.table("position_embd.weight", cfg.n_ctx, d, ACT_FRAC_BITS)
-        out_norm_b = tens.vector("output_norm.bias", d)
-    out_norm = tens.vector("output_norm.weight", d)
-    output = tens.matrix("output.weight", cfg.n_vocab, d, optional=True) or tok
+        pos = tens.table(K.POS_EMBD, cfg.n_ctx, d, ACT_FRAC_BITS)
+        out_norm_b = tens.vector(K.OUTPUT_NORM_BIAS, d)
+    out_norm = tens.vector(K.OUTPUT_NORM, d)
+    output = tens.matrix(K.OUTPUT, cfg.n_vocab, d, optional=True) or tok
     model = CanonicalModel(
         config=cfg,
         tok_embd=tok,

@@ -3,8 +3,9 @@
 Two uses share the block-level code here:
 
 * test models (tests/synth.py): raw random blocks of every block format
-  (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) whose f16 scale fields are set to small
-  finite values, drawn from a numpy RNG the caller passes in (golden vectors
+  (Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q6_K, Q5_K, Q4_K, Q3_K, Q2_K) whose f16
+  scale fields are set to small finite values, and random F32/F16/BF16
+  matrices, drawn from a numpy RNG the caller passes in (golden vectors
   depend on those bytes: :func:`random_blocks`, :func:`add_quant` and
   :func:`add_f32` must keep producing them exactly);
 * the scale row of ``poai bench``: a llama model of any shape, by default
@@ -32,14 +33,24 @@ from pathlib import Path
 
 import numpy as np
 
-# (block bytes, elements per block, byte offsets of f16 scale fields)
+# (block bytes, elements per block, byte offsets of f16 scale fields);
+# the float types are one element per "block"
 FORMATS = {
     "Q8_0": (34, 32, (0,)),
     "Q4_0": (18, 32, (0,)),
     "Q4_1": (20, 32, (0, 2)),
     "Q4_K": (144, 256, (0, 2)),
     "Q6_K": (210, 256, (208,)),
+    "Q5_0": (22, 32, (0,)),
+    "Q5_1": (24, 32, (0, 2)),
+    "Q5_K": (176, 256, (0, 2)),
+    "Q3_K": (110, 256, (108,)),
+    "Q2_K": (84, 256, (80, 82)),
+    "F32": (4, 1, ()),
+    "F16": (2, 1, ()),
+    "BF16": (2, 1, ()),
 }
+FLOAT_FORMATS = ("F32", "F16", "BF16")
 
 # f16 scale ranges of the test blocks giving weights of realistic size
 # (|w| ~ 0.01 .. 0.1); the K-quants' d multiplies 6-bit (Q4_K) or int8
@@ -50,6 +61,15 @@ SCALE_RANGE = {
     "Q4_1": (0.005, 0.02),
     "Q4_K": (0.0002, 0.001),
     "Q6_K": (0.00005, 0.0002),
+    "Q5_0": (0.002, 0.008),
+    "Q5_1": (0.002, 0.008),
+    "Q5_K": (0.0001, 0.0005),
+    "Q3_K": (0.0002, 0.001),
+    "Q2_K": (0.001, 0.004),
+    # float matrices: the weights' standard deviation
+    "F32": (0.02, 0.02),
+    "F16": (0.02, 0.02),
+    "BF16": (0.02, 0.02),
 }
 
 
@@ -71,6 +91,8 @@ def random_blocks(rng, fmt: str, rows: int, cols: int) -> np.ndarray:
     scale_lo, scale_hi = SCALE_RANGE[fmt]
     if cols % elems:
         raise ValueError(f"{fmt} needs cols divisible by {elems}")
+    if fmt in FLOAT_FORMATS:
+        return _random_floats(rng, fmt, rows, cols, scale_lo)
     nb = cols // elems
     if isinstance(rng, np.random.RandomState):
         raw = rng.randint(0, 256, size=(rows, nb, nbytes)).astype(np.uint8)
@@ -80,13 +102,27 @@ def random_blocks(rng, fmt: str, rows: int, cols: int) -> np.ndarray:
         vals = rng.uniform(scale_lo, scale_hi, size=(rows, nb))
         if fmt == "Q4_1" and off == 2:
             vals = -vals * 8  # Q4_1's offset m is about -8 d
+        if fmt == "Q5_1" and off == 2:
+            vals = -vals * 16  # Q5_1's offset m is about -16 d
         bits = f16_bits(vals)
         raw[..., off] = (bits & 0xFF).astype(np.uint8)
         raw[..., off + 1] = (bits >> 8).astype(np.uint8)
-    if fmt == "Q4_K":
+    if fmt in ("Q4_K", "Q5_K"):
         # 6-bit scales/mins of moderate size keep d*sc in range.
         raw[..., 4:16] &= 0x3F
     return raw.reshape(rows, nb * nbytes)
+
+
+def _random_floats(rng, fmt: str, rows: int, cols: int, std: float) -> np.ndarray:
+    """Raw bytes [rows, cols * width] of normal weights (std ``std``) as F32,
+    F16 or BF16 (BF16: an f32's high half, truncated)."""
+    v = rng.normal(0.0, std, size=(rows, cols))   # RandomState and Generator alike
+    if fmt == "F16":
+        return np.ascontiguousarray(v.astype(np.float16)).view(np.uint8).reshape(rows, -1)
+    bits = np.ascontiguousarray(v.astype(np.float32)).view(np.uint32)
+    if fmt == "BF16":
+        return np.ascontiguousarray((bits >> 16).astype("<u2")).view(np.uint8).reshape(rows, -1)
+    return bits.astype("<u4").view(np.uint8).reshape(rows, -1)
 
 
 def add_quant(w, name: str, fmt: str, rows: int, cols: int, rng) -> None:

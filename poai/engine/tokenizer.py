@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 
+from poai.engine import gguf_schema as K
 from poai.engine.model import GGUFFields
 from poai.engine.pretokenize import (
     LETTER, NUMBER, OTHER, PRE_TOKENIZERS, SPACE, char_class, pre_tokenize_smollm, split_words,
@@ -230,26 +231,26 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, reader) -> "Tokenizer":
         kv = GGUFFields(reader)
-        model = kv.str("tokenizer.ggml.model", "")
+        model = kv.str(K.TOKENIZER_MODEL, "")
         if not model:
-            raise TokenizerError("GGUF has no tokenizer (tokenizer.ggml.model missing)")
-        needed = ["tokenizer.ggml.tokens"] + {"gpt2": ["tokenizer.ggml.merges"],
-                                               "llama": ["tokenizer.ggml.scores"]}.get(model, [])
+            raise TokenizerError(f"GGUF has no tokenizer ({K.TOKENIZER_MODEL} missing)")
+        needed = [K.TOKENIZER_TOKENS] + {"gpt2": [K.TOKENIZER_MERGES],
+                                         "llama": [K.TOKENIZER_SCORES]}.get(model, [])
         for key in needed:
             if not kv.has(key):
                 raise TokenizerError(f"GGUF has no {key}")
-        tokens = kv.strings("tokenizer.ggml.tokens")
-        types = kv.array_bits("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
+        tokens = kv.strings(K.TOKENIZER_TOKENS)
+        types = kv.array_bits(K.TOKENIZER_TOKEN_TYPE) or [TOKEN_NORMAL] * len(tokens)
         # llama.cpp reads a gpt2 vocabulary without tokenizer.ggml.pre with its "default" list
-        return cls(model=model, pre=kv.str("tokenizer.ggml.pre", "default"), tokens=tokens, types=types,
-                   merges=kv.strings("tokenizer.ggml.merges") if model == "gpt2" else None,
-                   scores_bits=kv.array_bits("tokenizer.ggml.scores") if model == "llama" else None,
-                   bos_id=kv.opt_int("tokenizer.ggml.bos_token_id"),
-                   eos_id=kv.opt_int("tokenizer.ggml.eos_token_id"),
-                   add_bos=kv.opt_bool("tokenizer.ggml.add_bos_token"),
-                   add_eos=kv.opt_bool("tokenizer.ggml.add_eos_token"),
-                   add_space_prefix=kv.opt_bool("tokenizer.ggml.add_space_prefix"),
-                   name=kv.str("general.name", ""))
+        return cls(model=model, pre=kv.str(K.TOKENIZER_PRE, "default"), tokens=tokens, types=types,
+                   merges=kv.strings(K.TOKENIZER_MERGES) if model == "gpt2" else None,
+                   scores_bits=kv.array_bits(K.TOKENIZER_SCORES) if model == "llama" else None,
+                   bos_id=kv.opt_int(K.TOKENIZER_BOS_ID),
+                   eos_id=kv.opt_int(K.TOKENIZER_EOS_ID),
+                   add_bos=kv.opt_bool(K.TOKENIZER_ADD_BOS),
+                   add_eos=kv.opt_bool(K.TOKENIZER_ADD_EOS),
+                   add_space_prefix=kv.opt_bool(K.TOKENIZER_ADD_SPACE_PREFIX),
+                   name=kv.str(K.NAME, ""))
 
     @property
     def n_vocab(self) -> int:
