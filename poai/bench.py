@@ -146,11 +146,18 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
     return row
 
 
-def _llama_row(path: str, n_vocab: int, n_tokens: int, attempts: int, threads: int) -> BenchRow:
+def llama_label(threads: int, gpu_layers: int = 0) -> str:
+    """A llama.cpp row's engine name: threads, and the layers it ran on a GPU."""
+    return f"llama.cpp/{threads}t" + (f"+gpu{gpu_layers}" if gpu_layers else "")
+
+
+def _llama_row(path: str, n_vocab: int, n_tokens: int, attempts: int, threads: int,
+               gpu_layers: int = 0) -> BenchRow:
     from poai import llamacpp
 
     t_load = time.perf_counter()
-    llm = llamacpp.load(path, n_ctx=max(n_tokens, 64), n_threads=threads, logits_all=True)
+    llm = llamacpp.load(path, n_ctx=max(n_tokens, 64), n_threads=threads, logits_all=True,
+                        n_gpu_layers=gpu_layers)
     load_s = time.perf_counter() - t_load
     seqs = [attempt_tokens(n_vocab, n_tokens, i) for i in range(attempts + 1)]
     llamacpp.eval_logits(llm, seqs[0])
@@ -159,8 +166,8 @@ def _llama_row(path: str, n_vocab: int, n_tokens: int, attempts: int, threads: i
         llamacpp.eval_logits(llm, s)
     seconds = time.perf_counter() - start
     verify = _verify_ms(lambda: llamacpp.eval_logits(llm, seqs[0]))
-    return BenchRow(f"llama.cpp/{threads}t", attempts, seconds, n_tokens, 1, threads, verify, peak_rss_mib(),
-                    load_s=load_s)
+    return BenchRow(llama_label(threads, gpu_layers), attempts, seconds, n_tokens, 1, threads, verify,
+                    peak_rss_mib(), load_s=load_s)
 
 
 def _child(conn, fn, args):
@@ -196,10 +203,12 @@ def measure_poai(model_ref, engine, n_tokens, attempts, batch, threads, *, vette
     return out
 
 
-def measure_llamacpp(path, n_vocab, n_tokens, attempts, threads) -> BenchRow:
-    out = in_child(_llama_row, str(path), n_vocab, n_tokens, attempts, threads)
+def measure_llamacpp(path, n_vocab, n_tokens, attempts, threads, gpu_layers: int = 0) -> BenchRow:
+    """llama.cpp on the same file; ``gpu_layers`` > 0 offloads that many
+    layers (a GPU build of llama-cpp-python; poai's rows stay on the CPU)."""
+    out = in_child(_llama_row, str(path), n_vocab, n_tokens, attempts, threads, gpu_layers)
     if isinstance(out, str):
-        return BenchRow(f"llama.cpp/{threads}t", 0, 0.0, n_tokens, 1, threads, error=out)
+        return BenchRow(llama_label(threads, gpu_layers), 0, 0.0, n_tokens, 1, threads, error=out)
     return out
 
 
@@ -387,7 +396,7 @@ class ScaleRun:
 
 def measure_scale(n_tokens: int, attempts: int, batch: int, threads: int, *,
                   directory: str | os.PathLike | None = None, kernel: str = "auto",
-                  shape=None, seed: int = 0) -> ScaleRun:
+                  shape=None, seed: int = 0, gpu_layers: int = 0) -> ScaleRun:
     """poai (``kernel``, resolved here) and llama.cpp on the same synthetic
     file, written once into ``directory`` (default: the derived-model cache)."""
     from poai.engine import synthetic
@@ -399,7 +408,7 @@ def measure_scale(n_tokens: int, attempts: int, batch: int, threads: int, *,
     # The 1.1B model costs seconds per attempt: best of 2 verifications.
     rows = [measure_poai(str(path), name, n_tokens, attempts, batch, threads, vetted=False,
                          verify_repeats=2, with_matmul=name != "reference"),
-            measure_llamacpp(path, shape.n_vocab, n_tokens, attempts, threads)]
+            measure_llamacpp(path, shape.n_vocab, n_tokens, attempts, threads, gpu_layers)]
     return ScaleRun(str(path), path.stat().st_size / 2**20, shape.n_params(), shape.key, rows)
 
 

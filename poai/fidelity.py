@@ -286,11 +286,14 @@ def float_reference_path(src: str | os.PathLike, cache: str | os.PathLike | None
     return target
 
 
-def float_reference(src: str | os.PathLike, *, n_ctx: int = 512, n_threads: int | None = None):
-    """llama.cpp (a ``llama_cpp.Llama``) on the F32 export of ``src``."""
+def float_reference(src: str | os.PathLike, *, n_ctx: int = 512, n_threads: int | None = None,
+                    gpu_layers: int = 0):
+    """llama.cpp (a ``llama_cpp.Llama``) on the F32 export of ``src``;
+    ``gpu_layers`` > 0 offloads that many layers (a GPU build)."""
     from poai import llamacpp
 
-    return llamacpp.load(float_reference_path(src), n_ctx=n_ctx, n_threads=n_threads)
+    return llamacpp.load(float_reference_path(src), n_ctx=n_ctx, n_threads=n_threads,
+                         n_gpu_layers=gpu_layers)
 
 
 # --- requantisations made by llama.cpp's own quantizer ------------------------

@@ -146,3 +146,24 @@ def test_bench_scale_only_on_a_small_synthetic_model(tmp_path, monkeypatch):
     if doc["peaks"]:
         assert doc["peaks"]["int16_gmac_per_s"] > 0 and doc["peaks"]["int8_gmac_per_s"] > 0
         assert engines["poai"]["matmul_gmac_per_s"] > 0
+
+
+def test_gpu_layers_reach_llama_cpp(monkeypatch):
+    """--gpu-layers is passed to llama.cpp's loader and named in its row;
+    poai's rows never take it (consensus stays on the CPU)."""
+    from poai import llamacpp
+
+    seen = {}
+
+    def fake_load(path, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(llamacpp, "load", fake_load)
+    with pytest.raises(RuntimeError, match="stop here"):
+        bench._llama_row("model.gguf", 100, 16, 1, 2, 12)
+    assert seen["n_gpu_layers"] == 12
+    assert bench.llama_label(2, 12) == "llama.cpp/2t+gpu12"
+    assert bench.llama_label(2) == "llama.cpp/2t"
+    import inspect
+    assert "gpu_layers" not in inspect.signature(bench._poai_row).parameters

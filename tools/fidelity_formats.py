@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--positions", type=int, default=1024, help="positions compared per file type")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--kernel", default=None, help="poai kernel (default: auto)")
+    parser.add_argument("--gpu-layers", type=int, default=0,
+                        help="layers the llama.cpp reference offloads to a GPU (GPU builds only)")
     args = parser.parse_args(argv)
 
     from poai import engine, fidelity
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
         ftype, pure = (spec[:-5], True) if spec.endswith("-pure") else (spec, False)
         path = fidelity.requantized_path(src, ftype, pure=pure)
         model = engine.load(path, kernel=args.kernel, vetted_only=False)
-        ref = fidelity.float_reference(path, n_ctx=args.window)
+        ref = fidelity.float_reference(path, n_ctx=args.window, gpu_layers=args.gpu_layers)
         ids = fidelity.tokenize_llamacpp(ref, text)[:args.positions]
         report = fidelity.measure(model, ref, ids, window=args.window, reference_name="llama.cpp f32")
         del ref, model

@@ -110,6 +110,9 @@ def bench(
     scale_dir: str = typer.Option(None, "--scale-dir",
                                   help="where the synthetic model is written and reused "
                                        "(default: <model cache>/derived)"),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", min=0,
+                                   help="layers llama.cpp's rows offload to a GPU (a CUDA or Metal "
+                                        "build of llama-cpp-python); poai's rows always run on the CPU"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp;
@@ -129,13 +132,14 @@ def bench(
     rows, rate = [], None
     if not scale_only:
         part, rows, rate = _bench_main(b, model, tokens, attempts, batch, nthreads, skip_reference,
-                                       peaks, fastest in SIMD_KERNELS, say)
+                                       peaks, fastest in SIMD_KERNELS, say, gpu_layers)
         doc.update(part)
     run = None
     if scale or scale_only:
         say(f"measuring the scale row ({scale_attempts} attempts per engine; "
             "the first run writes the synthetic model) ...")
-        run = b.measure_scale(tokens, scale_attempts, batch, nthreads, directory=scale_dir)
+        run = b.measure_scale(tokens, scale_attempts, batch, nthreads, directory=scale_dir,
+                              gpu_layers=gpu_layers)
         doc["scale"] = run.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2))
@@ -163,7 +167,8 @@ def bench(
             console.print(b.format_matmul(scale_rate))
 
 
-def _bench_main(b, model, tokens, attempts, batch, nthreads, skip_reference, peaks, simd, say):
+def _bench_main(b, model, tokens, attempts, batch, nthreads, skip_reference, peaks, simd, say,
+                gpu_layers=0):
     """The main table's rows on the vetted model: every usable kernel, the
     reference rows unless skipped, llama.cpp, and the matmul rate."""
     from poai import engine
@@ -180,7 +185,7 @@ def _bench_main(b, model, tokens, attempts, batch, nthreads, skip_reference, pea
         say(f"measuring poai/{name} ...")
         rows.append(b.measure_poai(str(m.path), name, tokens, n_att, n_batch, nthreads))
     say("measuring llama.cpp ...")
-    rows.append(b.measure_llamacpp(m.path, m.n_vocab, tokens, attempts, nthreads))
+    rows.append(b.measure_llamacpp(m.path, m.n_vocab, tokens, attempts, nthreads, gpu_layers))
     rate = b.matmul_rate(m, resolve_name("auto"), tokens, batch, nthreads, peaks) if simd else None
     part = {"model_file_mib": m.path.stat().st_size / 2**20, "rows": [r.as_dict() for r in rows],
             "skipped": {name: reason for name, reason in usable.items() if reason is not None},
