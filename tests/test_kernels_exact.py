@@ -142,6 +142,18 @@ def test_matmul_each_format(native_ops, fmt, rows):
         assert_same(ref.matmul(x, w), native_ops.matmul(x, w))
 
 
+@pytest.mark.parametrize("fmt", sorted(synth.FORMATS))
+def test_blas_f64_matmul_each_format(fmt):
+    """The bench's exact float64-BLAS product (ops_blas) gives the reference's bits."""
+    from poai.engine import ops_blas
+
+    rng = _rng(hash(("blas", fmt)) % 2**32)
+    cols = 512
+    w = quant_matrix(f"test.{fmt}", fmt, synth.random_blocks(rng, fmt, 9, cols), cols)
+    for x in (_activations(rng, 3, cols), _edge_activations(cols), _activations(rng, 37, cols, 28)):
+        assert_same(ref.matmul(x, w), ops_blas.matmul(x, w))
+
+
 def test_matmul_edge_weights(native_ops):
     # Q8_0 quants of -128 and 127 against activations of +-127.
     rows, cols = 4, 64

@@ -15,7 +15,7 @@ import numpy as np
 
 from poai.engine import ops_native
 from poai.engine import ops_reference as ref
-from poai.engine.fixedpoint import QBLOCK, rshift_round, rshift_round_var
+from poai.engine.fixedpoint import ACT_EXP_SPREAD, QBLOCK, rshift_round_var
 from poai.engine.gguf_convert import QuantMatrix
 
 NAME = "blas-f64"
@@ -51,6 +51,7 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     t, k = x.shape
     ref.check_matmul(x, w)
     q, e = ref.quantize_act(x)
+    base = e.max(axis=1) - ACT_EXP_SPREAD if e.size else np.zeros(t, np.int64)
     bs, nw, per = w.block, k // w.block, QBLOCK // w.block
     qa = np.ascontiguousarray(q.reshape(t, nw, bs).transpose(1, 0, 2), dtype=np.float64)
     asum = q.reshape(t, nw, bs).astype(np.int64).sum(axis=2)          # [t, nw], < 2**20
@@ -64,6 +65,8 @@ def matmul(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
         if w.minv is not None:
             inner += asum.T[:, :, None] * w.minv[r0:r1].T.astype(np.int64)[:, None, :]
         inner = inner.reshape(k // QBLOCK, per, t, r1 - r0).sum(axis=1)   # [blocks of 32, t, rows]
-        terms = rshift_round_var(inner, (17 - e).T[:, :, None])
-        y[:, r0:r1] = rshift_round(terms.sum(axis=0), 7)
+        # protocol 4: each block's term shifted left exactly by e - B in [0, 10],
+        # one rounding per output (ops_reference.matmul)
+        acc = (inner << (e - base[:, None]).T[:, :, None]).sum(axis=0)
+        y[:, r0:r1] = rshift_round_var(acc, (24 - base)[:, None])
     return y
