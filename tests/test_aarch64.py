@@ -6,13 +6,13 @@ tests/aarch64/driver.c are cross-compiled with Debian's aarch64-linux-gnu-gcc
 (-O3 -static) and run under qemu-aarch64 on tests/aarch64_cases.py's case
 set (every weight format and mode, both weight widths, g = 16..1, partial row
 sets, edge activations, a one-token tail), with the generic and the NEON
-variants.  Each output equals the NumPy reference bit for bit, and the SHA-256
-over all outputs (the AArch64 receipt) equals the one pinned in
-tests/vectors/aarch64.json, which the reference and this machine's own
-kernels (through the Python extension) must give too.  Skipped, with the
-reason, where the cross compiler or qemu is missing (.ci/run installs both).
-Under qemu the NEON instructions are emulated: this shows the bits, not the
-speed, of an ARM CPU.
+variants on one thread and NEON again on three OpenMP threads.  Each output
+equals the NumPy reference bit for bit, and the SHA-256 over all outputs
+(the AArch64 receipt) equals the one pinned in tests/vectors/aarch64.json,
+which the reference and this machine's own kernels (through the Python
+extension) must give too.  Skipped, with the reason, where the cross
+compiler or qemu is missing (.ci/run installs both).  Under qemu the NEON
+instructions are emulated: this shows the bits, not the speed, of an ARM CPU.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ QEMU = "qemu-aarch64"
 SOURCES = [ROOT / "ext" / name for name in
            ("poai_kernels.c", "poai_packed.c", "poai_neon.c", "poai_avx2.c", "poai_avx512.c")]
 DRIVER = ROOT / "tests" / "aarch64" / "driver.c"
-# the extension's flags (setup.py) less OpenMP: threads do not change the bits
-CFLAGS = ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
-          "-static"]
+# the extension's flags (setup.py), linked statically for qemu-user
+CFLAGS = ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall", "-fopenmp", "-static"]
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +86,26 @@ def aarch64_driver(tmp_path_factory):
 
 
 def test_aarch64_equals_reference_under_qemu(aarch64_driver, cases, reference, pinned, tmp_path):
-    inp, out = tmp_path / "cases.bin", tmp_path / "y.bin"
+    inp = tmp_path / "cases.bin"
     ac.write_cases(inp, cases)
-    ids = [ac.VARIANT_IDS["generic"], ac.VARIANT_IDS["neon"]]
-    run = subprocess.run([QEMU, str(aarch64_driver), str(inp), str(out), *map(str, ids)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"the AArch64 driver failed under qemu:\n{run.stderr}"
-    assert run.stdout.strip() == "neon=1"   # the NEON variant ran, not a fallback
-    got = ac.read_outputs(out, cases)
-    for vid, name in zip(ids, ("generic", "neon"), strict=True):
-        for case, want, y in zip(cases, reference, got[vid], strict=True):
-            assert np.array_equal(want, y), (name, case.name)
-        assert ac.receipt(got[vid]) == pinned["receipt_sha256"], name
+
+    def run(threads, names):
+        out = tmp_path / f"y{threads}.bin"
+        ids = [ac.VARIANT_IDS[name] for name in names]
+        done = subprocess.run([QEMU, str(aarch64_driver), str(inp), str(out), str(threads),
+                               *map(str, ids)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"the AArch64 driver failed under qemu:\n{done.stderr}"
+        assert done.stdout.strip() == "neon=1"   # the NEON variant ran, not a fallback
+        got = ac.read_outputs(out, cases)
+        return {name: got[vid] for name, vid in zip(names, ids, strict=True)}
+
+    one_thread = run(1, ("generic", "neon"))
+    results = [(1, "generic", one_thread["generic"]), (1, "neon", one_thread["neon"]),
+               (3, "neon", run(3, ("neon",))["neon"])]   # 3 OpenMP threads
+    for threads, name, ys in results:
+        for case, want, y in zip(cases, reference, ys, strict=True):
+            assert np.array_equal(want, y), (name, threads, case.name)
+        assert ac.receipt(ys) == pinned["receipt_sha256"], (name, threads)
 
 
 def test_neon_kernel_is_listed_and_skipped_off_aarch64():

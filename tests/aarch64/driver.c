@@ -4,7 +4,10 @@
  * and run under qemu-user, or compiled for the host).  Not part of the
  * extension.
  *
- *   driver IN OUT VARIANT...     VARIANT: a POAI_VARIANT_* id (0 generic, 3 NEON)
+ *   driver IN OUT THREADS VARIANT...
+ *
+ * VARIANT: a POAI_VARIANT_* id (0 generic, 3 NEON); THREADS >= 1: the
+ * OpenMP threads of every product (the bits do not depend on them).
  *
  * Every integer is little-endian (both targets are).  IN:
  *   "POAIMM01", int64 ncases, then per case
@@ -56,13 +59,15 @@ static void write_exact(FILE *f, const void *p, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 4) die("usage: driver IN OUT VARIANT...");
-    int nv = argc - 3;
+    if (argc < 5) die("usage: driver IN OUT THREADS VARIANT...");
+    char *end;
+    long nthreads = strtol(argv[3], &end, 10);
+    if (*end || nthreads < 1 || nthreads > 64) die("THREADS is 1..64");
+    int nv = argc - 4;
     int64_t variants[16];
     if (nv > 16) die("at most 16 variants");
     for (int i = 0; i < nv; i++) {
-        char *end;
-        variants[i] = strtol(argv[3 + i], &end, 10);
+        variants[i] = strtol(argv[4 + i], &end, 10);
         if (*end || variants[i] < 0 || variants[i] > 3) die("a variant is an id 0..3");
     }
     FILE *in = fopen(argv[1], "rb");
@@ -111,8 +116,8 @@ int main(int argc, char **argv) {
         int64_t *y = xmalloc(8 * (size_t)(T * rows));
         for (int i = 0; i < nv; i++) {
             int v = (int)variants[i];
-            poai_quantize_packed(v, x, T, K, qa, s, ysh, asum, 1);
-            poai_matmul_pmat(v, qa, s, ysh, asum, T, &w, y, 1);
+            poai_quantize_packed(v, x, T, K, qa, s, ysh, asum, (int)nthreads);
+            poai_matmul_pmat(v, qa, s, ysh, asum, T, &w, y, (int)nthreads);
             write_exact(out, y, 8 * (size_t)(T * rows));
         }
         free(x), free(wp), free(psc0), free(psc1), free(pmn), free(pmn1);
