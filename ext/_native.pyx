@@ -3,8 +3,8 @@
 
 poai_kernels.c holds the scalar kernels (the C reference); poai_packed.c,
 poai_avx2.c, poai_avx512.c and poai_neon.c (AArch64) the packed matrix
-product and its SIMD variants, chosen by the caller (poai/engine/kernels.py) from CPU detection;
-poai_probe.c the benchmark's register-only dot-product peak probes.
+product and its SIMD variants, chosen by the caller (poai/engine/kernels.py)
+from CPU detection; poai_probe.c the benchmark's register-only dot-product peak probes.
 
 Arrays are validated (dtype, contiguity, shape) here; value ranges are
 checked by poai/engine/ops_native.py before calling, exactly as the
