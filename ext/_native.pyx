@@ -2,9 +2,9 @@
 """poai._native: thin Cython bindings of the C kernels in ext/.
 
 poai_kernels.c holds the scalar kernels (the C reference); poai_packed.c,
-poai_avx2.c and poai_avx512.c the packed matrix product and its SIMD
-variants, chosen by the caller (poai/engine/kernels.py) from CPU detection;
-poai_probe.c the benchmark's register-only dot-product peak probes.
+poai_avx2.c, poai_avx512.c and poai_neon.c (AArch64) the packed matrix
+product and its SIMD variants, chosen by the caller (poai/engine/kernels.py)
+from CPU detection; poai_probe.c the benchmark's register-only dot-product peak probes.
 
 Arrays are validated (dtype, contiguity, shape) here; value ranges are
 checked by poai/engine/ops_native.py before calling, exactly as the
@@ -74,6 +74,7 @@ cdef extern from "poai_packed.h":
                           int nthreads) nogil
     int poai_cpu_has_avx2()
     int poai_cpu_has_avx512()
+    int poai_cpu_has_neon()
 
 if not poai_arith_shift_ok():
     raise ImportError("poai._native: this compiler's >> on negative int64 is not arithmetic")
@@ -107,6 +108,10 @@ cdef bint _ops_avx2(str variant) except -1:
         if not poai_cpu_has_avx2():
             raise ValueError(f"variant {variant!r} is not usable on this CPU")
         return True
+    if variant == "neon":   # the NEON kernel is the matrix product; the other ops are scalar C
+        if not poai_cpu_has_neon():
+            raise ValueError(f"variant {variant!r} is not usable on this CPU")
+        return False
     if variant not in ("scalar", "generic"):
         raise ValueError(f"unknown variant {variant!r}")
     return False
@@ -270,6 +275,8 @@ def cpu_supports(str variant):
         return bool(poai_cpu_has_avx2())
     if variant == "avx512":
         return bool(poai_cpu_has_avx512())
+    if variant == "neon":
+        return bool(poai_cpu_has_neon())
     raise ValueError(f"unknown packed variant {variant!r}")
 
 
@@ -309,7 +316,7 @@ def quantize_packed(x, int nthreads=1, str variant="generic"):
     return qa, s, ysh, asum
 
 
-VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2}
+VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3}   # POAI_VARIANT_* (poai_packed.h)
 
 
 cdef int _variant_id(str variant) except -1:
@@ -319,6 +326,8 @@ cdef int _variant_id(str variant) except -1:
         return 1
     if variant == "avx512" and poai_cpu_has_avx512():
         return 2
+    if variant == "neon" and poai_cpu_has_neon():
+        return 3
     raise ValueError(f"packed variant {variant!r} is not usable on this CPU")
 
 
@@ -448,7 +457,7 @@ cdef extern from "poai_forward.h":
                            const int64_t *sel_head, int64_t n_sel, int64_t *probs,
                            const poai_fw_buffers *buf, int nthreads) nogil
 
-VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2}
+VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3}   # POAI_VARIANT_* (poai_packed.h)
 
 
 cdef const int64_t *_i64_ptr(a) except NULL:

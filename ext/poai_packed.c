@@ -252,6 +252,8 @@ void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const in
         poai_matmul_packed_avx512(qa, s, ysh, asum, T, w, y, nthreads);
     else if (variant == POAI_VARIANT_AVX2 && poai_cpu_has_avx2())
         poai_matmul_packed_avx2(qa, s, ysh, asum, T, w, y, nthreads);
+    else if (variant == POAI_VARIANT_NEON && poai_cpu_has_neon())
+        poai_matmul_packed_neon(qa, s, ysh, asum, T, w, y, nthreads);
     else
         poai_matmul_packed_generic(qa, s, ysh, asum, T, w, y, nthreads);
 }
@@ -306,4 +308,12 @@ int poai_cpu_has_avx2(void) {
 int poai_cpu_has_avx512(void) {
     if (cached_avx512 < 0) cached_avx512 = detect_avx512();
     return cached_avx512;
+}
+
+int poai_cpu_has_neon(void) {
+#if defined(__aarch64__)
+    return 1; /* Advanced SIMD is mandatory in AArch64 */
+#else
+    return 0;
+#endif
 }

@@ -1,6 +1,6 @@
 /*
  * poai_packed.h -- the matrix product on the one in-memory weight layout
- * every native kernel reads (portable C, AVX2, AVX-512).
+ * every native kernel reads (portable C, AVX2, AVX-512, NEON).
  *
  * The arithmetic is docs/ENGINE.md's "Matrix product": every block's
  * contribution is an exact integer shifted left by at most 10, the sums are
@@ -10,6 +10,7 @@
  *   POAI_VARIANT_GENERIC (0)  portable C
  *   POAI_VARIANT_AVX2    (1)  AVX2 (vpmaddwd), target attribute
  *   POAI_VARIANT_AVX512  (2)  AVX-512 F/BW/DQ/VL + VNNI (vpdpwssd)
+ *   POAI_VARIANT_NEON    (3)  AArch64 NEON (vmlal_s16), compiled on aarch64 only
  *
  * Packed layout ("lane-interleaved").  A SIMD accumulator has 16 int32
  * lanes; each lane accumulates the dot product of one (row, 32-block) pair,
@@ -49,6 +50,7 @@
 #define POAI_VARIANT_GENERIC 0
 #define POAI_VARIANT_AVX2 1
 #define POAI_VARIANT_AVX512 2
+#define POAI_VARIANT_NEON 3
 
 /* One weight matrix, the layout every native kernel reads. */
 typedef struct {
@@ -93,6 +95,7 @@ void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const in
 POAI_PACKED_FN(poai_matmul_packed_generic);
 POAI_PACKED_FN(poai_matmul_packed_avx2);
 POAI_PACKED_FN(poai_matmul_packed_avx512);
+POAI_PACKED_FN(poai_matmul_packed_neon);
 
 /* A variant's inner kernel: one row set (its weight chunks w, ng groups)
  * against nt tokens (a[u], s[u], asum[u] for u < nt); writes the 16 int64
@@ -115,8 +118,10 @@ void poai_packed_drive(poai_rowset_fn wide, int nt_wide, poai_rowset_fn one, con
 void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t rows, int64_t ysh,
                         int64_t *yrow);
 
-/* CPU support, from CPUID/XGETBV (cached): 1 if the variant can run here. */
+/* CPU support, from CPUID/XGETBV (cached): 1 if the variant can run here.
+ * NEON (Advanced SIMD) is part of every AArch64 CPU: 1 on aarch64, else 0. */
 int poai_cpu_has_avx2(void);
 int poai_cpu_has_avx512(void);
+int poai_cpu_has_neon(void);
 
 #endif

@@ -69,7 +69,7 @@ WIDTHS = {"Q8_0": [288, 384, 512, 576, 768, 800, 1536], "Q4_0": [576, 800], "Q4_
 NIBBLE_FORMATS = ("Q4_0", "Q4_1", "Q4_K", "Q2_K")   # stored as two nibbles per byte
 
 
-@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512", "neon"])
 @pytest.mark.parametrize("fmt", sorted(synth.FORMATS))
 def test_packed_matmul_equals_reference(native, variant, fmt):
     if variant != "generic":
@@ -176,7 +176,7 @@ def synth_models(tmp_path_factory):
     return {name: read_model(vectors_gen.build_synth(name, directory)) for name in vectors_gen.SYNTH_MODELS}
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "neon"])
 @pytest.mark.parametrize("name", sorted(vectors_gen.SYNTH_MODELS))
 def test_synthetic_models_match_golden(synth_models, variant, name):
     _variant_or_skip(variant)
@@ -190,7 +190,7 @@ def test_synthetic_models_match_golden(synth_models, variant, name):
         assert vectors_gen.forward_digest(res) == golden["forward_sha256"], (variant, threads)
 
 
-@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512"])
+@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512", "neon"])
 def test_batch_equals_single_runs(synth_models, kernel):
     """B attempts in one pass give each attempt's bits, whatever B."""
     _variant_or_skip(kernel)

@@ -1,6 +1,6 @@
 """Kernel backends and the run-time choice between them.
 
-``POAI_KERNEL=reference|scalar|avx2|avx512|auto`` (or the ``kernel=``
+``POAI_KERNEL=reference|scalar|avx2|avx512|neon|auto`` (or the ``kernel=``
 argument) selects:
 
 - ``reference``: ops_reference, the NumPy living definition;
@@ -8,6 +8,8 @@ argument) selects:
 - ``avx2``, ``avx512``: the packed SIMD matrix product (ext/poai_avx2.c,
   ext/poai_avx512.c, AVX-512 meaning F/BW/DQ/VL + VNNI), usable only where
   CPUID says the CPU and OS support it, with OpenMP threads (``POAI_THREADS``);
+- ``neon``: the packed matrix product with AArch64 NEON (ext/poai_neon.c),
+  usable on AArch64 only (the other operations run the portable C);
 - ``auto``: the fastest backend that is available here.
 
 Every backend implements poai.engine.backend.KernelBackend (quantize_act,
@@ -28,8 +30,9 @@ import threading
 from poai.engine.native import native_module
 from poai.errors import KernelUnavailableError
 
-KERNELS = ("reference", "scalar", "avx2", "avx512")
-SIMD_KERNELS = ("avx2", "avx512")
+# Ordered worst to best per CPU family: ``auto`` tries them from the end.
+KERNELS = ("reference", "scalar", "avx2", "avx512", "neon")
+SIMD_KERNELS = ("avx2", "avx512", "neon")
 ENV_VAR = "POAI_KERNEL"
 
 
@@ -48,6 +51,8 @@ def support_reason(name: str) -> str | None:
         native = native_module()
     except KernelUnavailableError as exc:
         return str(exc)
+    if name == "neon" and not native.cpu_supports(name):
+        return "this CPU is not AArch64"
     if name in SIMD_KERNELS and not native.cpu_supports(name):
         return f"this CPU (or OS) lacks {_FEATURES[name]}"
     return None
@@ -126,6 +131,7 @@ _BACKENDS = {
     "scalar": lambda: _module_backend("poai.engine.ops_native"),
     "avx2": lambda: _simd_backend("avx2"),
     "avx512": lambda: _simd_backend("avx512"),
+    "neon": lambda: _simd_backend("neon"),
 }
 assert tuple(_BACKENDS) == KERNELS
 
