@@ -204,6 +204,14 @@ def test_most_work_counts_the_model():
     assert [header_work(h, MAIN) for h in mixed] == [300] * 6
 
 
+def test_protocol_doc_states_the_weights():
+    doc = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| work weights"))
+    assert row.count(f"{SMOLLM2_WEIGHT:,}") == 1 and row.count(f"{TINYLLAMA_WEIGHT:,}") == 1
+    assert f"| {SMOLLM2_WEIGHT:,} | 1 |" in doc and f"| {TINYLLAMA_WEIGHT:,} | 9.03 |" in doc
+    assert doc.startswith(f"# poai protocol, version {PROTOCOL_VERSION}\n")
+
+
 # --- golden vectors ------------------------------------------------------------------
 
 
