@@ -117,6 +117,44 @@ def test_params_refuse_inconsistent_weights():
     assert err.value.reason == "unvetted-model"
 
 
+def _lock(tmp_path, monkeypatch, weights: dict) -> None:
+    """A models.lock of the real SmolLM2 entry plus one more model, with these work weights."""
+    from poai.models.registry import load_registry
+
+    real = json.loads(load_registry().origin.read_text())["models"]
+    smol = dict(next(e for e in real if e["name"] == "smollm2-135m"))
+    other = dict(smol, name="other", aliases=[], file="other.gguf", sha256="ab" * 32, canonical_sha256=None)
+    for entry in (smol, other):
+        entry.pop("work_weight", None)
+        if weights.get(entry["name"]) is not None:
+            entry["work_weight"] = weights[entry["name"]]
+    path = tmp_path / "models.lock"
+    path.write_text(json.dumps({"format": 1, "default": "smollm2-135m", "models": [smol, other]}))
+    monkeypatch.setenv("POAI_MODELS_LOCK", str(path))
+
+
+def test_the_dev_network_vets_models_lock_weights(tmp_path, monkeypatch):
+    from poai.errors import ModelError, PoaiError
+    from poai.models.registry import load_registry
+    from poai.node.datadir import network_params
+
+    _lock(tmp_path, monkeypatch, {"smollm2-135m": SMOLLM2_WEIGHT, "other": 10**10})
+    dev = network_params("dev")
+    assert dev.models == DEV.models + ("ab" * 32,) and dev.model_weight("ab" * 32) == 10**10
+    assert network_params("main") == MAIN and network_params("test") == get_network("test")
+    _lock(tmp_path, monkeypatch, {"other": None})  # a model without a weight is not added
+    assert network_params("dev") == DEV
+    for weights, message in (({"smollm2-135m": SMOLLM2_WEIGHT + 1}, "not 6894968833"),
+                             ({"other": SMOLLM2_WEIGHT - 1}, "must be the lightest")):
+        _lock(tmp_path, monkeypatch, weights)
+        with pytest.raises(PoaiError, match=message) as err:
+            network_params("dev")
+        assert err.value.reason == "models-lock-weight"
+    _lock(tmp_path, monkeypatch, {"other": 0})
+    with pytest.raises(ModelError, match="work_weight must be a positive integer"):
+        load_registry()
+
+
 # --- targets and work ---------------------------------------------------------------
 
 
