@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
-from poai.chain.difficulty import compact_to_target
 from poai.chain.params import HEADER_VERSION, get_network
 from poai.chain.state import connect_block
+from poai.chain.work import header_target
 from poai.node.chainstate import ChainState, ModelCache
 from poai.node.mempool import Mempool
 from poai.node.miner import Miner
@@ -53,7 +53,7 @@ class Node:
 
 def prove(model, params, block: Block, *, start: int = 0) -> Block:
     """Search nonces for a proof of ``block``'s header, then grind its seal."""
-    target = compact_to_target(block.header.bits)
+    target = header_target(block.header, params)  # the bits' target scaled by the model's weight
     nonce = start
     while True:
         headers = [block.header.with_(nonce=nonce + i) for i in range(4)]

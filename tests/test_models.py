@@ -649,7 +649,7 @@ def test_cli_pull_path_verify(registered, server, use_lock, home):
     assert result.exit_code == 0 and "already cached" in result.output
     result = runner.invoke(cli.app, ["models", "path", "fk"])
     assert result.exit_code == 0 and result.stdout == f"{target}\n"
-    result = runner.invoke(cli.app, ["models", "verify", "fk"])
+    result = runner.invoke(cli.app, ["models", "verify", "fk", "--file-only"])  # not a real GGUF
     assert result.exit_code == 0 and "ok: fake" in result.output
     target.write_bytes(b"tampered")
     result = runner.invoke(cli.app, ["models", "verify"])

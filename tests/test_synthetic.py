@@ -79,6 +79,32 @@ def test_weights_are_zero_mean_with_std_one_over_sqrt_fan_in(fmt, cols):
     assert 0.85 < w.std() * np.sqrt(cols) < 1.15
 
 
+def test_a_real_vocabulary_goes_into_the_model(tmp_path):
+    """llama.cpp's LLaMA SentencePiece vocabulary (32000 pieces, TinyLlama's) in a
+    small model: poai loads it and tokenizes as LLaMA does; the file is named by
+    the vocabulary, and a vocabulary of the wrong size is refused."""
+    from llama_vocab import missing_reason, vocab_file
+
+    from poai import engine
+
+    path = vocab_file("llama-spm")
+    if path is None:
+        pytest.skip(missing_reason())
+    vocab = synthetic.read_spm_vocabulary(path)
+    assert len(vocab.tokens) == 32000 and vocab.tokens[29871] == "\u2581" and vocab.bos == 1
+    shape = synthetic.LlamaShape(n_layer=1, d_model=256, n_ff=256, n_head=4, n_head_kv=2,
+                                 n_vocab=32000, n_ctx=64)
+    p = synthetic.scale_model_path(tmp_path, shape, seed=0, vocabulary=vocab)
+    assert p.name == (f"synthetic-llama-{shape.key}-s0-vocab{vocab.sha256[:12]}"
+                      f"-g{synthetic.GENERATOR_VERSION}.gguf")
+    model = engine.load(p, vetted_only=False)
+    assert model.tokenize("Hello world") == [1, 15043, 3186]  # LLaMA's ids
+    with pytest.raises(ValueError, match="32000 tokens, the shape 512"):
+        synthetic.write_scaled_llama(tmp_path / "bad.gguf", SMALL, vocabulary=vocab)
+    with pytest.raises(ValueError, match="not a SentencePiece"):
+        synthetic.read_spm_vocabulary(vocab_file("gpt-2"))
+
+
 def test_vocabulary_is_sentencepiece_shaped():
     tokens, scores, types = synthetic.spm_vocabulary(1000, 0)
     assert len(tokens) == len(set(tokens)) == len(scores) == len(types) == 1000

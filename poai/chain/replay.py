@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from poai.chain import validate
 from poai.chain.block import Block
-from poai.chain.difficulty import median_time_past, work_for_bits
+from poai.chain.difficulty import median_time_past
 from poai.chain.params import NetworkParams
 from poai.chain.state import EMPTY, GENESIS_STATE_ROOT, Account, BlockDelta
+from poai.chain.work import header_work
 
 
 class ChainReplay:
@@ -21,7 +22,7 @@ class ChainReplay:
         self.params = params
         h = genesis.header
         self.parent = validate.ChainEntry(
-            id=genesis.id, height=0, time=h.time, bits=h.bits, work=work_for_bits(h.bits),
+            id=genesis.id, height=0, time=h.time, bits=h.bits, work=header_work(h, params),
             base_fee=h.base_fee, n_txs=0,
         )
         self.times: list[int] = [h.time]  # times[height] of every replayed block
@@ -61,6 +62,6 @@ class ChainReplay:
         self.times.append(h.time)
         self.parent = validate.ChainEntry(
             id=block.id, height=h.height, time=h.time, bits=h.bits,
-            work=self.parent.work + work_for_bits(h.bits), base_fee=h.base_fee, n_txs=len(block.txs),
+            work=self.parent.work + header_work(h, self.params), base_fee=h.base_fee, n_txs=len(block.txs),
         )
         return delta

@@ -2,7 +2,8 @@
 
 Order (docs/PROTOCOL.md, "Validation"): decoding and size caps; context-free
 header checks (version, network, model, bits well-formed, the claimed proof
-under the target, then the seal pre-filter: one scrypt); contextual header
+under the target scaled by the model's work weight (poai.chain.work), then
+the seal pre-filter: one scrypt); contextual header
 checks (height, parent, median-time-past, future limit, expected bits and
 base fee); the body (transaction root, coinbase shape, counts); the state
 transition (poai.chain.state); and last, once, the inference that recomputes
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from poai.chain import difficulty, fees
+from poai.chain import difficulty, fees, work
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, meets_seal
 from poai.chain.params import HEADER_VERSION, NetworkParams
 from poai.errors import ValidationError
@@ -75,14 +76,12 @@ def check_header_alone(h: Header, params: NetworkParams) -> None:
             f"block of network {h.chain_id}, this is {params.name} ({params.chain_id})",
             reason="wrong-network",
         )
-    if h.model.hex() not in params.models:
-        raise ValidationError(
-            f"model {h.model.hex()} is not vetted for {params.name}", reason="unvetted-model"
-        )
+    weight = params.model_weight(h.model.hex())  # unvetted-model
     target = difficulty.compact_to_target(h.bits)
     difficulty.check_bits(h.bits, difficulty.compact_to_target(params.pow_limit_bits))
-    if int.from_bytes(h.proof, "big") > target:
-        raise ValidationError("the proof digest is above the target", reason="proof-above-target")
+    # the bits are the unit model's target; the header's model scales it (poai.chain.work)
+    if int.from_bytes(h.proof, "big") > work.model_target(target, weight, params.work_unit):
+        raise ValidationError("the proof digest is above the model's target", reason="proof-above-target")
     if not meets_seal(h, params.seal_bits):  # one scrypt (~4 ms): after the free checks
         raise ValidationError(
             f"block {h.id.hex()}: the seal does not give {params.seal_bits} leading zero bits",

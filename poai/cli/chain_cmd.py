@@ -106,7 +106,6 @@ def mine(
     if threads is not None:
         os.environ["POAI_THREADS"] = str(threads)
     from poai import engine
-    from poai.chain.difficulty import compact_to_target
     from poai.models.registry import load_registry
     from poai.node.chainstate import ModelCache
     from poai.node.mempool import Mempool
@@ -132,7 +131,7 @@ def mine(
 
     def view(stats) -> Table:
         t = Table.grid(padding=(0, 2))
-        target = compact_to_target(stats.bits) if stats.bits else 0
+        target = stats.target  # the model's: the bits' target times its work weight
         odds = (1 << 256) // (target + 1) if target else 0
         t.add_row(
             "height", str(stats.height), "attempts", str(stats.attempts), "attempts/s", f"{stats.rate:.2f}"
@@ -188,7 +187,8 @@ def info(data_dir: Path = DATA_DIR) -> None:
         ("tip", tip.id.hex()),
         ("time", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(tip.time))),
         ("chain work", str(tip.work)),
-        ("next bits", f"{nxt:#010x} (1 in {(1 << 256) // (compact_to_target(nxt) + 1)})"),
+        ("next bits", f"{nxt:#010x} (1 in {(1 << 256) // (compact_to_target(nxt) + 1)} "
+                      "for the work-unit model)"),
         ("blocks stored", str(store.block_count())),
         ("mempool", str(len(Mempool(store, params, base_fee=chain.next_base_fee)))),
     ):

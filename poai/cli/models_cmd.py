@@ -80,11 +80,41 @@ def path(
 
 
 @app.command()
-def verify(name: str = typer.Argument(None, help=NAME_HELP)) -> None:
-    """Re-hash a cached model and compare it with models.lock."""
+def verify(
+    name: str = typer.Argument(None, help=NAME_HELP),
+    file_only: bool = typer.Option(
+        False, "--file-only", help="only re-hash the file (skip converting it to fixed point)"),
+) -> None:
+    """Re-hash a cached model and compare it with models.lock; then convert it and
+    print its canonical conversion hash and work weight (checked where pinned)."""
     from poai.models.pull import verify as verify_model
 
     entry = _entry(name)
     target = verify_model(entry)
     console.print(f"ok: {entry.name} {entry.size:,} bytes, sha256 {entry.sha256}, {target}",
                   markup=False, highlight=False)
+    if not file_only:
+        _verify_conversion(entry)
+
+
+def _verify_conversion(entry: ModelEntry) -> None:
+    """Convert the model (the engine refuses a canonical hash other than a pinned
+    one) and print what models.lock pins or should pin for it."""
+    from poai import engine
+    from poai.engine.cost import attempt_macs
+    from poai.errors import ModelError
+    from poai.models.registry import WORK_WEIGHT_TOKENS
+
+    model = engine.load(entry.name)
+    weight = attempt_macs(model.config, WORK_WEIGHT_TOKENS)
+    if entry.work_weight is not None and entry.work_weight != weight:
+        raise ModelError(f"{entry.name}: models.lock pins work_weight {entry.work_weight}, the "
+                         f"configuration gives {weight} MACs per {WORK_WEIGHT_TOKENS}-token attempt")
+
+    def pinned(value) -> str:
+        return "pinned in models.lock" if value is not None else "not pinned in models.lock yet"
+
+    console.print(f"canonical_sha256 {model.canonical_sha256} ({pinned(entry.canonical_sha256)})",
+                  markup=False, highlight=False)
+    console.print(f"work_weight {weight} (MACs per {WORK_WEIGHT_TOKENS}-token attempt; "
+                  f"{pinned(entry.work_weight)})", markup=False, highlight=False)

@@ -12,8 +12,10 @@ Two uses share the block-level code here:
   TinyLlama-1.1B's (22 layers, d 2048, FFN 5632, 32 heads / 4 KV heads,
   vocabulary 32000, context 2048), with Q4_K weights and Q6_K for ffn_down
   and output as in a Q4_K_M file, F32 norms and a SentencePiece ("llama")
-  vocabulary of synthetic pieces that both poai and llama.cpp load
-  (:func:`write_scaled_llama`, :func:`scale_model_path`).
+  vocabulary that both poai and llama.cpp load: synthetic pieces, or a real
+  vocabulary read from another GGUF file (:func:`read_spm_vocabulary`, e.g.
+  llama.cpp's ``ggml-vocab-llama-spm.gguf``, LLaMA's 32000 pieces, which
+  TinyLlama uses) (:func:`write_scaled_llama`, :func:`scale_model_path`).
 
 The scaled model's weights are random but well-scaled: every matrix has
 zero-mean weights of standard deviation 1/sqrt(fan-in), so each sublayer
@@ -136,10 +138,14 @@ def add_f32(w, name: str, values: np.ndarray) -> None:
 
 
 def add_spm_tokenizer(w, tokens: list[str], scores: list[float], types: list[int], *,
-                      bos: int = 1, eos: int = 2, unk: int = 0, add_bos: bool = True) -> None:
+                      bos: int = 1, eos: int = 2, unk: int = 0, add_bos: bool = True,
+                      pre: str | None = None, add_eos: bool | None = None) -> None:
     """The tokenizer fields of a SentencePiece ("llama") vocabulary, in the
-    order llama-family GGUF files list them."""
+    order llama-family GGUF files list them (``pre`` and ``add_eos`` only
+    where given)."""
     w.add_tokenizer_model("llama")
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_scores(scores)
     w.add_token_types(types)
@@ -147,6 +153,62 @@ def add_spm_tokenizer(w, tokens: list[str], scores: list[float], types: list[int
     w.add_eos_token_id(eos)
     w.add_unk_token_id(unk)
     w.add_add_bos_token(add_bos)
+    if add_eos is not None:
+        w.add_add_eos_token(add_eos)
+
+
+@dataclass(frozen=True)
+class SpmVocabulary:
+    """A SentencePiece ("llama") vocabulary as a GGUF file stores it.
+
+    ``sha256`` is the hash of the file it was read from ("" for the
+    synthetic one): it names the scaled model's file, so a model is reused
+    only with the same vocabulary."""
+
+    tokens: tuple[str, ...]
+    scores: tuple[float, ...]
+    types: tuple[int, ...]
+    bos: int
+    eos: int
+    unk: int
+    add_bos: bool
+    pre: str | None = None
+    add_eos: bool | None = None
+    sha256: str = ""
+
+    def add_to(self, w) -> None:
+        add_spm_tokenizer(w, list(self.tokens), list(self.scores), list(self.types), bos=self.bos,
+                          eos=self.eos, unk=self.unk, add_bos=self.add_bos, pre=self.pre,
+                          add_eos=self.add_eos)
+
+
+def read_spm_vocabulary(path: str | os.PathLike) -> SpmVocabulary:
+    """The SentencePiece vocabulary of a GGUF file (e.g. llama.cpp's
+    vocabulary-only ``ggml-vocab-llama-spm.gguf``), read with gguf's reader.
+    Raises ValueError if the file holds no "llama" tokenizer."""
+    gguf = _gguf()
+    path = Path(path)
+    reader = gguf.GGUFReader(str(path))
+
+    def field(key: str, default=None):
+        f = reader.fields.get(key)
+        return default if f is None else f.contents()
+
+    if field("tokenizer.ggml.model") != "llama":
+        raise ValueError(f"{path}: not a SentencePiece (\"llama\") vocabulary")
+    tokens = field("tokenizer.ggml.tokens")
+    scores = field("tokenizer.ggml.scores")
+    types = field("tokenizer.ggml.token_type")
+    if not tokens or len(scores) != len(tokens) or len(types) != len(tokens):
+        raise ValueError(f"{path}: tokens, scores and token types differ in length")
+    return SpmVocabulary(
+        tokens=tuple(tokens), scores=tuple(float(s) for s in scores), types=tuple(int(t) for t in types),
+        bos=int(field("tokenizer.ggml.bos_token_id", 1)), eos=int(field("tokenizer.ggml.eos_token_id", 2)),
+        unk=int(field("tokenizer.ggml.unknown_token_id", 0)),
+        add_bos=bool(field("tokenizer.ggml.add_bos_token", True)), pre=field("tokenizer.ggml.pre"),
+        add_eos=field("tokenizer.ggml.add_eos_token"),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
 
 
 # --- the scaled llama model -----------------------------------------------------
@@ -317,14 +379,19 @@ def spm_vocabulary(n_vocab: int, seed: int) -> tuple[list[str], list[float], lis
     return tokens + pieces, scores, types + [_NORMAL] * len(pieces)
 
 
-def write_scaled_llama(path: str | os.PathLike, shape: LlamaShape = TINYLLAMA, *, seed: int = 0) -> Path:
-    """Write the scaled synthetic llama model of ``shape`` to ``path``.
+def write_scaled_llama(path: str | os.PathLike, shape: LlamaShape = TINYLLAMA, *, seed: int = 0,
+                       vocabulary: SpmVocabulary | None = None) -> Path:
+    """Write the scaled synthetic llama model of ``shape`` to ``path``, with
+    ``vocabulary`` (which must have shape.n_vocab tokens) or, by default,
+    :func:`spm_vocabulary`'s synthetic one.
 
     Streams one tensor at a time (memory: the largest tensor, ~54 MB for
     TinyLlama's output matrix), so a 1.1B-parameter file is written in a few
     seconds without holding it."""
     gguf = _gguf()
     path = Path(path)
+    if vocabulary is not None and len(vocabulary.tokens) != shape.n_vocab:
+        raise ValueError(f"the vocabulary has {len(vocabulary.tokens)} tokens, the shape {shape.n_vocab}")
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(f"poai synthetic llama {shape.key} seed {seed}")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
@@ -338,8 +405,11 @@ def write_scaled_llama(path: str | os.PathLike, shape: LlamaShape = TINYLLAMA, *
     w.add_rope_freq_base(10000.0)
     w.add_rope_dimension_count(shape.head_dim)
     w.add_vocab_size(shape.n_vocab)
-    tokens, scores, types = spm_vocabulary(shape.n_vocab, seed)
-    add_spm_tokenizer(w, tokens, scores, types)
+    if vocabulary is None:
+        tokens, scores, types = spm_vocabulary(shape.n_vocab, seed)
+        add_spm_tokenizer(w, tokens, scores, types)
+    else:
+        vocabulary.add_to(w)
     specs = shape.tensors()
     for name, fmt, rows, cols in specs:
         if fmt == "F32":
@@ -366,21 +436,23 @@ def default_directory() -> Path:
 
 
 def scale_model_path(directory: str | os.PathLike | None = None, shape: LlamaShape = TINYLLAMA, *,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, vocabulary: SpmVocabulary | None = None) -> Path:
     """The scaled synthetic model's file, written once and reused.
 
-    The name holds the shape, the seed and GENERATOR_VERSION, so a file is
-    only reused for the same bytes; it is written to a temporary name and
-    renamed, so a crash or a concurrent writer never leaves a partial file
-    under the final name."""
+    The name holds the shape, the seed, GENERATOR_VERSION and a real
+    vocabulary's file hash (first 12 hex digits), so a file is only reused
+    for the same bytes; it is written to a temporary name and renamed, so a
+    crash or a concurrent writer never leaves a partial file under the final
+    name."""
     directory = Path(directory) if directory is not None else default_directory()
-    path = directory / f"synthetic-llama-{shape.key}-s{seed}-g{GENERATOR_VERSION}.gguf"
+    vocab = f"-vocab{vocabulary.sha256[:12]}" if vocabulary is not None else ""
+    path = directory / f"synthetic-llama-{shape.key}-s{seed}{vocab}-g{GENERATOR_VERSION}.gguf"
     if path.is_file():
         return path
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        write_scaled_llama(tmp, shape, seed=seed)
+        write_scaled_llama(tmp, shape, seed=seed, vocabulary=vocabulary)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

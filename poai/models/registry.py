@@ -39,6 +39,9 @@ _SOURCE_FIELDS = {
 }
 _ENTRY_FIELDS = {"name", "aliases", "architecture", "file", "size", "sha256", "sources",
                  "canonical_sha256"}
+_ENTRY_OPTIONAL = {"work_weight"}
+#: The attempt length a models.lock ``work_weight`` is counted at (every network's n_tokens).
+WORK_WEIGHT_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ class ModelEntry:
     sources: tuple[ModelSource, ...]
     canonical_sha256: str | None
     default: bool = False
+    # MACs of one WORK_WEIGHT_TOKENS-token attempt (poai.engine.cost.attempt_macs of
+    # the model's configuration), or None where the lock does not pin it; the
+    # chain's weights are poai.chain.params', the dev network adds these.
+    work_weight: int | None = None
 
     @property
     def cli_name(self) -> str:
@@ -202,7 +209,7 @@ def parse_lock(data: Any, origin: Path) -> Registry:
 
 
 def _parse_entry(raw: Any, where: str, default: str) -> ModelEntry:
-    _require_object(raw, where, _ENTRY_FIELDS, set())
+    _require_object(raw, where, _ENTRY_FIELDS, _ENTRY_OPTIONAL)
     name = raw["name"]
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ModelError(f"{where}: name must match {_NAME_RE.pattern}, got {name!r}")
@@ -228,13 +235,16 @@ def _parse_entry(raw: Any, where: str, default: str) -> ModelEntry:
     canonical = raw["canonical_sha256"]
     if canonical is not None:
         canonical = _sha256_field(canonical, f"{where}: canonical_sha256")
+    work_weight = raw.get("work_weight")
+    if work_weight is not None and (type(work_weight) is not int or work_weight <= 0):
+        raise ModelError(f"{where}: work_weight must be a positive integer or null, got {work_weight!r}")
     sources = raw["sources"]
     if not isinstance(sources, list) or not sources:
         raise ModelError(f"{where}: sources must be a non-empty list")
     return ModelEntry(
         name=name, aliases=tuple(aliases), architecture=architecture, file=file, size=size,
         sha256=sha, sources=tuple(_parse_source(s, f"{where}: sources[{i}]") for i, s in enumerate(sources)),
-        canonical_sha256=canonical, default=(name == default),
+        canonical_sha256=canonical, default=(name == default), work_weight=work_weight,
     )
 
 

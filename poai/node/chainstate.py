@@ -35,8 +35,9 @@ from dataclasses import dataclass, field, replace
 
 from poai.chain import validate
 from poai.chain.block import Block, Coinbase, Header
-from poai.chain.difficulty import median_time_past, work_for_bits
+from poai.chain.difficulty import median_time_past
 from poai.chain.params import NetworkParams
+from poai.chain.work import header_work
 from poai.errors import PoaiError, StoreError, ValidationError
 from poai.store.db import INVALID, STORED, VERIFIED, BlockRecord, Store
 from poai.store.proofs import ProofMemory
@@ -68,6 +69,28 @@ class AcceptResult:
     disconnected: list[Block] = field(default_factory=list)  # removed from main, tip first
     inferences: int = 0  # inferences this call spent
     cached: bool = False  # decided by the proof memory or the rejected set, no inference
+
+
+def check_model_weight(model, params: NetworkParams) -> None:
+    """The work weight ``params`` pins for ``model``'s file equals the cost of an
+    attempt computed from the model's converted configuration
+    (poai.engine.cost.attempt_macs), so a network's weights cannot drift from
+    the models they price.  Raises ValidationError ``unvetted-model`` or
+    ``model-weight-mismatch``."""
+    from poai.engine.cost import attempt_macs
+
+    sha = model.entry.sha256 if model.entry is not None else None
+    if sha is None:
+        raise ValidationError("a model loaded outside the registry cannot mine or verify",
+                              reason="unvetted-model")
+    pinned = params.model_weight(sha)
+    computed = attempt_macs(model.config, params.n_tokens)
+    if pinned != computed:
+        raise ValidationError(
+            f"{model.entry.name}: the {params.name} network pins work weight {pinned}, its "
+            f"configuration gives {computed} MACs per {params.n_tokens}-token attempt",
+            reason="model-weight-mismatch",
+        )
 
 
 class ModelCache:
@@ -105,6 +128,7 @@ class ChainState:
         self.store = store
         self.params = params
         self.models = models or ModelCache()
+        self._weights_checked: set[str] = set()  # model sha256s whose work weight was checked
         self.clock = clock
         self.orphans: OrderedDict[bytes, bytes] = OrderedDict()  # id -> block bytes
         # side blocks that could not take the lead when they came (id -> bytes)
@@ -228,7 +252,11 @@ class ChainState:
         """Run the inference for this block's header (always; no memory)."""
         from poai.pow.proof import evaluate
 
-        model = self.models.get(block.header.model.hex())
+        sha = block.header.model.hex()
+        model = self.models.get(sha)
+        if sha not in self._weights_checked:
+            check_model_weight(model, self.params)
+            self._weights_checked.add(sha)
         return evaluate(model, block.header.core_bytes(), self.params.n_tokens).digest
 
     def proof_digest(self, block: Block, gate=None, result: AcceptResult | None = None) -> bytes:
@@ -347,7 +375,7 @@ class ChainState:
             height=h.height,
             time=h.time,
             bits=h.bits,
-            work=parent.work + work_for_bits(h.bits),
+            work=parent.work + header_work(h, self.params),
             status=STORED,
             reason=None,
         )
@@ -409,8 +437,8 @@ class ChainState:
         base = self.store.record(prev)
         if base is None or base.status == INVALID:
             return None
-        work = base.work + work_for_bits(block.header.bits)
-        work += sum(work_for_bits(b.header.bits) for b, _ in branch)
+        work = base.work + header_work(block.header, self.params)
+        work += sum(header_work(b.header, self.params) for b, _ in branch)
         if work <= self.store.tip().work:
             return None
         for blk, data in reversed(branch):

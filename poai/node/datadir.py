@@ -5,6 +5,11 @@
     <dir>/keystore/       V3 keystore files (geth's layout)
 
 The default directory is $POAI_DATA_DIR, else ~/.poai.
+
+The network's parameters are poai.chain.params' with one addition on the
+dev network (:func:`network_params`): every model of this installation's
+models.lock that pins a ``work_weight`` is vetted there too, so a
+development network can mine with a model the public networks do not vet.
 """
 
 from __future__ import annotations
@@ -17,6 +22,31 @@ from poai.chain.params import NetworkParams, get_network
 from poai.errors import PoaiError
 
 DEFAULT_NETWORK = "dev"
+#: The network that also vets models.lock's models (module docstring).
+REGISTRY_NETWORK = "dev"
+
+
+def network_params(name: str) -> NetworkParams:
+    """The parameters this node runs ``name`` with: poai.chain.params', and on
+    the dev network also every models.lock model with a ``work_weight``, in
+    lock order after the pinned ones.  Where the lock and params.py both pin a
+    model they must agree (PoaiError ``models-lock-weight`` otherwise).  Each weight is checked
+    against the model's configuration when it mines or verifies
+    (poai.node.chainstate.check_model_weight)."""
+    params = get_network(name)
+    if name != REGISTRY_NETWORK:
+        return params
+    from poai.models.registry import WORK_WEIGHT_TOKENS, load_registry
+
+    if params.n_tokens != WORK_WEIGHT_TOKENS:
+        raise PoaiError(f"models.lock weights count {WORK_WEIGHT_TOKENS}-token attempts, "
+                        f"the {name} network's have {params.n_tokens}", reason="models-lock-weight")
+    extra = tuple((e.sha256, e.work_weight) for e in load_registry() if e.work_weight is not None)
+    try:
+        return params.with_models(extra)
+    except ValueError as exc:
+        raise PoaiError(f"models.lock disagrees with the network: {exc}",
+                        reason="models-lock-weight") from None
 
 
 def default_path() -> Path:
@@ -62,8 +92,8 @@ class DataDir:
                     f"{self.path} follows the {have} network, not {network}; use another --data-dir",
                     reason="datadir-network-mismatch",
                 )
-            return get_network(have)
-        params = get_network(network or DEFAULT_NETWORK)
+            return network_params(have)
+        params = network_params(network or DEFAULT_NETWORK)
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.config_path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
@@ -80,7 +110,7 @@ class DataDir:
                 f"{self.path} is not a poai data directory (run `poai init` or `poai mine`)",
                 reason="datadir-missing",
             )
-        return get_network(net)
+        return network_params(net)
 
     def open_chain(self, *, create: bool = False, network: str | None = None, models=None):
         """(params, store, chain state) of this directory."""

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 from poai.chain import validate
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
-from poai.chain.difficulty import compact_to_target, timewarp_min_time
+from poai.chain.difficulty import timewarp_min_time
 from poai.chain.params import HEADER_VERSION
 from poai.chain.state import _Overlay, apply_transfer, connect_block
+from poai.chain.work import header_target
 from poai.errors import PoaiError, ValidationError
+from poai.node.chainstate import check_model_weight
 from poai.pow.proof import evaluate_batch
 
 
@@ -31,6 +33,7 @@ class MinerStats:
     blocks: list[Block] = field(default_factory=list)
     height: int = 0
     bits: int = 0
+    target: int = 0  # the model's target (the bits' target scaled by its work weight)
     last_seal_s: float = 0.0
 
     @property
@@ -50,6 +53,7 @@ class Miner:
                 f"model {model_sha} is not vetted for the {chain.params.name} network",
                 reason="unvetted-model",
             )
+        check_model_weight(model, chain.params)
         self.chain = chain
         self.model = model
         self.model_sha = bytes.fromhex(model_sha)
@@ -68,7 +72,8 @@ class Miner:
         return result
 
     def template(self) -> tuple[Block, int]:
-        """A block on the current tip with nonce 0 and no proof; and the target."""
+        """A block on the current tip with nonce 0 and no proof; and its model's
+        target (the bits' target scaled by the model's work weight)."""
         chain, params = self.chain, self.chain.params
         tip = chain.tip()
         parent = chain.block(tip.id)
@@ -123,7 +128,7 @@ class Miner:
             check_root=False,
         )
         header = header.with_(state_root=delta.state_root)
-        return Block(header=header, coinbase=coinbase, txs=tuple(txs)), compact_to_target(bits)
+        return Block(header=header, coinbase=coinbase, txs=tuple(txs)), header_target(header, params)
 
     def mine(
         self,
@@ -140,7 +145,7 @@ class Miner:
         start = time.perf_counter()
         while not should_stop() and (blocks is None or len(stats.blocks) < blocks):
             block, target = self.template()
-            stats.height, stats.bits = block.height, block.header.bits
+            stats.height, stats.bits, stats.target = block.height, block.header.bits, target
             tip_id = block.header.prev_hash
             made = time.monotonic()
             nonce = int.from_bytes(os.urandom(8), "big") >> 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from poai.chain.difficulty import compact_to_target, work_for_bits
+from poai.chain.work import header_target, header_work
 from poai.chain.fees import fee_split
 from poai.errors import AddressError, PoaiError
 from poai.rpc import jsonrpc, views
@@ -376,7 +377,8 @@ def block_page(node, ident: str) -> tuple[int, str]:
         ("time", esc(f"{fmt_time(h.time)} ({h.time})")),
         ("bits", f'<span class="mono">{h.bits:#010x}</span>'),
         ("target", f'<span class="mono">{esc(hex(compact_to_target(h.bits)))}</span>'),
-        ("work (expected attempts)", esc(f"{work_for_bits(h.bits):,}")),
+        ("model's target", f'<span class="mono">{esc(hex(header_target(h, node.params)))}</span>'),
+        ("work (expected work-unit attempts)", esc(f"{header_work(h, node.params):,}")),
         ("cumulative work", esc(f"{rec.work:,}")),
         ("transactions root", f'<span class="mono">{hx(h.tx_root)}</span>'),
         ("state root", f'<span class="mono">{hx(h.state_root)}</span>'),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from eth_hash.auto import keccak
 
 from poai.chain.block import Block
-from poai.chain.difficulty import work_for_bits
+from poai.chain.work import header_work
 from poai.chain.fees import block_gas_limit, effective_gas_price
 from poai.chain.tx import INTRINSIC_GAS, TX_TYPE_LEGACY, Transaction, decode_tx
 from poai.rpc.encoding import (
@@ -74,9 +74,10 @@ def load_block(node, rec: BlockRecord) -> tuple[Block, int]:
     return Block.decode(raw, node.params.max_block_bytes), len(raw)
 
 
-def block_work(rec: BlockRecord) -> int:
-    """The expected attempts of this block alone (cumulative work minus the parent's)."""
-    return work_for_bits(rec.bits)
+def block_work(node, header) -> int:
+    """The work of this block alone, in attempts of the network's work-unit
+    model (cumulative work minus the parent's; poai.chain.work)."""
+    return header_work(header, node.params)
 
 
 def block_base_fee(block: Block) -> int:
@@ -240,7 +241,7 @@ def block_json(node, rec: BlockRecord, full: bool) -> dict:
         "stateRoot": data(h.state_root),
         "receiptsRoot": data(h.tx_root),
         "miner": checksum(h.miner),
-        "difficulty": quantity(block_work(rec)),
+        "difficulty": quantity(block_work(node, h)),
         "totalDifficulty": quantity(rec.work),
         "extraData": "0x",
         "size": quantity(size),

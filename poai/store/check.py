@@ -29,7 +29,7 @@ import msgpack
 
 from poai.chain import validate
 from poai.chain.block import Block
-from poai.chain.difficulty import work_for_bits
+from poai.chain.work import header_work
 from poai.chain.params import NetworkParams
 from poai.chain.replay import ChainReplay
 from poai.chain.state import EMPTY, GENESIS_STATE_ROOT, Account
@@ -111,7 +111,7 @@ def _check(cur, params: NetworkParams, problems: list[str]) -> None:
         if status != VERIFIED:
             bad(f"main block {height}: status {status}, not verified")
         try:
-            work = prev_work + work_for_bits(h.bits)
+            work = prev_work + header_work(h, params)
         except PoaiError:
             work = -1
         if int.from_bytes(bytes(rwork), "big") != work:

@@ -376,6 +376,8 @@ class Store:
                     height=0,
                     time=genesis.time,
                     bits=genesis.bits,
+                    # the genesis names the network's first model, the work
+                    # unit, so its poai.chain.work.header_work is work_for_bits
                     work=_w(work_for_bits(genesis.bits)),
                     status=VERIFIED,
                     reason=None,
