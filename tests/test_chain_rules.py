@@ -375,11 +375,15 @@ def test_the_gate_can_refuse_inference(node):
     good = craft(node)
     bad = reseal(node.params, good, nonce=good.header.nonce + 7)
 
-    def refuse():
+    costs = []
+
+    def refuse(cost):
+        costs.append(cost)  # in unit-model inferences: SmolLM2 is the unit
         raise VerifyDeferred("no budget")
 
     with pytest.raises(VerifyDeferred):
         node.chain.accept_block(bad.encode(), gate=refuse)
+    assert costs == [1]
     assert reason_of(node, bad) == "bad-proof"  # not remembered as invalid: judged later
 
 

@@ -68,6 +68,7 @@ class AcceptResult:
     connected: list[Block] = field(default_factory=list)  # newly main, in order
     disconnected: list[Block] = field(default_factory=list)  # removed from main, tip first
     inferences: int = 0  # inferences this call spent
+    inference_units: int = 0  # their cost in unit-model inferences (inference_cost)
     cached: bool = False  # decided by the proof memory or the rejected set, no inference
 
 
@@ -259,9 +260,18 @@ class ChainState:
             self._weights_checked.add(sha)
         return evaluate(model, block.header.core_bytes(), self.params.n_tokens).digest
 
+    def inference_cost(self, block: Block) -> int:
+        """What verifying ``block`` costs, in inferences of the network's unit
+        (lightest) model: ceil(weight / unit) of its model's work weight
+        (poai.chain.work), so a TinyLlama-1.1B block costs 10, a SmolLM2 one 1.
+        The verification budget (poai.node.scheduler) is counted in these."""
+        weight = self.params.model_weight(block.header.model.hex())
+        return -(-weight // self.params.work_unit)
+
     def proof_digest(self, block: Block, gate=None, result: AcceptResult | None = None) -> bytes:
         """The digest of this block's core: from the proof memory when inference
-        already ran on the core, else by inference (after ``gate()`` allows it)."""
+        already ran on the core, else by inference (after ``gate(cost)`` allows
+        it; cost from :meth:`inference_cost`)."""
         core = block.header.core_bytes()
         digest = self.proofs.get(core)
         if digest is not None:
@@ -269,12 +279,14 @@ class ChainState:
             if result is not None:
                 result.cached = True
             return digest
+        cost = self.inference_cost(block)
         if gate is not None:
-            gate()
+            gate(cost)
         digest = self.infer_digest(block)
         self.stats["inferences"] += 1
         if result is not None:
             result.inferences += 1
+            result.inference_units += cost
         self.proofs.put(core, digest)
         return digest
 
@@ -288,7 +300,8 @@ class ChainState:
         Raises ValidationError (stable reason) for an invalid block and
         VerifyDeferred when ``gate`` refused the inference it needed.
         proof_checked: the local miner computed this header's proof itself.
-        gate(): called before each inference; raises to refuse it."""
+        gate(cost): called before each inference with its cost in unit-model
+        inferences (inference_cost); raises to refuse it."""
         block = Block.decode(data, self.params.max_block_bytes)
         if proof_checked:
             self.record_mined(block.header)
@@ -556,4 +569,5 @@ class ChainState:
                 result.connected.extend(sub.connected)
                 result.disconnected.extend(sub.disconnected)
                 result.inferences += sub.inferences
+                result.inference_units += sub.inference_units
                 queue.append(oid)

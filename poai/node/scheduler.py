@@ -12,13 +12,20 @@ here before the chain state (poai.node.chainstate) sees it:
   queue at most MAX_QUEUED in all; beyond that a block is dropped unjudged;
 * before it runs, a block whose source was banned or has disconnected is
   dropped unjudged (a ban takes effect on what is already queued);
-* inference itself is budgeted: a source without a record holds CREDIT_NEW
-  inferences (an outbound one CREDIT_OUTBOUND), a valid block earns its
-  inference back plus one (capped), and all sources without a record share
-  a global bucket of UNTRUSTED_PER_MINUTE inferences.  A block whose
-  inference the budget refuses is dropped unjudged (VerifyDeferred): a
-  sybil attacker with many addresses can delay unknown peers' blocks, never
-  those of peers with a record or of our outbound connections;
+* inference itself is budgeted, in inferences of the network's unit model:
+  a block's inference costs ceil(w / u) of them, its model's work weight
+  over the unit's (poai.chain.work; a TinyLlama-1.1B block 10, a SmolLM2 one
+  1), so a heavy model buys an attacker no more of the node's time.  A source
+  without a record holds CREDIT_NEW units (an outbound one CREDIT_OUTBOUND),
+  a valid block earns its cost back plus one (capped), and all sources
+  without a record share a global bucket of UNTRUSTED_PER_MINUTE units.  An
+  inference needs at least one unit in the account (and, for a source
+  without a record, in the bucket) and is charged whole, so a heavy block
+  may leave them in debt, repaid before the next: a heavy model's blocks are
+  slowed, never shut out.  A block whose inference the budget refuses is
+  dropped unjudged (VerifyDeferred): a sybil attacker with many addresses
+  can delay unknown peers' blocks, never those of peers with a record or of
+  our outbound connections;
 * which blocks may have inference at all is the chain state's rule: only a
   block extending the tip or a branch with more work than it.
 
@@ -43,7 +50,8 @@ log = logging.getLogger("poai.node")
 
 MAX_QUEUED = 512
 MAX_QUEUED_PER_SOURCE = 32
-CREDIT_NEW = 2  # inferences an unknown inbound source may cost us before it proves itself
+# budgets in unit-model inferences (ChainState.inference_cost)
+CREDIT_NEW = 2  # what an unknown inbound source may cost us before it proves itself
 CREDIT_OUTBOUND = 8
 CREDIT_MAX = 64
 UNTRUSTED_PER_MINUTE = 12  # shared by every source without a record
@@ -108,7 +116,7 @@ class VerifyScheduler:
         return source.local or source.outbound or self._account(source).valid > 0
 
     def _gate(self, source: Source) -> Callable[[], None]:
-        def gate() -> None:
+        def gate(cost: int = 1) -> None:
             from poai.node.chainstate import VerifyDeferred
 
             if source.local:
@@ -123,8 +131,8 @@ class VerifyScheduler:
                     self.bucket_t = now
                     if self.bucket < 1:
                         raise VerifyDeferred("the budget for peers without a record is spent")
-                    self.bucket -= 1
-                acc.credit -= 1
+                    self.bucket -= cost
+                acc.credit -= cost
             by_peer = self.service.inferences_by_peer
             by_peer[source.key] = by_peer.get(source.key, 0) + 1
 
@@ -201,5 +209,5 @@ class VerifyScheduler:
             acc = self._account(item.source)
             if result.status in ("connected", "side"):
                 acc.valid += 1
-                acc.credit = min(CREDIT_MAX, acc.credit + result.inferences + 1)
+                acc.credit = min(CREDIT_MAX, acc.credit + result.inference_units + 1)
         item.done(result, None)
