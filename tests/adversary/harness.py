@@ -511,14 +511,18 @@ def _fmt(v) -> str:
 
 
 class ModelRef:
-    """What the mirror's template needs of a model: its registry entry (sha256).
-    The attacker never runs inference, so the weights are not loaded (that
-    alone would take about as long as a node process's start)."""
+    """What the mirror's template needs of a model: its registry entry (sha256)
+    and its configuration (the miner checks the network's work weight against
+    it), read from the file's header.  The attacker never runs inference, so
+    the weights are not loaded (that alone would take about as long as a node
+    process's start)."""
 
     def __init__(self, params) -> None:
-        from poai.models.registry import load_registry
+        from poai.engine.model import open_reader, read_config
+        from poai.models.registry import cached_path, load_registry
 
         self.entry = load_registry().by_sha256(params.models[0])
+        self.config = read_config(open_reader(cached_path(self.entry)))
 
 
 _SESSION: dict[str, Adversary] = {}
