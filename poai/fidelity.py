@@ -259,31 +259,35 @@ def export_float_gguf(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     writer.close()
 
 
-def float_reference_path(src: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
-    """The F32 export of ``src``, made once and kept in the model cache.
-
-    Named by the source file's SHA-256 and the export version; written to a
-    temporary file and renamed into place, so an interrupted export leaves
-    nothing that a later call would mistake for a finished one.
-    """
+def _derived(src: Path, suffix: str, cache, make) -> Path:
+    """``<cache>/<src sha256[:16]>.<suffix>``, made once by ``make(part_path)``:
+    written to a temporary file and renamed into place, so an interrupted run
+    leaves nothing that a later call would mistake for a finished file."""
     from poai.models.registry import cache_dir
 
-    src = Path(src)
     digest = hashlib.sha256()
     with src.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     directory = Path(cache) if cache is not None else cache_dir() / "derived"
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{digest.hexdigest()[:16]}.f32v{FLOAT_EXPORT_VERSION}.gguf"
+    target = directory / f"{digest.hexdigest()[:16]}.{suffix}"
     if not target.exists():
         part = target.with_name(f"{target.name}.{os.getpid()}.part")
         try:
-            export_float_gguf(src, part)
+            make(part)
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)
     return target
+
+
+def float_reference_path(src: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """The F32 export of ``src``, made once and kept in the model cache, named
+    by the source file's SHA-256 and the export version."""
+    src = Path(src)
+    return _derived(src, f"f32v{FLOAT_EXPORT_VERSION}.gguf", cache,
+                    lambda part: export_float_gguf(src, part))
 
 
 def float_reference(src: str | os.PathLike, *, n_ctx: int = 512, n_threads: int | None = None,
@@ -318,32 +322,20 @@ def requantized_path(src: str | os.PathLike, ftype: str, cache: str | os.PathLik
     """
     import llama_cpp
 
-    from poai.models.registry import cache_dir
-
     code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}", None)
     if code is None:
         raise ValueError(f"llama.cpp has no file type {ftype!r}")
     src = Path(src)
-    digest = hashlib.sha256()
-    with src.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    directory = Path(cache) if cache is not None else cache_dir() / "derived"
-    directory.mkdir(parents=True, exist_ok=True)
+
+    def make(part: Path) -> None:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = code
+        params.allow_requantize = True
+        params.pure = pure
+        params.nthread = 1
+        rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(part), params)
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize to {ftype} failed ({rc})")
+
     kind = f"{ftype}-pure" if pure else ftype
-    target = directory / f"{digest.hexdigest()[:16]}.{kind}.rq{REQUANT_VERSION}.gguf"
-    if not target.exists():
-        part = target.with_name(f"{target.name}.{os.getpid()}.part")
-        try:
-            params = llama_cpp.llama_model_quantize_default_params()
-            params.ftype = code
-            params.allow_requantize = True
-            params.pure = pure
-            params.nthread = 1
-            rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(part), params)
-            if rc != 0:
-                raise RuntimeError(f"llama_model_quantize to {ftype} failed ({rc})")
-            os.replace(part, target)
-        finally:
-            part.unlink(missing_ok=True)
-    return target
+    return _derived(src, f"{kind}.rq{REQUANT_VERSION}.gguf", cache, make)
