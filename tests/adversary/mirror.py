@@ -23,6 +23,7 @@ from dataclasses import replace
 from poai.chain.block import Block, Header, block_tx_root, grind_seal
 from poai.chain.difficulty import compact_to_target
 from poai.net import protocol as wire
+from poai.net.download import MAX_IN_FLIGHT
 from poai.node.chainstate import ChainState, ModelCache
 from poai.node.miner import Miner
 from poai.store import Store
@@ -62,8 +63,10 @@ class Mirror:
                 raise AssertionError("the victim sent no headers to the mirror's getheaders")
             ids = [Header.decode(raw).id for raw in msg.args[0]]
             want = [i for i in ids if not self.store.has_block(i)]
-            for start in range(0, len(want), 500):
-                chunk = want[start : start + 500]
+            # a node serves at most MAX_IN_FLIGHT blocks per getdata (the rest
+            # is notfound): ask in chunks of that
+            for start in range(0, len(want), MAX_IN_FLIGHT):
+                chunk = want[start : start + MAX_IN_FLIGHT]
                 peer.send("getdata", [[wire.INV_BLOCK, i] for i in chunk])
                 got: dict[bytes, bytes] = {}
                 while len(got) < len(chunk):
