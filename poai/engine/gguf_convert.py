@@ -303,9 +303,13 @@ def _checked_scales(values: np.ndarray, name: str, what: str) -> np.ndarray:
     return values.astype(np.int32)
 
 
-def _check_f16_finite(bits: np.ndarray, name: str) -> None:
+def _f16_scales(blk: np.ndarray, offset: int, name: str) -> np.ndarray:
+    """The f16 field at ``offset`` of every block, as exact multiples of 2**-24
+    (f16_to_scaled); UnsupportedModelError if one is inf or NaN."""
+    bits = _f16_field(blk, offset)
     if not np.all(f16_is_finite(bits)):
         raise UnsupportedModelError(f"tensor {name}: a block scale is inf or NaN")
+    return f16_to_scaled(bits)
 
 
 def _nibbles_q4(qs: np.ndarray) -> np.ndarray:
@@ -315,28 +319,24 @@ def _nibbles_q4(qs: np.ndarray) -> np.ndarray:
 
 def decode_q8_0(raw: np.ndarray, name: str):
     blk = _split_blocks(raw, block_bytes("Q8_0"), name)
-    d_bits = _f16_field(blk, 0)
-    _check_f16_finite(d_bits, name)
+    d = _f16_scales(blk, 0, name)
     q = blk[..., 2:].view(np.int8).reshape(raw.shape[0], -1)
-    return q, f16_to_scaled(d_bits), None, QK
+    return q, d, None, QK
 
 
 def decode_q4_0(raw: np.ndarray, name: str):
     blk = _split_blocks(raw, block_bytes("Q4_0"), name)
-    d_bits = _f16_field(blk, 0)
-    _check_f16_finite(d_bits, name)
+    d = _f16_scales(blk, 0, name)
     q = (_nibbles_q4(blk[..., 2:]).astype(np.int16) - 8).astype(np.int8)
-    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), None, QK
+    return q.reshape(raw.shape[0], -1), d, None, QK
 
 
 def decode_q4_1(raw: np.ndarray, name: str):
     blk = _split_blocks(raw, block_bytes("Q4_1"), name)
-    d_bits = _f16_field(blk, 0)
-    m_bits = _f16_field(blk, 2)
-    _check_f16_finite(d_bits, name)
-    _check_f16_finite(m_bits, name)
+    d = _f16_scales(blk, 0, name)
+    m = _f16_scales(blk, 2, name)
     q = _nibbles_q4(blk[..., 4:]).astype(np.int8)
-    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), f16_to_scaled(m_bits), QK
+    return q.reshape(raw.shape[0], -1), d, m, QK
 
 
 def _q5_quants(qh4: np.ndarray, qs: np.ndarray) -> np.ndarray:
@@ -352,21 +352,18 @@ def _q5_quants(qh4: np.ndarray, qs: np.ndarray) -> np.ndarray:
 def decode_q5_0(raw: np.ndarray, name: str):
     # block_q5_0: d f16, qh[4], qs[16]; q = 5-bit value - 16 in -16..15.
     blk = _split_blocks(raw, block_bytes("Q5_0"), name)
-    d_bits = _f16_field(blk, 0)
-    _check_f16_finite(d_bits, name)
+    d = _f16_scales(blk, 0, name)
     q = (_q5_quants(blk[..., 2:6], blk[..., 6:]) - 16).astype(np.int8)
-    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), None, QK
+    return q.reshape(raw.shape[0], -1), d, None, QK
 
 
 def decode_q5_1(raw: np.ndarray, name: str):
     # block_q5_1: d f16, m f16, qh[4], qs[16]; W = d * q + m, q in 0..31.
     blk = _split_blocks(raw, block_bytes("Q5_1"), name)
-    d_bits = _f16_field(blk, 0)
-    m_bits = _f16_field(blk, 2)
-    _check_f16_finite(d_bits, name)
-    _check_f16_finite(m_bits, name)
+    d = _f16_scales(blk, 0, name)
+    m = _f16_scales(blk, 2, name)
     q = _q5_quants(blk[..., 4:8], blk[..., 8:]).astype(np.int8)
-    return q.reshape(raw.shape[0], -1), f16_to_scaled(d_bits), f16_to_scaled(m_bits), QK
+    return q.reshape(raw.shape[0], -1), d, m, QK
 
 
 def _k4_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,12 +383,8 @@ def _k4_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def decode_q4_k(raw: np.ndarray, name: str):
     # block_q4_K: d f16, dmin f16, scales[12], qs[128]; 8 sub-blocks of 32.
     blk = _split_blocks(raw, block_bytes("Q4_K"), name)
-    d_bits = _f16_field(blk, 0)
-    dmin_bits = _f16_field(blk, 2)
-    _check_f16_finite(d_bits, name)
-    _check_f16_finite(dmin_bits, name)
-    d = f16_to_scaled(d_bits)[..., None]
-    dmin = f16_to_scaled(dmin_bits)[..., None]
+    d = _f16_scales(blk, 0, name)[..., None]
+    dmin = _f16_scales(blk, 2, name)[..., None]
     sc, mn = _k4_scale_min(blk[..., 4:16])
     qs = blk[..., 16:].reshape(blk.shape[0], blk.shape[1], 4, 32)
     # Chunk c of 32 bytes holds sub-block 2c in its low nibbles and 2c+1 in
@@ -409,12 +402,8 @@ def decode_q5_k(raw: np.ndarray, name: str):
     # bit s of qh[0..31].  W = d * sc * q - dmin * m, q in 0..31.
     blk = _split_blocks(raw, block_bytes("Q5_K"), name)
     rows = blk.shape[0]
-    d_bits = _f16_field(blk, 0)
-    dmin_bits = _f16_field(blk, 2)
-    _check_f16_finite(d_bits, name)
-    _check_f16_finite(dmin_bits, name)
-    d = f16_to_scaled(d_bits)[..., None]
-    dmin = f16_to_scaled(dmin_bits)[..., None]
+    d = _f16_scales(blk, 0, name)[..., None]
+    dmin = _f16_scales(blk, 2, name)[..., None]
     sc, mn = _k4_scale_min(blk[..., 4:16])
     qh = blk[..., 16:48].astype(np.int16)                                  # [rows, nb, 32]
     qs = blk[..., 48:].reshape(rows, blk.shape[1], 4, 32).astype(np.int16)
@@ -433,9 +422,7 @@ def decode_q6_k(raw: np.ndarray, name: str):
     ql = blk[..., 0:128].astype(np.int16)
     qh = blk[..., 128:192].astype(np.int16)
     sc = blk[..., 192:208].view(np.int8).astype(np.int64)
-    d_bits = _f16_field(blk, 208)
-    _check_f16_finite(d_bits, name)
-    d = f16_to_scaled(d_bits)[..., None]
+    d = _f16_scales(blk, 208, name)[..., None]
     q = np.empty((rows, nb, QK_K), dtype=np.int16)
     for half in range(2):
         l_lo = ql[..., 64 * half: 64 * half + 32]
@@ -480,9 +467,7 @@ def decode_q3_k(raw: np.ndarray, name: str):
                          (lo4[..., 4:8] & 0x0F) | (((hi2 >> 2) & 3) << 4),
                          (lo4[..., 0:4] >> 4) | (((hi2 >> 4) & 3) << 4),
                          (lo4[..., 4:8] >> 4) | (((hi2 >> 6) & 3) << 4)], axis=-1) - 32
-    d_bits = _f16_field(blk, 108)
-    _check_f16_finite(d_bits, name)
-    d = f16_to_scaled(d_bits)[..., None]
+    d = _f16_scales(blk, 108, name)[..., None]
     return q, (d * sc).reshape(rows, -1), None, 16
 
 
@@ -494,12 +479,8 @@ def decode_q2_k(raw: np.ndarray, name: str):
     rows = blk.shape[0]
     s = blk[..., 0:16].astype(np.int64)
     q = _k3_order(blk[..., 16:80]).astype(np.int8).reshape(rows, -1)
-    d_bits = _f16_field(blk, 80)
-    dmin_bits = _f16_field(blk, 82)
-    _check_f16_finite(d_bits, name)
-    _check_f16_finite(dmin_bits, name)
-    d = f16_to_scaled(d_bits)[..., None]
-    dmin = f16_to_scaled(dmin_bits)[..., None]
+    d = _f16_scales(blk, 80, name)[..., None]
+    dmin = _f16_scales(blk, 82, name)[..., None]
     scale = (d * (s & 0x0F)).reshape(rows, -1)
     minv = (-(dmin * (s >> 4))).reshape(rows, -1)
     return q, scale, minv, 16
