@@ -53,3 +53,22 @@ def native_ops():
     from poai.engine import ops_native
 
     return ops_native
+
+
+def cache_model_loads(mp: pytest.MonkeyPatch) -> None:
+    """Register the CLI's commands and make engine.load (what mine, verify and
+    quiz call) load each (model, kernel, vetted_only) once while ``mp`` holds:
+    the models are the real ones, loaded once per module instead of per command."""
+    from poai import cli, engine
+
+    if not any(c.name == "mine" for c in cli.app.registered_commands):  # once per session
+        cli._register()
+    real_load, cache = engine.load, {}
+
+    def load(name_or_path=None, *, kernel=None, vetted_only=True):
+        key = (str(name_or_path), kernel, vetted_only)
+        if key not in cache:
+            cache[key] = real_load(name_or_path, kernel=kernel, vetted_only=vetted_only)
+        return cache[key]
+
+    mp.setattr(engine, "load", load)

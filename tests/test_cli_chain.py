@@ -25,6 +25,7 @@ from eth_utils import to_checksum_address
 from typer.testing import CliRunner
 
 import poai.cli as cli
+from conftest import cache_model_loads
 from poai.chain.block import Block
 from poai.chain.params import COIN, get_network
 from poai.chain.fees import fee_split
@@ -103,21 +104,8 @@ def coins(units: int) -> str:
 def _one_model_load(smollm2_path):
     """Register the commands; load each model once for the module instead of once per command
     (engine.load is what mine, verify and quiz call; the model itself is the real one)."""
-    from poai import engine
-
-    if not any(c.name == "mine" for c in cli.app.registered_commands):  # once per session
-        cli._register()
-    real_load = engine.load
-    cache: dict = {}
-
-    def load(name_or_path=None, *, kernel=None, vetted_only=True):
-        key = (str(name_or_path), kernel, vetted_only)
-        if key not in cache:
-            cache[key] = real_load(name_or_path, kernel=kernel, vetted_only=vetted_only)
-        return cache[key]
-
     mp = pytest.MonkeyPatch()
-    mp.setattr(engine, "load", load)
+    cache_model_loads(mp)
     yield
     mp.undo()
 

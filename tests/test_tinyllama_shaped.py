@@ -32,6 +32,7 @@ import pytest
 from typer.testing import CliRunner
 
 import poai.cli as cli
+from conftest import cache_model_loads
 from poai.chain.block import Block
 from poai.chain.params import SMOLLM2_WEIGHT, TINYLLAMA_WEIGHT
 from poai.chain.work import header_work
@@ -70,7 +71,6 @@ def registry(tiny_file, smollm2_path, tmp_path_factory):
     """$POAI_HOME with both files in its model cache (links) and a models.lock
     vetting SmolLM2 (its real entry) and the TinyLlama-shaped file; engine.load
     memoised for the module (each model converted once in this process)."""
-    from poai import engine
     from poai.models.registry import load_registry, sha256_file
 
     home = tmp_path_factory.mktemp("poai-home")
@@ -87,20 +87,10 @@ def registry(tiny_file, smollm2_path, tmp_path_factory):
     lock = home / "models.lock"
     lock.write_text(json.dumps({"format": 1, "default": "smollm2-135m", "models": [smol, tiny]}, indent=2))
 
-    if not any(c.name == "mine" for c in cli.app.registered_commands):
-        cli._register()
-    real_load, cache = engine.load, {}
-
-    def load(name_or_path=None, *, kernel=None, vetted_only=True):
-        key = (str(name_or_path), kernel, vetted_only)
-        if key not in cache:
-            cache[key] = real_load(name_or_path, kernel=kernel, vetted_only=vetted_only)
-        return cache[key]
-
     mp = pytest.MonkeyPatch()
     mp.setenv("POAI_MODELS_LOCK", str(lock))
     mp.setenv("POAI_HOME", str(home))
-    mp.setattr(engine, "load", load)
+    cache_model_loads(mp)
     yield tiny
     mp.undo()
 
