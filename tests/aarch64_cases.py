@@ -142,7 +142,7 @@ def reference_outputs(cases: list[Case]) -> list[np.ndarray]:
 
 def receipt_document() -> dict:
     """tests/vectors/aarch64.json as the reference computes it now."""
-    from poai import PROTOCOL_VERSION
+    from poai import ENGINE_PROTOCOL_VERSION
 
     cases = receipt_cases()
     return {
@@ -151,7 +151,7 @@ def receipt_document() -> dict:
                   "the kernels built for AArch64 (run under qemu-user) must all give it. "
                   "Regenerate only for a protocol change or a new case set: "
                   "PYTHONPATH=. python3 tests/aarch64_cases.py"),
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": ENGINE_PROTOCOL_VERSION,
         "cases": len(cases),
         "receipt_sha256": receipt(reference_outputs(cases)),
     }

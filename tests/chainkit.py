@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sqlalchemy import delete, insert
+
 from poai.chain.block import Block, Coinbase, Header, block_tx_root, grind_seal
 from poai.chain.params import HEADER_VERSION, get_network
 from poai.chain.state import connect_block
@@ -13,6 +15,14 @@ from poai.node.mempool import Mempool
 from poai.node.miner import Miner
 from poai.pow.proof import evaluate_batch
 from poai.store import Store
+from poai.store.db import meta_t
+
+
+def set_meta(store: Store, key: str, value: bytes) -> None:
+    """Overwrite one meta row (tests that fake an old schema or probe the write lock)."""
+    with store.write() as c:
+        c.execute(delete(meta_t).where(meta_t.c.key == key))
+        c.execute(insert(meta_t).values(key=key, value=value))
 
 
 class Clock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from chainkit import set_meta
 from poai.net.addrman import AddrMan, AddrRefused, TokenBucket, ban_key, classify, netgroup
 
 REFUSED = [
@@ -222,7 +223,7 @@ def test_headers_table_migration_and_main_headers(tmp_path):
     assert s.main_headers(1, 10) == []            # stored, not on the main chain
     with s.engine.begin() as c:                    # make it a version-1 database
         c.execute(headers_t.delete())
-    s.set_meta("schema", b"1")
+    set_meta(s, "schema", b"1")
     s.close()
     s = Store(tmp_path / "chain.db")
     assert s.get_meta("schema") == b"3" and s.main_headers(0, 2000) == [g.header.encode()]

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from poai import bench
+from poai.measure import bench
 
 runner = CliRunner()
 
@@ -151,7 +151,7 @@ def test_bench_scale_only_on_a_small_synthetic_model(tmp_path, monkeypatch):
 def test_gpu_layers_reach_llama_cpp(monkeypatch):
     """--gpu-layers is passed to llama.cpp's loader and named in its row;
     poai's rows never take it (consensus stays on the CPU)."""
-    from poai import llamacpp
+    from poai.measure import llamacpp
 
     seen = {}
 

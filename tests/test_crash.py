@@ -35,7 +35,8 @@ from collections import Counter
 import pytest
 
 from poai.chain.params import get_network
-from poai.chain.tx import INTRINSIC_GAS, sign_transfer
+from poai.chain.tx import INTRINSIC_GAS
+from poai.wallet.signing import sign_transfer
 from poai.errors import PoaiError
 from poai.node.chainstate import ChainState
 from poai.node.datadir import DataDir

@@ -18,7 +18,6 @@ from poai.chain.difficulty import (
     asert_bits,
     asert_target,
     check_bits,
-    check_expected_bits,
     check_future_time,
     check_mtp,
     compact_to_target,
@@ -539,16 +538,6 @@ def test_check_bits():
         with pytest.raises(ValidationError) as e:
             check_bits(bits, BTC_POW_LIMIT)
         assert _reason(e) == reason
-
-
-def test_check_expected_bits():
-    check_expected_bits(0x1D00FFFF, 0x1D00FFFF)
-    # same target, non-canonical encoding: rejected
-    assert compact_to_target(0x1C00FFFF) == compact_to_target(0x1B00FFFF) << 8
-    assert compact_to_target(0x1E0000FF) == compact_to_target(0x1D00FF00)
-    with pytest.raises(ValidationError) as e:
-        check_expected_bits(0x1E0000FF, 0x1D00FF00)
-    assert _reason(e) == "bits-mismatch"
 
 
 # --- no float anywhere -----------------------------------------------------------------

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poai import engine, selftest
+from poai import engine
+
+from poai.measure import selftest
 
 VECTORS = Path(__file__).parent / "vectors"
 pytestmark = pytest.mark.model

@@ -47,7 +47,7 @@ def test_text_is_plain_ascii_prose():
 
 @pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
 def test_llamacpp_loads_without_extra_buffer_types(smollm2_path):
-    from poai import llamacpp
+    from poai.measure import llamacpp
 
     llm = llamacpp.load(smollm2_path, n_ctx=64)
     assert llm.model_params.use_extra_bufts is False
@@ -62,7 +62,7 @@ def test_float_export_has_the_same_weights(smollm2_path):
     pinned weights (gguf's reference dequantizer) and the same metadata."""
     import gguf
 
-    from poai import fidelity
+    from poai.measure import fidelity
 
     exported = gguf.GGUFReader(fidelity.float_reference_path(smollm2_path))
     source = gguf.GGUFReader(smollm2_path)
@@ -81,7 +81,8 @@ def test_float_export_has_the_same_weights(smollm2_path):
 @pytest.mark.slow
 @pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
 def test_top1_agreement_with_llamacpp(smollm2_path, native_ops):
-    from poai import engine, fidelity, llamacpp
+    from poai import engine
+    from poai.measure import fidelity, llamacpp
 
     # Vetted loading: the fidelity claim is about the pinned model file.
     # Every kernel gives the same bits (tests/test_kernels_*.py): the fastest here.
@@ -112,7 +113,7 @@ def test_top1_agreement_with_llamacpp(smollm2_path, native_ops):
     assert quantized.top1 >= NATIVE_FLOOR, quantized.format_report()
 
 
-# Requantisations by llama.cpp's own quantizer (poai.fidelity.requantized_path).
+# Requantisations by llama.cpp's own quantizer (poai.measure.fidelity.requantized_path).
 # Q4_K_M is the common published mix (for SmolLM2: Q4_K, Q6_K, and Q5_0/Q8_0
 # where a row of 576 is no multiple of 256); Q2_K "pure" is the only way to
 # get Q2_K tensors out of SmolLM2 (ffn_down, beside Q4_0); Q3_K_M mixes Q4_K,
@@ -135,7 +136,8 @@ REQUANT_MIN_TOP1 = 0.99
 @pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
 @pytest.mark.parametrize("spec", REQUANT_FILES)
 def test_requantised_k_quant_mixes_keep_fidelity(smollm2_path, native_ops, spec):
-    from poai import engine, fidelity
+    from poai import engine
+    from poai.measure import fidelity
     from poai.engine.model import open_reader
 
     ftype, pure = (spec[:-5], True) if spec.endswith("-pure") else (spec, False)

@@ -18,7 +18,8 @@ from poai.chain.block import Block, Coinbase, Header
 from poai.chain.params import COIN, get_network
 from poai.chain.state import Account
 from poai.chain import fees
-from poai.chain.tx import INTRINSIC_GAS, decode_tx, sign_transfer
+from poai.chain.tx import INTRINSIC_GAS, decode_tx
+from poai.wallet.signing import sign_transfer
 from poai.errors import MempoolError, PoaiError, TxError
 from poai.node.chainstate import ChainState
 from poai.node.mempool import MAX_NONCE_GAP, Mempool
@@ -442,11 +443,11 @@ def test_select_respects_balance_and_credits_recipients(store, pool):
     fund(store, A, cost + cost // 2)
     assert [(tx.sender, tx.nonce) for tx in pool.select(10)] == [(B, 0), (A, 0)]
     # B paying A (first, as it tips more) covers A's nonce 1 within the same template.
-    pool.store.pool_remove([b0.hash])
+    pool.store.pool.remove([b0.hash])
     pool.add(eth2(KB, 0, tip=9 * GWEI, value=cost, to=A))
     assert [(tx.sender, tx.nonce) for tx in pool.select(10)] == [(B, 0), (A, 0), (A, 1)]
     fund(store, A, cost - 1)
-    pool.store.pool_remove([tx.hash for tx, _ in pool.pending() if tx.sender == B])
+    pool.store.pool.remove([tx.hash for tx, _ in pool.pending() if tx.sender == B])
     assert pool.select(10) == []
 
 
@@ -529,7 +530,8 @@ def test_reconcile_keeps_the_cap_when_a_disconnected_block_comes_back(store, clo
     back = [eth2(KD, 0, tip=5 * GWEI), eth2(KE, 0, tip=4 * GWEI), eth2(KF, 0, tip=GWEI // 2)]
     # As ChainState does it: Store.disconnect_tip puts two back without policy, reconcile trims.
     for raw in back[:2]:
-        store.pool_put(decode_tx(raw, CHAIN_ID), clock.t)
+        with store.write() as c:
+            store.pool.put(decode_tx(raw, CHAIN_ID), clock.t, c)
     assert len(pool) == 5
     pool.reconcile([], [fake_block(1, *back)])
     assert len(pool) == 3
@@ -585,9 +587,9 @@ def test_undecodable_rows_are_dropped(store, pool):
     junk = dict(row_values(good, int(pool.clock())), hash=b"\x01" * 32, raw=b"\xc0", nonce=1)
     with store.write() as c:
         c.execute(insert(pool_t).values(**junk))
-    assert len(store.pool_rows()) == 2
+    assert len(store.pool.rows()) == 2
     assert hashes(pool) == {good.hash}
-    assert len(pool) == 1 and len(store.pool_rows()) == 1
+    assert len(pool) == 1 and len(store.pool.rows()) == 1
 
 
 def test_concurrent_adds_of_one_nonce_admit_exactly_one(store, clock):
@@ -612,7 +614,7 @@ def test_concurrent_adds_of_one_nonce_admit_exactly_one(store, clock):
             own.close()
 
     for _ in range(5):
-        store.pool_remove([row.hash for row in store.pool_rows()])
+        store.pool.remove([row.hash for row in store.pool.rows()])
         threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
@@ -620,7 +622,7 @@ def test_concurrent_adds_of_one_nonce_admit_exactly_one(store, clock):
             t.join()
         assert sorted(type(o).__name__ for o in outcomes) == ["bytes", "str"], outcomes
         assert "replacement-underpriced" in outcomes
-        assert len(store.pool_rows()) == 1
+        assert len(store.pool.rows()) == 1
 
 
 def test_threads_sharing_one_mempool(store, pool):

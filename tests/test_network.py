@@ -146,7 +146,7 @@ def test_sync_from_scratch_relay_and_restart(tmp_path, nodes):
 
 
 def _handshake(sock: socket.socket, genesis: bytes, height: int) -> None:
-    sock.sendall(wire.frame(DEV.magic, ["version", wire.PROTOCOL_VERSION, DEV.chain_id, genesis, height,
+    sock.sendall(wire.frame(DEV.magic, ["version", wire.WIRE_PROTOCOL_VERSION, DEV.chain_id, genesis, height,
                                         bytes(32), 12345, 0, "attacker"]))
     got = set()
     sock.settimeout(10)

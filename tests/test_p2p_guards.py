@@ -21,6 +21,7 @@ from poai.net import protocol as wire
 from poai.node.testnet import start_node, stop_nodes, tips
 from poai.store import Store
 from poai.store.db import INVALID, STORED, BlockRecord, headers_t
+from chainkit import set_meta
 from test_network import DEV, _closed_by_peer, log_text, miner_key, premine, rpc, rpc_up, transfer, wait
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -68,7 +69,7 @@ class Wire:
         raise AssertionError(f"no {command} within {timeout} s")
 
     def handshake(self, genesis: bytes, height: int = 0) -> None:
-        self.send("version", wire.PROTOCOL_VERSION, DEV.chain_id, genesis, height, bytes(32), 777, 0, "test")
+        self.send("version", wire.WIRE_PROTOCOL_VERSION, DEV.chain_id, genesis, height, bytes(32), 777, 0, "test")
         self.recv("verack")
         self.send("verack")
 
@@ -95,7 +96,7 @@ def _prepare_a(a_dir) -> dict:
     headers = [Block.decode(s.block_bytes(i), DEV.max_block_bytes).header.encode() for i in main[1:]]
     with s.engine.begin() as c:  # as a version-1 database: no headers rows
         c.execute(headers_t.delete())
-    s.set_meta("schema", b"1")
+    set_meta(s, "schema", b"1")
     genesis = s.get_meta("genesis")
     s.close()
     return {"main": main, "headers": headers, "side": side, "genesis": genesis}

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poai.chain import secp256k1 as S
-from poai.chain.tx import address_of_private_key, recover_sender
+from poai.chain.tx import recover_sender
+from poai.wallet.signing import address_of_private_key
 from poai.errors import TxError, WalletError
 
 pytest.importorskip("coincurve")

@@ -18,13 +18,16 @@ from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table,
 from poai.chain.block import Block, Coinbase, Header
 from poai.chain.params import COIN, get_network
 from poai.chain.state import Account, BlockDelta
-from poai.chain.tx import decode_tx, sign_transfer
+from poai.chain.tx import decode_tx
+from poai.wallet.signing import sign_transfer
 from poai.errors import PoaiError, StoreError
 from poai.node.chainstate import ChainState
 from poai.node.mempool import Mempool
 from poai.store import Store
 from poai.store.db import SCHEMA_VERSION, VERIFIED, BlockRecord
 from poai.store.pool import pool_t, row_values
+
+from chainkit import set_meta
 
 PARAMS = get_network("dev")
 CHAIN_ID = PARAMS.chain_id
@@ -104,7 +107,7 @@ def test_one_transaction_per_sender_and_nonce(store):
     with store.write() as c:
         store.pool.put(a, 1, c)
         store.pool.put(b, 2, c)
-    assert [r.hash for r in store.pool_rows()] == [b.hash]
+    assert [r.hash for r in store.pool.rows()] == [b.hash]
     with pytest.raises(StoreError) as info:        # the unique index, as a StoreError
         with store.write() as c:
             c.execute(insert(pool_t).values(**row_values(a, 3)))
@@ -136,7 +139,7 @@ def test_disconnect_tip_puts_the_block_back_with_the_stored_senders(store, monke
 
     monkeypatch.setattr(txmod, "recover_sender", no_recovery)
     store.disconnect_tip(True, now=777)
-    rows = store.pool_rows()
+    rows = store.pool.rows()
     assert sorted((bytes(r.raw), bytes(r.sender), r.added) for r in rows) == \
         sorted((t.raw, t.sender, 777) for t in txs)
     assert store.account(ADDRS[0]) == Account(0, 100 * COIN)
@@ -176,7 +179,7 @@ def test_an_old_mempool_table_is_migrated(tmp_path):
 
     s = Store(path)
     try:
-        got = {bytes(r.hash): (bytes(r.raw), bytes(r.sender), r.added) for r in s.pool_rows()}
+        got = {bytes(r.hash): (bytes(r.raw), bytes(r.sender), r.added) for r in s.pool.rows()}
         assert got == {t.hash: (t.raw, t.sender, 100 + i) for i, t in enumerate(good)}
         assert s.pool.count() == 2
         assert s.get_meta("schema") == str(SCHEMA_VERSION).encode()
@@ -190,7 +193,7 @@ def test_an_old_mempool_table_is_migrated(tmp_path):
         s.close()
     again = Store(path)                     # idempotent: nothing left to migrate
     try:
-        assert again.pool.count() == 2 and len(again.pool_rows()) == 2
+        assert again.pool.count() == 2 and len(again.pool.rows()) == 2
     finally:
         again.close()
 
@@ -222,7 +225,7 @@ def test_a_write_waits_for_a_lock_held_a_moment(store, caplog):
     holder = _hold_write_lock(store.path, 1.6)
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="poai.store.db"):
-        store.set_meta("probe", b"1")
+        set_meta(store, "probe", b"1")
     waited = time.monotonic() - t0
     holder.join()
     assert store.get_meta("probe") == b"1"
@@ -238,7 +241,7 @@ def test_a_lock_that_persists_is_store_busy_not_a_sqlite_error(store):
     try:
         t0 = time.monotonic()
         with pytest.raises(StoreError) as info:
-            store.set_meta("probe", b"1")
+            set_meta(store, "probe", b"1")
         assert info.value.reason == "store-busy"
         assert time.monotonic() - t0 < 3.5
         with pytest.raises(PoaiError) as info:      # what the block worker and the miner catch

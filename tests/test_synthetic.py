@@ -134,7 +134,8 @@ def test_poai_runs_all_22_layers_inside_its_ranges(deep_file, native_ops):
 
 def test_llama_cpp_loads_it_and_agrees(deep_file, native_ops):
     pytest.importorskip("llama_cpp")
-    from poai import engine, llamacpp
+    from poai import engine
+    from poai.measure import llamacpp
 
     m = engine.load(deep_file, kernel="scalar", vetted_only=False)
     llm = llamacpp.load(deep_file, n_ctx=64, n_threads=1)

@@ -231,7 +231,7 @@ def _mismatches(ours, llm, texts, add_special):
 @pytest.mark.llama
 @pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
 def test_smollm2_matches_llamacpp(smollm2_path):
-    from poai import llamacpp
+    from poai.measure import llamacpp
     from poai.engine.model import open_reader
 
     tok = Tokenizer.from_gguf(open_reader(smollm2_path))
@@ -247,7 +247,7 @@ def test_smollm2_matches_llamacpp(smollm2_path):
 @pytest.mark.llama
 @pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
 def test_spm_matches_llamacpp(smollm2_path, tmp_path):
-    from poai import llamacpp
+    from poai.measure import llamacpp
     from poai.engine.model import open_reader
     from synth import spm_pieces_from_bpe, write_spm_vocab
 

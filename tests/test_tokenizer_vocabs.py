@@ -115,7 +115,7 @@ def _special_strings(tok: Tokenizer) -> list[str]:
 @pytest.mark.llama
 @pytest.mark.skipif(LLAMA_MISSING is not None, reason=LLAMA_MISSING or "")
 def test_matches_llamacpp_on_corpus(vocab):
-    from poai import llamacpp
+    from poai.measure import llamacpp
 
     _, tok, path = vocab
     llm = llamacpp.load(path, vocab_only=True, n_ctx=64)
@@ -168,7 +168,7 @@ def _retyped_spm_vocab(src, dst, *, name: str, user_defined: tuple[str, ...]):
 @pytest.mark.parametrize("name", ["Phi3 mini", "tiny spm"])
 def test_user_defined_strip_rules_match_llamacpp(name, tmp_path):
     """Phi-3's rstrip after user-defined tokens, and end-of-turn look-alikes made control."""
-    from poai import llamacpp
+    from poai.measure import llamacpp
     from poai.engine.model import open_reader
 
     src = vocab_file("phi-3")

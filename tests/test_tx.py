@@ -22,14 +22,13 @@ from poai.chain.tx import (
     REJECT_REASONS,
     SECP256K1_N,
     Transaction,
-    address_of_private_key,
     address_of_public_key,
     decode_tx,
     recover_sender,
-    sign_transfer,
     signing_digest,
 )
 from poai.errors import TxError, ValidationError, WalletError
+from poai.wallet.signing import address_of_private_key, sign_transfer
 
 CHAIN_ID = 31337
 PK = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -21,7 +21,7 @@ from poai.chain.difficulty import UINT256_MAX, compact_to_target, work_for_targe
 from poai.chain.params import (
     HEADER_VERSION,
     NETWORKS,
-    PROTOCOL_VERSION,
+    CHAIN_PROTOCOL_VERSION,
     SMOLLM2_SHA256,
     SMOLLM2_WEIGHT,
     TINYLLAMA_SHA256,
@@ -95,7 +95,7 @@ def test_networks_pin_the_weights_and_models_lock_agrees():
     reg = load_registry()
     assert reg.get("smollm2").work_weight == SMOLLM2_WEIGHT
     assert reg.get("tinyllama").work_weight == TINYLLAMA_WEIGHT
-    assert PROTOCOL_VERSION == 3
+    assert CHAIN_PROTOCOL_VERSION == 3
 
 
 def test_params_refuse_inconsistent_weights():
@@ -247,7 +247,7 @@ def test_protocol_doc_states_the_weights():
     row = next(line for line in doc.splitlines() if line.startswith("| work weights"))
     assert row.count(f"{SMOLLM2_WEIGHT:,}") == 1 and row.count(f"{TINYLLAMA_WEIGHT:,}") == 1
     assert f"| {SMOLLM2_WEIGHT:,} | 1 |" in doc and f"| {TINYLLAMA_WEIGHT:,} | 9.03 |" in doc
-    assert doc.startswith(f"# poai protocol, version {PROTOCOL_VERSION}\n")
+    assert doc.startswith(f"# poai protocol, version {CHAIN_PROTOCOL_VERSION}\n")
 
 
 # --- golden vectors ------------------------------------------------------------------
@@ -262,7 +262,7 @@ def work_vector() -> dict:
             rows.append({"bits": f"{bits:#010x}", "model": name, "target": hex(model_target(t, w, u)),
                          "work": block_work(t, w, u)})
     return {
-        "chain_protocol": PROTOCOL_VERSION,
+        "chain_protocol": CHAIN_PROTOCOL_VERSION,
         "n_tokens": DEV.n_tokens,
         "weights": {"smollm2-135m": SMOLLM2_WEIGHT, "tinyllama-1.1b": TINYLLAMA_WEIGHT},
         "unit": "smollm2-135m",

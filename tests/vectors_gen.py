@@ -1,7 +1,7 @@
 """Regenerate the engine's golden vectors (tests/vectors/*.json).
 
 Run `python tests/vectors_gen.py [--selftest]` only for a deliberate protocol change: the
-new files must be committed together with a PROTOCOL_VERSION bump and a
+new files must be committed together with a ENGINE_PROTOCOL_VERSION bump and a
 commit message that says so.  The tests compare against the committed files.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import synth  # noqa: E402
 
-from poai import PROTOCOL_VERSION  # noqa: E402
+from poai import ENGINE_PROTOCOL_VERSION  # noqa: E402
 from poai.engine import ops_reference, tables  # noqa: E402
 from poai.engine.forward import run_forward  # noqa: E402
 from poai.engine.model import read_model  # noqa: E402
@@ -43,7 +43,7 @@ SYNTH_TOKENS = [(i * 37 + 11) % 200 for i in range(40)]
 def tables_vector() -> dict:
     cos, sin = tables.rope_tables(100000, 0, 64, 256)
     return {
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": ENGINE_PROTOCOL_VERSION,
         "exp2_table_sha256": tables.table_digest(tables.exp2_table()),
         "recip_table_sha256": tables.table_digest(tables.recip_table()),
         "log2e_q30": tables.log2e_q30(),
@@ -74,7 +74,7 @@ def build_synth(name: str, directory: Path) -> Path:
 
 
 def synth_vector() -> dict:
-    out = {"protocol_version": PROTOCOL_VERSION, "tokens": SYNTH_TOKENS, "models": {}}
+    out = {"protocol_version": ENGINE_PROTOCOL_VERSION, "tokens": SYNTH_TOKENS, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in SYNTH_MODELS:
             model = read_model(build_synth(name, Path(tmp)))
@@ -90,12 +90,13 @@ def selftest_vector(kernel: str = "auto") -> dict:
     """The 100-prompt receipt of the default model (needs it cached); every
     kernel gives the same bits (tests/test_engine_smollm2.py), so the fastest
     one here makes it."""
-    from poai import engine, selftest
+    from poai import engine
+    from poai.measure import selftest
 
     model = engine.load(None, kernel=kernel)
     result = selftest.run(model)
     return {
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": ENGINE_PROTOCOL_VERSION,
         "model": result.model,
         "canonical_sha256": result.canonical_sha256,
         "ultimate": result.ultimate,

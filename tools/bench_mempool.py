@@ -33,6 +33,7 @@ from pathlib import Path
 from eth_hash.auto import keccak
 
 import poai.chain.tx as txmod
+import poai.wallet.signing as signing
 from poai.chain.block import Block, Coinbase, Header
 from poai.chain.params import COIN, get_network
 from poai.chain.state import Account, BlockDelta
@@ -55,7 +56,7 @@ def signed(cache: Path) -> list[tuple[bytes, bytes]]:
     for i in range(SENDERS):
         key = (i + 1).to_bytes(32, "big")
         for n in range(PER_SENDER):
-            tx = txmod.sign_transfer(key, chain_id=PARAMS.chain_id, nonce=n, to=SINK, value=1,
+            tx = signing.sign_transfer(key, chain_id=PARAMS.chain_id, nonce=n, to=SINK, value=1,
                                      max_fee_per_gas=2 * PARAMS.min_base_fee + GWEI,
                                      max_priority_fee_per_gas=GWEI)
             out.append((tx.raw, tx.sender))
@@ -73,7 +74,7 @@ def use_coincurve() -> None:
         pub = PublicKey.from_signature_and_message(sig, digest, hasher=None)
         return keccak(pub.format(compressed=False)[1:])[12:]
 
-    probe = txmod.sign_transfer(b"\x01" * 32, chain_id=1, nonce=0, to=SINK, value=0, max_fee_per_gas=1,
+    probe = signing.sign_transfer(b"\x01" * 32, chain_id=1, nonce=0, to=SINK, value=0, max_fee_per_gas=1,
                                 max_priority_fee_per_gas=1)
     args = (probe.signing_digest, probe.y_parity, probe.r, probe.s)
     assert recover(*args) == slow(*args) == probe.sender

@@ -13,7 +13,8 @@ import time
 
 from poai.chain import secp256k1
 from poai.chain.params import NETWORKS
-from poai.chain.tx import decode_tx, sign_transfer
+from poai.chain.tx import decode_tx
+from poai.wallet.signing import sign_transfer
 
 
 def main(count: int) -> None:

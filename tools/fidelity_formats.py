@@ -3,11 +3,11 @@
 For each llama.cpp file type named on the command line ("Q4_K_M", "Q2_K",
 "BF16", ...; a "-pure" suffix asks for llama.cpp's --pure, the file type's
 own tensor type wherever the row length allows), this makes the
-requantisation once (poai.fidelity.requantized_path, kept in the model
+requantisation once (poai.measure.fidelity.requantized_path, kept in the model
 cache), loads it with poai (unvetted: these files are measurements, not
 chain models) and compares poai's next-token choices on the shipped prose
 (tests/data/fidelity_text.txt) with llama.cpp's float32 evaluation of the
-same weights (poai.fidelity.float_reference), as tests/test_fidelity.py does
+same weights (poai.measure.fidelity.float_reference), as tests/test_fidelity.py does
 for the pinned file.  One line per file type: its tensor types, top-1
 agreement and mean KL(f32 || poai).
 
@@ -48,7 +48,9 @@ def main(argv=None) -> int:
                         help="layers the llama.cpp reference offloads to a GPU (GPU builds only)")
     args = parser.parse_args(argv)
 
-    from poai import engine, fidelity
+    from poai import engine
+
+    from poai.measure import fidelity
     from poai.models.registry import cached_path, load_registry
 
     src = cached_path(load_registry().get("smollm2"))

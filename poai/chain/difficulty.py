@@ -15,7 +15,6 @@ Reject reasons (``ValidationError.reason``), stable strings:
 * ``bits-overflow``        compact bits whose value does not fit in 256 bits
 * ``bits-zero``            compact bits that decode to target 0
 * ``bits-above-limit``     a target easier than the network's proof-of-work limit
-* ``bits-mismatch``        header bits differ from the bits the retarget rule requires
 * ``time-too-far-future``  block time beyond ``now + max_future``
 * ``time-too-old``         block time not after the median time past
 * ``time-timewarp-attack`` (window rule, BIP-54) the first block of a retarget period
@@ -53,7 +52,6 @@ __all__ = [
     "asert_bits",
     "next_bits",
     "check_bits",
-    "check_expected_bits",
     "check_future_time",
     "check_mtp",
     "TIMEWARP_GRACE",
@@ -516,7 +514,8 @@ def check_bits(bits: int, pow_limit: int) -> int:
     Raises ``ValidationError`` with ``bits-negative`` / ``bits-overflow`` /
     ``bits-zero`` (see :func:`compact_to_target`) or ``bits-above-limit`` when the
     target exceeds ``pow_limit`` (an integer target, not bits).  Whether the bits
-    are the ones the retarget rule requires is :func:`check_expected_bits`.
+    are the ones the retarget rule requires is checked by
+    :func:`poai.chain.validate` (reason ``bad-bits``, exact equality with :func:`next_bits`).
     """
     pow_limit = _require_target("pow_limit", pow_limit)
     target = compact_to_target(bits)
@@ -525,21 +524,6 @@ def check_bits(bits: int, pow_limit: int) -> int:
             f"compact bits 0x{bits:08x} exceed the proof-of-work limit", reason="bits-above-limit"
         )
     return target
-
-
-def check_expected_bits(bits: int, expected: int) -> None:
-    """Reject header ``bits`` that differ from :func:`next_bits`'s result (exact uint32 equality).
-
-    Raises ``ValidationError`` reason ``bits-mismatch`` (Bitcoin's ``bad-diffbits``).
-    Because the expected bits are always a :func:`target_to_compact` output, this
-    also rejects non-canonical encodings of the right target.
-    """
-    bits = _require_uint32("bits", bits)
-    expected = _require_uint32("expected", expected)
-    if bits != expected:
-        raise ValidationError(
-            f"bits 0x{bits:08x} differ from required 0x{expected:08x}", reason="bits-mismatch"
-        )
 
 
 # --- time-warp (BIP-54, window rule only) -------------------------------------

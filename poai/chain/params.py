@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from poai.errors import UnknownNetworkError, ValidationError
 
 COIN = 10**18
-PROTOCOL_VERSION = 3  # the chain protocol (headers, blocks, rules); 3: work per model
+CHAIN_PROTOCOL_VERSION = 3  # the chain protocol (headers, blocks, rules); 3: work per model
 HEADER_VERSION = 2
 
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -178,6 +178,3 @@ def get_network(name: str) -> NetworkParams:
     except KeyError:
         raise UnknownNetworkError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})") from None
 
-
-def network_for_chain_id(chain_id: int) -> NetworkParams | None:
-    return next((p for p in NETWORKS.values() if p.chain_id == chain_id), None)

@@ -15,8 +15,9 @@ Encodings (the bytes that are hashed and gossiped, ``Transaction.raw``):
   ``keccak(0x02 || rlp(<the first nine fields>))``.
 
 The transaction hash is ``keccak(raw)``, as on Ethereum.  Signatures are secp256k1 with
-low s (EIP-2) and RFC 6979 nonces (HMAC-SHA256), so :func:`sign_transfer` yields the same
-bytes as eth-account.
+low s (EIP-2) and RFC 6979 nonces (HMAC-SHA256), so :func:`poai.wallet.signing.sign_transfer`
+yields the same bytes as eth-account.  Signing lives in the wallet; this module only decodes
+and recovers.
 """
 
 from __future__ import annotations
@@ -39,12 +40,9 @@ __all__ = [
     "TX_TYPE_1559",
     "TX_TYPE_LEGACY",
     "Transaction",
-    "address_of_private_key",
     "address_of_public_key",
     "decode_tx",
-    "public_key_of_private_key",
     "recover_sender",
-    "sign_transfer",
     "signing_digest",
 ]
 
@@ -61,7 +59,7 @@ MAX_TX_SIZE = 1024
 _HALF_N = SECP256K1_N // 2
 _UINT256_LIMIT = 1 << 256
 
-#: Every reason :func:`decode_tx` (and :func:`sign_transfer`) may raise, and its meaning.
+#: Every reason :func:`decode_tx` (and :func:`poai.wallet.signing.sign_transfer`) may raise, and its meaning.
 REJECT_REASONS = {
     "tx-oversize": f"the encoded transaction is longer than {MAX_TX_SIZE} bytes",
     "tx-malformed": "not the canonical RLP of a transaction (also: wrong field count, an integer "
@@ -83,11 +81,6 @@ REJECT_REASONS = {
 # --- secp256k1 (poai.chain.secp256k1: reference and native backends) ----------
 
 
-def public_key_of_private_key(private_key: bytes) -> bytes:
-    """The 64-byte uncompressed public key ``x || y`` (no 0x04 prefix)."""
-    return secp256k1.public_key(private_key)
-
-
 def address_of_public_key(public_key: bytes) -> bytes:
     """The 20-byte address of a public key: the last 20 bytes of ``keccak(x || y)``.
 
@@ -98,10 +91,6 @@ def address_of_public_key(public_key: bytes) -> bytes:
     if len(public_key) != 64:
         raise ValueError("a public key is 64 bytes (x || y) or 65 bytes (0x04 || x || y)")
     return keccak(bytes(public_key))[12:]
-
-
-def address_of_private_key(private_key: bytes) -> bytes:
-    return address_of_public_key(public_key_of_private_key(private_key))
 
 
 def _bad_signature(why: str) -> TxError:
@@ -127,7 +116,7 @@ def recover_sender(
 @dataclass(frozen=True)
 class Transaction:
     """A decoded, signature-checked transfer.  Build one with :func:`decode_tx` or
-    :func:`sign_transfer`; the fields are those of ``raw``, which is authoritative.
+    :func:`poai.wallet.signing.sign_transfer`; the fields are those of ``raw``, which is authoritative.
 
     For a legacy transaction ``max_priority_fee_per_gas == max_fee_per_gas == gas_price``.
     """
@@ -402,77 +391,3 @@ def decode_tx(raw: bytes, chain_id: int, *, sender: bytes | None = None) -> Tran
         hash=keccak(raw),
         sender=sender,
     )
-
-
-# --- signing ------------------------------------------------------------------
-
-
-def _check_uint(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _UINT256_LIMIT:
-        raise TxError(f"{name} must be an integer in 0 .. 2**256-1, not {value!r}", reason="tx-malformed")
-    return value
-
-
-def sign_transfer(
-    private_key: bytes,
-    *,
-    chain_id: int,
-    nonce: int,
-    to: bytes,
-    value: int,
-    gas_price: int | None = None,
-    max_fee_per_gas: int | None = None,
-    max_priority_fee_per_gas: int | None = None,
-    gas: int = INTRINSIC_GAS,
-    tx_type: int = TX_TYPE_1559,
-) -> Transaction:
-    """Sign a transfer of ``value`` wei to the 20-byte address ``to``.
-
-    Type 2 (default) needs ``max_fee_per_gas`` and ``max_priority_fee_per_gas``; legacy
-    (``tx_type=0``) needs ``gas_price``.  The result is byte-identical to what
-    eth-account signs for the same key and fields, and has passed :func:`decode_tx`
-    (so it raises the same :class:`TxError` reasons for a transaction poai would reject).
-    """
-    if tx_type == TX_TYPE_LEGACY:
-        if gas_price is None or max_fee_per_gas is not None or max_priority_fee_per_gas is not None:
-            raise TxError(
-                "a legacy transaction takes gas_price (and no max_fee_per_gas / max_priority_fee_per_gas)",
-                reason="tx-malformed",
-            )
-        max_fee_per_gas = max_priority_fee_per_gas = gas_price
-    elif tx_type == TX_TYPE_1559:
-        if gas_price is not None or max_fee_per_gas is None or max_priority_fee_per_gas is None:
-            raise TxError(
-                "a type-2 transaction takes max_fee_per_gas and max_priority_fee_per_gas (and no gas_price)",
-                reason="tx-malformed",
-            )
-    else:
-        raise TxError(
-            f"transaction type {tx_type} is not supported (only legacy and EIP-1559 type 2)",
-            reason="tx-type-unsupported",
-        )
-    fields = {
-        "chain_id": _check_uint(chain_id, "chain id"),
-        "nonce": _check_uint(nonce, "nonce"),
-        "max_priority_fee_per_gas": _check_uint(max_priority_fee_per_gas, "max priority fee per gas"),
-        "max_fee_per_gas": _check_uint(max_fee_per_gas, "max fee per gas"),
-        "gas": _check_uint(gas, "gas"),
-        "to": bytes(to) if isinstance(to, (bytes, bytearray)) else to,
-        "value": _check_uint(value, "value"),
-        "data": b"",
-    }
-    if not isinstance(fields["to"], bytes) or len(fields["to"]) != 20:
-        raise TxError("the recipient must be a 20-byte address", reason="tx-malformed")
-    if tx_type == TX_TYPE_LEGACY and 35 + 2 * chain_id + 1 >= _UINT256_LIMIT:
-        raise TxError("chain id too large for an EIP-155 v", reason="tx-malformed")
-    digest = signing_digest(tx_type, **fields)
-    y_parity, r, s = secp256k1.sign_digest(private_key, digest)
-    unsigned = _unsigned_fields(tx_type, **fields)
-    if tx_type == TX_TYPE_LEGACY:
-        raw = rlp.encode(unsigned + [35 + 2 * chain_id + y_parity, r, s])
-    else:
-        raw = bytes([TX_TYPE_1559]) + rlp.encode(unsigned + [y_parity, r, s])
-    tx = decode_tx(raw, chain_id)
-    if tx.sender != address_of_private_key(private_key):  # cannot happen; never hand out a bad tx
-        raise AssertionError("signature does not recover the signer")
-    return tx

@@ -321,7 +321,7 @@ def send(
 ) -> None:
     """Sign a transfer (EIP-1559) with a local key and add it to the mempool."""
     from poai.chain.fees import INTRINSIC_GAS
-    from poai.chain.tx import sign_transfer
+    from poai.wallet.signing import sign_transfer
     from poai.node.mempool import Mempool
     from poai.wallet.keys import parse_address
 
@@ -463,7 +463,7 @@ def quiz(
         f"digest: {ev.digest.hex()}" + (" (the block's proof)" if ev.digest == header.proof else "")
     )
     if answer:
-        from poai.llamacpp import answer_quiz
+        from poai.measure.llamacpp import answer_quiz
 
         console.print(f"llama.cpp answers: {answer_quiz(m.path, a.quiz.prompt, gpu_layers=gpu_layers)}")
 

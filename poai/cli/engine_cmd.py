@@ -58,7 +58,8 @@ def selftest(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Run the cross-hardware receipt: 100 salted prompts, one ultimate SHA-256."""
-    from poai import engine, selftest as st
+    from poai import engine
+    from poai.measure import selftest as st
 
     m = engine.load(model, kernel=kernel)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -117,7 +118,7 @@ def bench(
 ) -> None:
     """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp;
     dot-product peaks; optionally the TinyLlama-shaped scale row."""
-    from poai import bench as b
+    from poai.measure import bench as b
     from poai.engine.kernels import SIMD_KERNELS, resolve_name
 
     if tokens < 9 or attempts < 1 or batch < 1 or scale_attempts < 1:

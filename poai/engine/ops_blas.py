@@ -29,7 +29,6 @@ exp_q30 = ops_native.exp_q30
 silu_mul = ops_native.silu_mul
 gelu = ops_native.gelu
 rope = ops_native.rope
-attention = ops_native.attention
 attention_batch = ops_native.attention_batch
 quantize_act = ref.quantize_act
 

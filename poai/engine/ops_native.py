@@ -85,11 +85,6 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int,
     return _native.rope(x, cos, sin, n_rot, variant)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None, threads: int = 1):
-    out, probs = attention_batch(q, k, v, 1, heads, threads)
-    return out, (None if probs is None else probs[0])
-
-
 def attention_batch(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None,
                     threads: int = 1, variant: str = NAME):
     """attention() of n_seq sequences stacked along the first axis, in one

@@ -65,10 +65,6 @@ class PackedOps:
     def silu_mul(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         return ops_native.silu_mul(gate, up, self.threads, self.variant)
 
-    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads=None):
-        out, probs = self.attention_batch(q, k, v, 1, heads)
-        return out, (None if probs is None else probs[0])
-
     def attention_batch(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, n_seq: int, heads=None):
         return ops_native.attention_batch(q, k, v, n_seq, heads, self.threads, self.variant)
 

@@ -90,12 +90,12 @@ class KatResult:
 
 def golden_document(digests: dict[str, str]) -> dict:
     """The content of kat.json for the reference digests ``digests``."""
-    from poai import PROTOCOL_VERSION
+    from poai import ENGINE_PROTOCOL_VERSION
 
     return {
         "about": ("Known-answer digests of the NumPy reference kernel (poai/engine/kat_cases.py); "
                   f"generated, never edited: regenerate with `{REGENERATE}`."),
-        "protocol": PROTOCOL_VERSION,
+        "protocol": ENGINE_PROTOCOL_VERSION,
         "cases_version": kat_cases.CASES_VERSION,
         "digests": dict(digests),
     }
@@ -122,13 +122,13 @@ def load_golden() -> dict:
 
 def _golden_digests() -> dict[str, str]:
     """The golden digests, checked to be those of this engine and these cases."""
-    from poai import PROTOCOL_VERSION
+    from poai import ENGINE_PROTOCOL_VERSION
 
     doc = load_golden()
-    if doc.get("protocol") != PROTOCOL_VERSION or doc.get("cases_version") != kat_cases.CASES_VERSION:
+    if doc.get("protocol") != ENGINE_PROTOCOL_VERSION or doc.get("cases_version") != kat_cases.CASES_VERSION:
         raise GoldenFileError(
             f"poai/data/kat.json is for engine protocol {doc.get('protocol')} / cases version "
-            f"{doc.get('cases_version')}, this engine is protocol {PROTOCOL_VERSION} / cases "
+            f"{doc.get('cases_version')}, this engine is protocol {ENGINE_PROTOCOL_VERSION} / cases "
             f"version {kat_cases.CASES_VERSION} (regenerate it: {REGENERATE})")
     return doc["digests"]
 

@@ -125,11 +125,6 @@ class P2PNode:
         """Run a blocking call (store reads, verification) on the p2p executor."""
         return self.loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
-    def add_peer(self, host: str, port: int) -> None:
-        """Dial this address (again) and keep it in the address book (operator-given)."""
-        entry = self.addrman.add_operator(host, port)
-        entry.last_try, entry.failures = 0.0, 0
-
     # --- connections ------------------------------------------------------------
     def banned(self, key: str) -> str | None:
         entry = self.service.bans.get(key)
@@ -322,7 +317,7 @@ class P2PNode:
         self.tip_height = tip.height
         await peer.send(
             "version",
-            wire.PROTOCOL_VERSION,
+            wire.WIRE_PROTOCOL_VERSION,
             self.params.chain_id,
             self.service.chain.genesis.id,
             tip.height,
@@ -357,7 +352,7 @@ class P2PNode:
             log.info("peer %s follows another network (chain id %d); disconnecting", peer.name, chain_id)
             peer.close()
             return
-        if proto < wire.PROTOCOL_VERSION:
+        if proto < wire.WIRE_PROTOCOL_VERSION:
             peer.close()
             return
         peer.version = [proto, chain_id, genesis, height, work, nonce, port, agent]
@@ -479,7 +474,7 @@ class P2PNode:
                     await peer.send("block", data)
             else:
                 if pool is None:
-                    rows = await self._blocking(self.service.store.pool_rows)
+                    rows = await self._blocking(self.service.store.pool.rows)
                     pool = {row.hash: row.raw for row in rows}
                 raw = pool.get(h)
                 if raw is None:

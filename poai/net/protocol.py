@@ -16,7 +16,7 @@ import msgpack
 
 from poai.errors import PoaiError
 
-PROTOCOL_VERSION = 3  # the wire protocol: 3 carries chain protocol 3 (work per model; 2 carried 2)
+WIRE_PROTOCOL_VERSION = 3  # the wire protocol: 3 carries chain protocol 3 (work per model; 2 carried 2)
 HEADER_BYTES = 8
 MAX_FRAME = (1 << 20) + 4096  # a maximal block plus its message envelope
 MAX_INV = 1000

@@ -11,7 +11,7 @@ def inv_lookup(store, blocks: list[bytes], txs: list[bytes]) -> tuple[set, set]:
     """(stored block ids, transaction hashes pooled or mined) among an inv's items."""
     known_tx: set[bytes] = set()
     if txs:
-        known_tx = {row.hash for row in store.pool_rows()}
+        known_tx = {row.hash for row in store.pool.rows()}
         known_tx |= {h for h in txs if h not in known_tx and store.tx_location(h) is not None}
     return (store.stored_ids(blocks) if blocks else set()), known_tx
 

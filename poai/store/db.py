@@ -348,17 +348,6 @@ class Store:
         with self.read() as c:
             return c.execute(select(meta_t.c.value).where(meta_t.c.key == key)).scalar()
 
-    def set_meta(self, key: str, value: bytes, conn=None) -> None:
-        def run(c):
-            c.execute(delete(meta_t).where(meta_t.c.key == key))
-            c.execute(insert(meta_t).values(key=key, value=value))
-
-        if conn is not None:
-            run(conn)
-        else:
-            with self.write() as c:
-                run(c)
-
     def initialise(self, network: str, genesis_id: bytes, genesis_bytes: bytes, genesis) -> None:
         """Write the genesis block as the chain's first main block (once)."""
         with self.write() as c:
@@ -611,22 +600,6 @@ class Store:
                         address=addr, nonce=acc.nonce, balance=acc.balance.to_bytes(32, "big")
                     )
                 )
-
-    # --- mempool rows (poai.store.pool; policy lives in poai.node.mempool) -----
-    def pool_rows(self):
-        """Every pooled row (hash, raw, sender, added), oldest first."""
-        return self.pool.rows()
-
-    def pool_put(self, tx, added: int, replaces=(), conn=None) -> None:
-        """Insert a Transaction (replacing its slot), deleting ``replaces`` first."""
-        if conn is None:
-            with self.write() as c:
-                return self.pool_put(tx, added, replaces, c)
-        self.pool.remove(replaces, conn)
-        self.pool.put(tx, added, conn)
-
-    def pool_remove(self, hashes, conn=None) -> None:
-        self.pool.remove(hashes, conn)
 
     # --- reads for the RPC and the explorer (senders as stored: no signature recovery) ---
     def block_senders(self, block_id: bytes) -> list[bytes] | None:

@@ -6,7 +6,8 @@ import secrets
 
 from eth_hash.auto import keccak
 
-from poai.chain.tx import SECP256K1_N, address_of_private_key
+from poai.chain.tx import SECP256K1_N
+from poai.wallet.signing import address_of_private_key
 from poai.errors import AddressError, WalletError
 
 __all__ = [

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from poai.chain.params import get_network
-from poai.chain.tx import address_of_private_key
+from poai.wallet.signing import address_of_private_key
 
 from .mirror import Mirror
 from .netio import LinkProxy, LoopThread, RawPeer

@@ -131,7 +131,7 @@ class RawPeer:
         """version -> (version, verack) <- verack; raises HandshakeRefused."""
         self.send(
             "version",
-            wire.PROTOCOL_VERSION,
+            wire.WIRE_PROTOCOL_VERSION,
             self.params.chain_id,
             self.genesis_id,
             self.height,

@@ -14,7 +14,8 @@ import os
 import coincurve
 import rlp
 
-from poai.chain.tx import SECP256K1_N, TX_TYPE_1559, address_of_private_key, decode_tx, signing_digest
+from poai.chain.tx import SECP256K1_N, TX_TYPE_1559, decode_tx, signing_digest
+from poai.wallet.signing import address_of_private_key
 
 _P = 2**256 - 2**32 - 977  # the secp256k1 field prime
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from poai import PROTOCOL_VERSION
+from poai import ENGINE_PROTOCOL_VERSION
 
 N_PROMPTS = 100
 WORDS_PER_PROMPT = 9
@@ -50,7 +50,7 @@ def prompt_text(index: int) -> str:
 
 def prompt_digest(tokens: list[int], hidden: np.ndarray, logits: np.ndarray) -> bytes:
     h = hashlib.sha256()
-    h.update(b"poai-selftest-v%d" % PROTOCOL_VERSION)
+    h.update(b"poai-selftest-v%d" % ENGINE_PROTOCOL_VERSION)
     h.update(np.asarray(tokens, dtype="<u4").tobytes())
     h.update(np.ascontiguousarray(hidden, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(logits, dtype="<i8").tobytes())

@@ -153,7 +153,7 @@ def llama_label(threads: int, gpu_layers: int = 0) -> str:
 
 def _llama_row(path: str, n_vocab: int, n_tokens: int, attempts: int, threads: int,
                gpu_layers: int = 0) -> BenchRow:
-    from poai import llamacpp
+    from poai.measure import llamacpp
 
     t_load = time.perf_counter()
     llm = llamacpp.load(path, n_ctx=max(n_tokens, 64), n_threads=threads, logits_all=True,

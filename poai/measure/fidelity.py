@@ -6,7 +6,8 @@ text it should pick the same next token almost everywhere and its next-token
 distribution should be close.  This module measures that, for the fidelity
 test (``tests/test_fidelity.py``) and for people comparing kernels or models:
 
-    >>> from poai import engine, llamacpp, fidelity
+    >>> from poai import engine
+    >>> from poai.measure import fidelity, llamacpp
     >>> model = engine.load("smollm2", kernel="scalar")
     >>> llm = llamacpp.load(model.path, n_ctx=512)
     >>> report = fidelity.measure_text(model, llm, open("tests/data/fidelity_text.txt").read())
@@ -182,10 +183,10 @@ def measure(
     candidate) unless ``candidate_logits`` — a function from a window's ids to
     float logits [T, V] — is given, which lets diagnostics such as a float
     emulation of the model be measured the same way.  ``llm`` is a
-    ``llama_cpp.Llama`` from :func:`poai.llamacpp.load` with ``n_ctx >= window``.
+    ``llama_cpp.Llama`` from :func:`poai.measure.llamacpp.load` with ``n_ctx >= window``.
     ``progress``, if given, is called with (windows done, windows total).
     """
-    from poai import llamacpp
+    from poai.measure import llamacpp
 
     if candidate_logits is None:
         def candidate_logits(w):
@@ -294,7 +295,7 @@ def float_reference(src: str | os.PathLike, *, n_ctx: int = 512, n_threads: int 
                     gpu_layers: int = 0):
     """llama.cpp (a ``llama_cpp.Llama``) on the F32 export of ``src``;
     ``gpu_layers`` > 0 offloads that many layers (a GPU build)."""
-    from poai import llamacpp
+    from poai.measure import llamacpp
 
     return llamacpp.load(float_reference_path(src), n_ctx=n_ctx, n_threads=n_threads,
                          n_gpu_layers=gpu_layers)
