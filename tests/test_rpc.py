@@ -31,7 +31,7 @@ from poai.chain.tx import decode_tx
 from poai.node.chainstate import ChainState, ModelCache
 from poai.node.mempool import Mempool
 from poai.node.service import NodeService, PeerInfo
-from poai.rpc import jsonrpc, metrics
+from poai.rpc import dispatch, encoding, metrics, views
 from poai.rpc.server import MAX_BODY, serve_in_thread
 from poai.store import Store
 from poai.store.db import INVALID, VERIFIED, BlockRecord, accounts_t
@@ -109,16 +109,16 @@ def svc(tmp_path):
 
 def rpc(node, method: str, *params):
     """The result of one call; raises the RpcError of an error response."""
-    resp = jsonrpc.handle(node, {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    resp = dispatch.handle(node, {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
     assert resp["jsonrpc"] == "2.0" and resp["id"] == 1
     if "error" in resp:
         err = resp["error"]
-        raise jsonrpc.RpcError(err["code"], err["message"], err.get("data"))
+        raise encoding.RpcError(err["code"], err["message"], err.get("data"))
     return resp["result"]
 
 
-def rpc_error(node, method: str, *params) -> jsonrpc.RpcError:
-    with pytest.raises(jsonrpc.RpcError) as err:
+def rpc_error(node, method: str, *params) -> encoding.RpcError:
+    with pytest.raises(encoding.RpcError) as err:
         rpc(node, method, *params)
     return err.value
 
@@ -139,25 +139,25 @@ def assert_data(obj: dict, keys, length: int | None = None) -> None:
 
 
 def test_quantity_and_data_encodings():
-    assert jsonrpc.quantity(0) == "0x0"
-    assert jsonrpc.quantity(1) == "0x1"
-    assert jsonrpc.quantity(1024) == "0x400"
-    assert jsonrpc.data(b"") == "0x"
-    assert jsonrpc.data(b"\x00\x0f") == "0x000f"
-    assert jsonrpc.parse_quantity("0x0", "n") == 0
-    assert jsonrpc.parse_quantity("0x41", "n") == 65
-    assert jsonrpc.parse_quantity("0xFF", "n") == 255
+    assert encoding.quantity(0) == "0x0"
+    assert encoding.quantity(1) == "0x1"
+    assert encoding.quantity(1024) == "0x400"
+    assert encoding.data(b"") == "0x"
+    assert encoding.data(b"\x00\x0f") == "0x000f"
+    assert encoding.parse_quantity("0x0", "n") == 0
+    assert encoding.parse_quantity("0x41", "n") == 65
+    assert encoding.parse_quantity("0xFF", "n") == 255
     for bad in ("0x", "0x01", "0x00", "41", 65, None, "0xg", "0x" + "f" * 65, " 0x1"):
-        with pytest.raises(jsonrpc.RpcError) as err:
-            jsonrpc.parse_quantity(bad, "n")
+        with pytest.raises(encoding.RpcError) as err:
+            encoding.parse_quantity(bad, "n")
         assert err.value.code == -32602 and "QUANTITY" in err.value.message
-    assert jsonrpc.parse_data("0x", "d") == b""
-    assert jsonrpc.parse_data("0x00ff", "d") == b"\x00\xff"
+    assert encoding.parse_data("0x", "d") == b""
+    assert encoding.parse_data("0x00ff", "d") == b"\x00\xff"
     for bad in ("0x0", "00", "0xzz", 12, "0x123"):
-        with pytest.raises(jsonrpc.RpcError):
-            jsonrpc.parse_data(bad, "d")
-    with pytest.raises(jsonrpc.RpcError, match="expected 32 bytes"):
-        jsonrpc.parse_data("0x00", "hash", 32)
+        with pytest.raises(encoding.RpcError):
+            encoding.parse_data(bad, "d")
+    with pytest.raises(encoding.RpcError, match="expected 32 bytes"):
+        encoding.parse_data("0x00", "hash", 32)
 
 
 def test_chain_id_versions_and_block_number(svc):
@@ -207,13 +207,18 @@ def test_send_raw_transaction_and_nonces(svc):
     assert rpc(svc, "eth_getTransactionCount", a, "latest") == "0x0"
     assert rpc(svc, "eth_getTransactionCount", a, "pending") == "0x2"
     assert rpc(svc, "eth_getTransactionCount", to_checksum_address(ADDR_B), "pending") == "0x0"
-    # rejections carry poai's reason
+    # rejections answer geth's wording and carry poai's reason and message
     err = rpc_error(svc, "eth_sendRawTransaction", "0x" + raw0.hex())
-    assert err.code == -32000 and err.data == {"reason": "already-known"}
+    assert err.code == -32000 and err.message == "already known"
+    assert err.data["reason"] == "already-known" and "already pending" in err.data["detail"]
     err = rpc_error(svc, "eth_sendRawTransaction", "0x" + sign(0, 1, chain_id=1).hex())
-    assert err.data == {"reason": "tx-wrong-chain-id"}
+    assert err.data["reason"] == "tx-wrong-chain-id"
+    assert err.message.startswith("invalid sender: invalid chain id for signer")
     err = rpc_error(svc, "eth_sendRawTransaction", "0x" + sign(0, 1, key=KEY_B).hex())
-    assert err.data == {"reason": "tx-insufficient-funds"}
+    assert err.data["reason"] == "tx-insufficient-funds"
+    cost = 1 + 21000 * (10**9 + BASE)
+    assert err.message == (f"insufficient funds for gas * price + value: balance 0, tx cost {cost}, "
+                           f"overshot {cost}")
     assert rpc_error(svc, "eth_sendRawTransaction", "0xc0").data["reason"].startswith("tx-")
     assert rpc_error(svc, "eth_sendRawTransaction", "0x0").code == -32602
     connect_unproven(svc, [raw0, raw1])
@@ -251,8 +256,23 @@ def test_gas_price_fee_history_and_estimate(svc):
     assert rpc_error(svc, "eth_estimateGas", {**tx, "to": None}).data == {"reason": "tx-contract-creation"}
     assert rpc_error(svc, "eth_estimateGas", "0x1").code == -32602
     assert rpc(svc, "eth_getCode", to_checksum_address(SINK), "latest") == "0x"
-    err = rpc_error(svc, "eth_call", tx, "latest")
-    assert err.code == -32000 and err.data == {"reason": "no-contracts"}
+    # no account has code: a call returns no output, as geth's call to an account without code
+    assert rpc(svc, "eth_call", tx, "latest") == "0x"
+    assert rpc(svc, "eth_call", {**tx, "data": "0xabcd"}) == "0x"
+    assert rpc_error(svc, "eth_call", tx, "latest", {}).code == -32602
+    assert rpc_error(svc, "eth_call", tx, "0x0").data == {"reason": "state-not-kept"}
+    # geth's balance checks: value above the balance, or too little left for 21000 gas
+    poor = {**tx, "from": to_checksum_address(ADDR_B)}
+    for name in ("eth_estimateGas", "eth_call"):
+        err = rpc_error(svc, name, poor)
+        assert err.code == -32000 and err.message == "insufficient funds for transfer"
+    balance = int(rpc(svc, "eth_getBalance", tx["from"]), 16)
+    err = rpc_error(svc, "eth_estimateGas", {**tx, "value": hex(balance - 1000), "maxFeePerGas": "0x1"})
+    assert err.message == "gas required exceeds allowance (1000)"
+    assert rpc(svc, "eth_estimateGas", {**tx, "value": hex(balance - 21000), "gasPrice": "0x1"}) == "0x5208"
+    assert rpc_error(svc, "eth_estimateGas", {**tx, "gas": "0x5207"}).message == (
+        "gas required exceeds allowance (20999)")
+    assert rpc_error(svc, "eth_estimateGas", {**tx, "gasPrice": "0x1", "maxFeePerGas": "0x1"}).code == -32602
 
 
 def test_transactions_pending_and_mined(svc):
@@ -413,7 +433,7 @@ def test_syncing_peers_mining_and_node_info(svc):
 
 
 def test_envelope_errors_and_batches(svc):
-    h = jsonrpc.handle
+    h = dispatch.handle
     resp = h(svc, {"jsonrpc": "2.0", "id": "x", "method": "eth_nope", "params": []})
     assert resp == {"jsonrpc": "2.0", "id": "x", "error": {
         "code": -32601, "message": "the method eth_nope does not exist/is not available"}}
@@ -443,11 +463,11 @@ def test_envelope_errors_and_batches(svc):
     assert out[0]["result"] == "0x744d" and out[1]["result"] == "0x0"
     assert out[2]["error"]["code"] == -32601 and out[3]["error"]["code"] == -32600
     assert h(svc, [{"jsonrpc": "2.0", "method": "eth_chainId"}]) is None
-    big = [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(jsonrpc.MAX_BATCH + 1)]
+    big = [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(dispatch.MAX_BATCH + 1)]
     assert h(svc, big)["error"] == {"code": -32600, "message": "batch too large: at most 100 requests"}
-    assert len(h(svc, big[:-1])) == jsonrpc.MAX_BATCH
+    assert len(h(svc, big[:-1])) == dispatch.MAX_BATCH
     for body in (b"{", b"\xff\xfe", b'{"jsonrpc": "2.0", "id": NaN}', b"[" * 100000, b""):
-        resp = jsonrpc.handle_body(svc, body)
+        resp = dispatch.handle_body(svc, body)
         assert resp["error"]["code"] == -32700 and resp["id"] is None
 
 
@@ -684,4 +704,4 @@ def test_quiz_model_prefers_the_loaded_model(svc):
     cache = ModelCache()
     cache.put("ab" * 32, sentinel)
     node = SimpleNamespace(chain=SimpleNamespace(models=cache))
-    assert jsonrpc.quiz_model(node, "ab" * 32) is sentinel
+    assert views.quiz_model(node, "ab" * 32) is sentinel

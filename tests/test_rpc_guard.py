@@ -25,7 +25,7 @@ from test_rpc import ADDR_A, CHAIN_ID, connect_unproven, rpc, sign, svc  # noqa:
 
 from poai.chain.params import get_network
 from poai.errors import PoaiError
-from poai.rpc import explorer, jsonrpc, metrics
+from poai.rpc import dispatch, encoding, eth, explorer, metrics
 from poai.rpc.guard import HttpGuard, host_name
 from poai.rpc.server import serve, serve_in_thread
 
@@ -189,8 +189,8 @@ def test_empty_rpc_host_binds_127_0_0_1(svc):  # noqa: F811
 def test_rpc_work_runs_on_the_servers_own_threads(svc, monkeypatch):  # noqa: F811
     """Handlers never use the event loop's default executor."""
     seen = []
-    real = jsonrpc.handle_body
-    monkeypatch.setattr(jsonrpc, "handle_body", lambda node, body: seen.append(
+    real = dispatch.handle_body
+    monkeypatch.setattr(dispatch, "handle_body", lambda node, body, session=None: seen.append(
         threading.current_thread().name) or real(node, body))
     s = serve_in_thread(svc)
     try:
@@ -217,16 +217,16 @@ def test_views_do_no_signature_recovery(svc, monkeypatch):  # noqa: F811
     fh = rpc(svc, "eth_feeHistory", "0x400", "latest", [50])
     assert fh["reward"][1] == [hex(7 * 10**9)] and len(fh["gasUsedRatio"]) == 3
     full = rpc(svc, "eth_getBlockByNumber", "0x1", True)
-    assert [t["from"] for t in full["transactions"]] == [jsonrpc.checksum(ADDR_A)] * 2
+    assert [t["from"] for t in full["transactions"]] == [encoding.checksum(ADDR_A)] * 2
     assert rpc(svc, "eth_getBlockByHash", "0x" + block.id.hex(), True) == full
     h = "0x" + keccak(raws[1]).hex()
-    assert rpc(svc, "eth_getTransactionByHash", h)["from"] == jsonrpc.checksum(ADDR_A)
-    assert rpc(svc, "eth_getTransactionReceipt", h)["from"] == jsonrpc.checksum(ADDR_A)
+    assert rpc(svc, "eth_getTransactionByHash", h)["from"] == encoding.checksum(ADDR_A)
+    assert rpc(svc, "eth_getTransactionReceipt", h)["from"] == encoding.checksum(ADDR_A)
     rec = svc.store.record(block.id)
     rows = explorer._tx_rows(svc, rec, svc.chain.block(block.id))
-    assert len(rows) == 2 and jsonrpc.checksum(ADDR_A) in rows[0][2]
+    assert len(rows) == 2 and encoding.checksum(ADDR_A) in rows[0][2]
     assert explorer.tx_page(svc, h)[0] == 200
-    assert explorer.address_page(svc, jsonrpc.checksum(ADDR_A))[0] == 200
+    assert explorer.address_page(svc, encoding.checksum(ADDR_A))[0] == 200
     # off the main chain the senders are not stored: shown as unknown, not recovered
     svc.store.disconnect_tip()
     svc.store.disconnect_tip()
@@ -237,9 +237,9 @@ def test_views_do_no_signature_recovery(svc, monkeypatch):  # noqa: F811
     for _ in range(2):
         connect_unproven(svc)
     # eth_feeHistory's range is capped at 1024 blocks (geth's cap)
-    assert jsonrpc.MAX_FEE_HISTORY == 1024
+    assert eth.MAX_FEE_HISTORY == 1024
     assert rpc(svc, "eth_feeHistory", "0xffffffff", "latest")["oldestBlock"] == "0x0"
-    with pytest.raises(jsonrpc.RpcError):
+    with pytest.raises(encoding.RpcError):
         rpc(svc, "eth_feeHistory", 1, "latest", list(range(101)))
 
 

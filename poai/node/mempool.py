@@ -79,6 +79,9 @@ class Mempool:
         self.max_txs = max_txs
         self.expiry = expiry
         self.clock = clock
+        # Called with each transaction add() admits, on the adding thread (the RPC's
+        # event feeds register here): must be cheap and thread-safe, must not raise.
+        self.on_tx: list = []
 
     def next_base_fee(self) -> int:
         """The base fee admission and templates price against (wei per gas)."""
@@ -155,7 +158,10 @@ class Mempool:
         # adding at once cannot both pass the same-nonce or size rules.
         with self.store.write() as conn:
             self.store.pool.expire(int(self.clock()) - self.expiry, conn)
-            return self._add(tx, base, conn)
+            added = self._add(tx, base, conn)
+        for listener in list(self.on_tx):
+            listener(added)
+        return added
 
     def _check_fee(self, tx: Transaction, base: int) -> int:
         """The tip per gas ``tx`` pays at ``base``; raises below base or min_tip."""

@@ -61,6 +61,12 @@ class NodeService:
         self.relay_block = None  # set by the peer layer: callable(block) announcing it
         self.listen: str | None = None
         self.verifying = threading.Event()   # set while a peer's block is being verified
+        # Event feeds (poai.rpc.events): on_chain callbacks get (connected, disconnected)
+        # after each change of the main chain, on_tx (the mempool's list) each admitted
+        # transaction; called on the submitting thread, so they must be cheap,
+        # thread-safe and must not raise.
+        self.on_chain: list = []
+        self.on_tx: list = mempool.on_tx
 
     # --- peers (written by poai.net) ------------------------------------------
     def peer_up(self, info: PeerInfo) -> None:
@@ -100,10 +106,17 @@ class NodeService:
             self.verify_seconds.append(time.perf_counter() - t0)
         if result.connected or result.disconnected:
             self.mempool.reconcile(result.connected, result.disconnected)
+            self.chain_changed(result.connected, result.disconnected)
         if result.connected and self.relay_block is not None:
             for block in result.connected:
                 self.relay_block(block)
         return result
+
+    def chain_changed(self, connected, disconnected) -> None:
+        """Tell the on_chain callbacks the main chain changed: ``connected`` blocks
+        (in order) became main, ``disconnected`` ones (tip first) left it."""
+        for listener in list(self.on_chain):
+            listener(connected, disconnected)
 
     def sync_state(self) -> dict:
         """Sizes of the block pipeline's queues (an operator's view of why a node lags):

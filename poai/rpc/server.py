@@ -1,6 +1,7 @@
 """One aiohttp application serving JSON-RPC, the explorer and the metrics.
 
     POST /                       JSON-RPC 2.0 (single requests and batches)
+    GET  / or /ws  + Upgrade: websocket   JSON-RPC over WebSocket, with eth_subscribe (poai.rpc.ws)
     GET  /                       explorer home
     GET  /block/{height_or_hash} GET /tx/{hash}   GET /address/{addr}   GET /search?q=
     GET  /plot/difficulty.svg    GET /plot/hashrate.svg
@@ -9,7 +10,7 @@
 Every route is guarded (poai.rpc.guard): a Host outside the allowlist or a
 foreign Origin gets HTTP 403, a JSON-RPC POST that is not application/json
 415.  Request bodies are capped at MAX_BODY bytes (a larger one gets HTTP 413
-with a JSON-RPC error), batches at jsonrpc.MAX_BATCH requests.
+with a JSON-RPC error), batches at dispatch.MAX_BATCH requests.
 
 Handlers read the SQLite store synchronously, so each request runs on the
 server's own pool of RPC_THREADS worker threads (created with the app, shut
@@ -35,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from poai.rpc import explorer, jsonrpc, metrics
+from poai.rpc import dispatch, explorer, metrics, ws
+from poai.rpc.encoding import INVALID_REQUEST, RpcError
 from poai.rpc.guard import HttpGuard, json_content_type, refuse
 from poai.rpc.guard import middleware as guard_middleware
 
@@ -67,14 +69,14 @@ async def rpc_handler(request: web.Request) -> web.Response:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _too_large()
-    result = await _blocking(request, jsonrpc.handle_body, node, body)
+    result = await _blocking(request, dispatch.handle_body, node, body)
     if result is None:
         return web.Response(status=204)
     return _json(result)
 
 
 def _too_large() -> web.Response:
-    err = jsonrpc.RpcError(jsonrpc.INVALID_REQUEST, f"request body too large: at most {MAX_BODY} bytes")
+    err = RpcError(INVALID_REQUEST, f"request body too large: at most {MAX_BODY} bytes")
     return _json({"jsonrpc": "2.0", "id": None, "error": err.to_json()}, status=413)
 
 
@@ -83,7 +85,13 @@ def _html(status_page: tuple[int, str]) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
-async def home_handler(request: web.Request) -> web.Response:
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    return await ws.serve_socket(request, request.app[NODE_KEY], functools.partial(_blocking, request))
+
+
+async def home_handler(request: web.Request) -> web.StreamResponse:
+    if ws.is_upgrade(request):
+        return await ws_handler(request)
     return _html(await _blocking(request, explorer.home, request.app[NODE_KEY]))
 
 
@@ -140,7 +148,9 @@ def make_app(node, guard: HttpGuard | None = None) -> web.Application:
         app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
 
     app.on_cleanup.append(_shutdown)
+    ws.install(app, node)
     app.router.add_post("/", rpc_handler)
+    app.router.add_get("/ws", ws_handler)
     app.router.add_get("/", home_handler)
     app.router.add_get("/block/{ident}", block_handler)
     app.router.add_get("/tx/{ident}", tx_handler)

@@ -221,17 +221,12 @@ def receipt_json(node, stx: StoredTx, loc: TxLocation) -> dict:
     }
 
 
-def block_json(node, rec: BlockRecord, full: bool) -> dict:
-    block, size = load_block(node, rec)
+def head_json(node, block: Block) -> dict:
+    """A block's header as geth's newHeads notification shows it (no store read)."""
     h = block.header
-    if full:
-        txs = [tx_json(node, stx, TxLocation(rec.id, rec.height, i))
-               for i, stx in enumerate(block_txs(node, rec, block))]
-    else:
-        txs = [data(keccak(raw)) for raw in block.txs]
     return {
         "number": quantity(h.height),
-        "hash": data(rec.id),
+        "hash": data(block.id),
         "parentHash": data(h.prev_hash),
         "nonce": data(h.nonce.to_bytes(8, "big")),
         "mixHash": data(h.proof),
@@ -242,15 +237,28 @@ def block_json(node, rec: BlockRecord, full: bool) -> dict:
         "receiptsRoot": data(h.tx_root),
         "miner": checksum(h.miner),
         "difficulty": quantity(block_work(node, h)),
-        "totalDifficulty": quantity(rec.work),
         "extraData": "0x",
-        "size": quantity(size),
         "gasLimit": quantity(block_gas_limit(node.params)),
         "gasUsed": quantity(INTRINSIC_GAS * len(block.txs)),
         "timestamp": quantity(h.time),
+        "baseFeePerGas": quantity(block_base_fee(block)),
+    }
+
+
+def block_json(node, rec: BlockRecord, full: bool) -> dict:
+    block, size = load_block(node, rec)
+    if full:
+        txs = [tx_json(node, stx, TxLocation(rec.id, rec.height, i))
+               for i, stx in enumerate(block_txs(node, rec, block))]
+    else:
+        txs = [data(keccak(raw)) for raw in block.txs]
+    return {
+        **head_json(node, block),
+        "hash": data(rec.id),
+        "totalDifficulty": quantity(rec.work),
+        "size": quantity(size),
         "transactions": txs,
         "uncles": [],
-        "baseFeePerGas": quantity(block_base_fee(block)),
     }
 
 
