@@ -24,6 +24,8 @@ from poai.chain.tx import INTRINSIC_GAS
 from poai.errors import PoaiError
 from poai.rpc.dispatch import method
 from poai.rpc.encoding import (
+    SERVER_ERROR,
+    RpcError,
     bad_params,
     checksum,
     data,
@@ -199,6 +201,12 @@ def eth_fee_history(node, block_count, newest, percentiles=None):
     return out
 
 
+def _geth_call_error(message: str) -> RpcError:
+    """geth's eth_call/eth_estimateGas failure that is not a revert: code -32000
+    and no data (web3.py reads an error with data from these methods as a revert)."""
+    return RpcError(SERVER_ERROR, message)
+
+
 def _call_args(node, tx, tag) -> tuple[bytes, int, int | None, int | None]:
     """Check a call object as geth's eth_call/eth_estimateGas do for a transfer:
     (sender, value, gas or None, fee cap or None).  The sender defaults to the
@@ -235,13 +243,13 @@ def eth_estimate_gas(node, tx, tag="latest"):
             raise server_error("non-empty data: only plain value transfers are supported", "tx-has-data")
     balance = node.store.account(sender).balance
     if value > balance:
-        raise server_error("insufficient funds for transfer", "tx-insufficient-funds")
+        raise _geth_call_error("insufficient funds for transfer")
     allowance = gas
     if cap:
         affordable = (balance - value) // cap
         allowance = affordable if allowance is None else min(allowance, affordable)
     if allowance is not None and allowance < INTRINSIC_GAS:
-        raise server_error(f"gas required exceeds allowance ({allowance})", "tx-insufficient-funds")
+        raise _geth_call_error(f"gas required exceeds allowance ({allowance})")
     return quantity(INTRINSIC_GAS)
 
 
@@ -258,7 +266,7 @@ def eth_call(node, tx, tag="latest", overrides=None):
             parse_data(tx[key], key)
     balance = node.store.account(sender).balance
     if value > balance:
-        raise server_error("insufficient funds for transfer", "tx-insufficient-funds")
+        raise _geth_call_error("insufficient funds for transfer")
     return "0x"
 
 
