@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
-from test_rpc import ADDR_A, ADDR_B, BASE, KEY_A, KEY_B, SINK, connect_unproven, rpc, sign, svc  # noqa: F401
+from test_rpc import ADDR_A, ADDR_B, BASE, KEY_A, KEY_B, SINK, connect_unproven, model, rpc, sign, svc  # noqa: F401
 from web3 import AsyncWeb3, HTTPProvider, Web3, WebSocketProvider
 from web3.exceptions import Web3RPCError
 
@@ -381,3 +381,49 @@ def test_method_modules_make_the_registry():
         assert name in names
     with pytest.raises(ValueError):
         dispatch.method("eth_chainId")(lambda node: None)
+
+
+@pytest.mark.model
+def test_websocket_new_heads_from_a_block_mined_through_submit_block(tmp_path, model):  # noqa: F811
+    """The real path: the miner's block enters through NodeService.submit_block,
+    whose on_chain callback feeds a newHeads subscriber over WebSocket."""
+    from chainkit import Node
+
+    from poai.node.miner import Miner
+    from poai.node.service import NodeService
+
+    node = Node(tmp_path / "chain.db", model, address=ADDR_A)
+    svc = NodeService(node.params, node.store, node.chain, node.mempool, clock=node.clock)  # noqa: F811
+    server = serve_in_thread(svc)
+
+    def mine_one():
+        node.clock.t += node.params.target_spacing
+        miner = Miner(node.chain, model, ADDR_A, mempool=node.mempool, clock=node.clock,
+                      submit=lambda data: svc.submit_block(data, proof_checked=True))
+        return miner.mine(blocks=1).blocks[0]
+
+    async def run():
+        async with AsyncWeb3(WebSocketProvider(ws_url(server))) as w3:
+            heads = await w3.eth.subscribe("newHeads")
+            block = await asyncio.get_running_loop().run_in_executor(None, mine_one)
+            async for msg in w3.socket.process_subscriptions():
+                assert msg["subscription"] == heads
+                assert msg["result"]["hash"] == block.id and msg["result"]["number"] == 1
+                assert msg["result"]["miner"] == to_checksum_address(ADDR_A)
+                break
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), 300))
+    finally:
+        server.stop()
+
+
+def test_storage_sha3_and_send_transaction(svc):  # noqa: F811
+    a = to_checksum_address(ADDR_A)
+    assert rpc(svc, "eth_getStorageAt", a, "0x0") == "0x" + "00" * 32
+    mine(svc)
+    assert rpc_error(svc, "eth_getStorageAt", a, "0x0", "0x0").data == {"reason": "state-not-kept"}
+    assert rpc(svc, "web3_sha3", "0x68656c6c6f20776f726c64") == (
+        "0x47173285a8d7341e5e972fc677286384f802f8ef42a5ec5f03bbfa254cb01fad")
+    err = rpc_error(svc, "eth_sendTransaction", {"from": a, "to": to_checksum_address(SINK), "value": "0x1"})
+    assert err.code == -32000 and err.message == "unknown account"

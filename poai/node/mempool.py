@@ -42,6 +42,7 @@ this object, so any number of threads may share it.
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from dataclasses import replace
 
@@ -51,6 +52,8 @@ from poai.chain import fees
 from poai.chain.params import NetworkParams
 from poai.chain.tx import INTRINSIC_GAS, Transaction, decode_tx, recover_sender
 from poai.errors import MempoolError, PoaiError, TxError
+
+log = logging.getLogger(__name__)
 
 MAX_NONCE_GAP = 64
 PRICE_BUMP_PCT = 10  # geth's txpool.pricebump: a replacement pays at least 10% more tip and fee cap
@@ -80,7 +83,7 @@ class Mempool:
         self.expiry = expiry
         self.clock = clock
         # Called with each transaction add() admits, on the adding thread (the RPC's
-        # event feeds register here): must be cheap and thread-safe, must not raise.
+        # event feeds register here): must be cheap and thread-safe; one that raises is logged.
         self.on_tx: list = []
 
     def next_base_fee(self) -> int:
@@ -160,7 +163,10 @@ class Mempool:
             self.store.pool.expire(int(self.clock()) - self.expiry, conn)
             added = self._add(tx, base, conn)
         for listener in list(self.on_tx):
-            listener(added)
+            try:
+                listener(added)
+            except Exception:  # a feed's bug must not turn an admitted transaction into an error
+                log.exception("an on_tx callback failed")
         return added
 
     def _check_fee(self, tx: Transaction, base: int) -> int:

@@ -9,6 +9,7 @@ serialises block acceptance with its lock; the rest are plain reads.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -16,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from poai.chain.params import NetworkParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,10 +64,10 @@ class NodeService:
         self.relay_block = None  # set by the peer layer: callable(block) announcing it
         self.listen: str | None = None
         self.verifying = threading.Event()   # set while a peer's block is being verified
-        # Event feeds (poai.rpc.events): on_chain callbacks get (connected, disconnected)
+        # Event feeds (poai.rpc.ws, poai.rpc.filters): on_chain callbacks get (connected, disconnected)
         # after each change of the main chain, on_tx (the mempool's list) each admitted
         # transaction; called on the submitting thread, so they must be cheap,
-        # thread-safe and must not raise.
+        # thread-safe (one that raises is logged and skipped).
         self.on_chain: list = []
         self.on_tx: list = mempool.on_tx
 
@@ -116,7 +119,10 @@ class NodeService:
         """Tell the on_chain callbacks the main chain changed: ``connected`` blocks
         (in order) became main, ``disconnected`` ones (tip first) left it."""
         for listener in list(self.on_chain):
-            listener(connected, disconnected)
+            try:
+                listener(connected, disconnected)
+            except Exception:  # a feed's bug must not fail the block that was accepted
+                log.exception("an on_chain callback failed")
 
     def sync_state(self) -> dict:
         """Sizes of the block pipeline's queues (an operator's view of why a node lags):

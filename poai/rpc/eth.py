@@ -19,6 +19,8 @@ block; txpool_content: the pool, itself capped by the mempool's max_txs).
 
 from __future__ import annotations
 
+from eth_hash.auto import keccak
+
 from poai.chain.fees import tip_per_gas
 from poai.chain.tx import INTRINSIC_GAS
 from poai.errors import PoaiError
@@ -139,6 +141,28 @@ def eth_get_code(node, address, tag="latest"):
     parse_address(address)
     state_height_check(node, tag)
     return "0x"
+
+
+@method("eth_getStorageAt", 2, 1)
+def eth_get_storage_at(node, address, slot, tag="latest"):
+    """No account has storage: 32 zero bytes, as geth answers for an account without code."""
+    parse_address(address)
+    parse_quantity(slot, "storage slot")
+    state_height_check(node, tag)
+    return data(bytes(32))
+
+
+@method("web3_sha3", 1)
+def web3_sha3(node, payload):
+    return data(keccak(parse_data(payload, "data")))
+
+
+@method("eth_sendTransaction", 1)
+def eth_send_transaction(node, tx):
+    """The node holds no keys (eth_accounts is empty): geth's answer for an unknown account."""
+    if not isinstance(tx, dict):
+        raise bad_params("transaction: expected an object")
+    raise server_error("unknown account", "no-node-accounts")
 
 
 @method("eth_gasPrice")

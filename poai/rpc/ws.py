@@ -114,9 +114,12 @@ class Session:
             asyncio.get_running_loop().create_task(self.ws.close())
 
     async def write_loop(self) -> None:
-        while not self.closed:
-            text = await self.queue.get()
-            await self.ws.send_str(text)
+        try:
+            while not self.closed:
+                text = await self.queue.get()
+                await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError):  # the peer went away mid-write
+            self.close()
 
 
 class Hub:
