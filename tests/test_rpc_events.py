@@ -179,7 +179,7 @@ def test_block_receipts_tx_by_index_uncles_and_txpool(svc):  # noqa: F811
     assert line == f"{to_checksum_address(SINK)}: 8 wei + 21000 gas × {10**9 + BASE} wei"
 
 
-def test_geth_wording_of_every_mapped_reason(svc):  # noqa: F811
+def test_geth_wording_of_every_mapped_reason(svc, monkeypatch):  # noqa: F811
     """Each poai reason the mempool and decoder raise maps to geth's message."""
     from poai.rpc.txerrors import GETH_WORDING
 
@@ -202,15 +202,24 @@ def test_geth_wording_of_every_mapped_reason(svc):  # noqa: F811
     svc.mempool.min_tip = 5 * 10**9
     err = rpc_error(svc, "eth_sendRawTransaction", "0x" + sign(1, 1).hex())
     assert err.message == f"transaction underpriced: gas tip cap {10**9}, minimum needed {5 * 10**9}"
+    capped = dict(chainId=svc.params.chain_id, nonce=1, to=to_checksum_address(SINK), value=1, gas=21000,
+                  type=2, maxFeePerGas=BASE + 2 * 10**9, maxPriorityFeePerGas=BASE + 2 * 10**9)
+    err = rpc_error(svc, "eth_sendRawTransaction",
+                    "0x" + bytes(Account.sign_transaction(capped, KEY_A).raw_transaction).hex())
+    assert err.message == (f"transaction underpriced: gas tip cap {BASE + 2 * 10**9}, "
+                           f"effective tip {2 * 10**9} at base fee {BASE}, minimum needed {5 * 10**9}")
     svc.mempool.min_tip = 1
-    # a fee cap below the base fee
+    # a fee cap below the base fee: refused, and worded, without recovering a signature
+    from poai.rpc import txerrors
+
+    monkeypatch.setattr(txerrors, "recover_sender", None)
     fields = {"chainId": svc.params.chain_id, "nonce": 1, "to": to_checksum_address(SINK), "value": 1,
               "gas": 21000, "type": 2, "maxFeePerGas": BASE - 1, "maxPriorityFeePerGas": BASE - 1}
     low = bytes(Account.sign_transaction(fields, KEY_A).raw_transaction)
     err = rpc_error(svc, "eth_sendRawTransaction", "0x" + low.hex())
-    a = to_checksum_address(ADDR_A)
-    assert err.message == (f"max fee per gas less than block base fee: address {a}, "
-                           f"maxFeePerGas: {BASE - 1}, baseFee: {BASE}")
+    assert err.message == (f"max fee per gas less than block base fee: maxFeePerGas: {BASE - 1}, "
+                           f"baseFee: {BASE}")
+    monkeypatch.undo()
     # a queued cost counted against the balance (geth's second form)
     big = sign(1, 99 * COIN)
     rpc(svc, "eth_sendRawTransaction", "0x" + big.hex())

@@ -12,15 +12,18 @@ error: code -32000, geth's message, ``data: {"reason": <poai reason>,
 creation, data, access lists: poai only moves value) keeps poai's message.
 
 The figures geth puts in its messages (next nonce, balance, cost) are read
-again after the rejection: the sender is recovered once more, on the
-rejection path only, and the account is read at the tip.
+again after the rejection: for the nonce and balance rules the sender is
+recovered once more (the mempool had recovered it too) and the account is
+read at the tip; the fee rules' messages need no sender, so a transaction
+below the base fee still costs no signature recovery (geth's message names
+the sender's address there; poai's leaves it out).
 """
 
 from __future__ import annotations
 
 from poai.chain.tx import Transaction, decode_tx, recover_sender
 from poai.errors import PoaiError
-from poai.rpc.encoding import SERVER_ERROR, RpcError, checksum
+from poai.rpc.encoding import SERVER_ERROR, RpcError
 
 _PROBE_SENDER = bytes(20)  # stand-in sender for decoding the fields; never stored
 
@@ -47,21 +50,34 @@ GETH_WORDING = {
 }
 
 
-def _decoded(node, raw: bytes) -> tuple[Transaction, bytes] | None:
-    """The transaction's fields and its recovered sender (None: not decodable)."""
+def _fields(node, raw: bytes) -> Transaction | None:
+    """The transaction's fields, its signature not recovered (None: not decodable)."""
     try:
-        tx = decode_tx(raw, node.params.chain_id, sender=_PROBE_SENDER)
-        return tx, recover_sender(tx.signing_digest, tx.y_parity, tx.r, tx.s)
+        return decode_tx(raw, node.params.chain_id, sender=_PROBE_SENDER)
     except PoaiError:
         return None
 
 
 def _figures(node, raw: bytes, reason: str) -> str | None:
-    """geth's figures after the prefix, for the reasons whose figures the state gives."""
-    found = _decoded(node, raw)
-    if found is None:
+    """geth's figures after the prefix, for the reasons whose figures the state gives.
+    The fee rules' figures need no sender: the mempool refuses those before it
+    recovers a signature, and so does this message."""
+    tx = _fields(node, raw)
+    if tx is None:
         return None
-    tx, sender = found
+    base = node.mempool.next_base_fee()
+    if reason == "tx-fee-below-base-fee":
+        return f"maxFeePerGas: {tx.max_fee_per_gas}, baseFee: {base}"
+    if reason == "fee-too-low":
+        tip = min(tx.max_priority_fee_per_gas, tx.max_fee_per_gas - base)
+        if tip == tx.max_priority_fee_per_gas:
+            return f"gas tip cap {tip}, minimum needed {node.mempool.min_tip}"
+        return (f"gas tip cap {tx.max_priority_fee_per_gas}, effective tip {tip} at base fee {base}, "
+                f"minimum needed {node.mempool.min_tip}")
+    try:
+        sender = recover_sender(tx.signing_digest, tx.y_parity, tx.r, tx.s)
+    except PoaiError:
+        return None
     account = node.store.account(sender)
     if reason in ("tx-nonce-too-low", "already-mined"):
         return f"next nonce {account.nonce}, tx nonce {tx.nonce}"
@@ -75,11 +91,6 @@ def _figures(node, raw: bytes, reason: str) -> str | None:
             return f"balance {balance}, tx cost {cost}, overshot {cost - balance}"
         queued = node.store.pool.pending_cost(sender, account.nonce, tx.nonce)
         return f"balance {balance}, queued cost {queued}, tx cost {cost}, overshot {queued + cost - balance}"
-    if reason == "tx-fee-below-base-fee":
-        return (f"address {checksum(sender)}, maxFeePerGas: {tx.max_fee_per_gas}, "
-                f"baseFee: {node.mempool.next_base_fee()}")
-    if reason == "fee-too-low":
-        return f"gas tip cap {tx.max_priority_fee_per_gas}, minimum needed {node.mempool.min_tip}"
     return None
 
 
