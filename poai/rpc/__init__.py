@@ -1,4 +1,5 @@
-"""JSON-RPC (Ethereum's eth_* subset and poai_*), the block explorer and the
+"""JSON-RPC (Ethereum's eth_*/net_*/txpool_* subset and poai_*, over HTTP and
+WebSocket with eth_subscribe; docs/RPC.md), the block explorer and the
 Prometheus metrics, served by one aiohttp application (poai.rpc.server),
 guarded by Host/Origin allowlists (poai.rpc.guard)."""
 

@@ -375,7 +375,7 @@ def _tx_at(node, rec, index):
     if i >= len(block.txs):
         return None
     stx = block_txs(node, rec, block)[i]
-    return tx_json(node, stx, TxLocation(rec.id, rec.height, i) if is_main(node, rec) else None)
+    return tx_json(node, stx, TxLocation(rec.id, rec.height, i))
 
 
 @method("eth_getTransactionByBlockNumberAndIndex", 2)
