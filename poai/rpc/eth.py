@@ -319,31 +319,39 @@ def eth_get_transaction_receipt(node, tx_hash):
     return receipt_json(node, *found)
 
 
+def _block_by_hash(node, block_hash):
+    rec = node.store.record(parse_data(block_hash, "block hash", 32))
+    return rec if rec is not None and rec.status != INVALID else None
+
+
+def _block_by_number(node, tag):
+    height = resolve_height(node, tag)
+    return main_record(node, height) if height is not None else None
+
+
 @method("eth_getBlockByNumber", 1, 1)
 def eth_get_block_by_number(node, tag, full=False):
     full = parse_bool(full, "full transactions")
-    height = resolve_height(node, tag)
-    rec = main_record(node, height) if height is not None else None
+    rec = _block_by_number(node, tag)
     return block_json(node, rec, full) if rec is not None else None
 
 
 @method("eth_getBlockByHash", 1, 1)
 def eth_get_block_by_hash(node, block_hash, full=False):
     full = parse_bool(full, "full transactions")
-    rec = node.store.record(parse_data(block_hash, "block hash", 32))
-    return block_json(node, rec, full) if rec is not None and rec.status != INVALID else None
+    rec = _block_by_hash(node, block_hash)
+    return block_json(node, rec, full) if rec is not None else None
 
 
 @method("eth_getBlockTransactionCountByNumber", 1)
 def eth_block_tx_count_by_number(node, tag):
-    height = resolve_height(node, tag)
-    rec = main_record(node, height) if height is not None else None
+    rec = _block_by_number(node, tag)
     return quantity(len(load_block(node, rec)[0].txs)) if rec is not None else None
 
 
 @method("eth_getBlockTransactionCountByHash", 1)
 def eth_block_tx_count_by_hash(node, block_hash):
-    rec = node.store.record(parse_data(block_hash, "block hash", 32))
+    rec = _block_by_hash(node, block_hash)
     return quantity(len(load_block(node, rec)[0].txs)) if rec is not None else None
 
 
@@ -354,16 +362,6 @@ def eth_syncing(node):
         return False
     return {k: quantity(int(v)) for k, v in s.items()}
 
-
-
-def _block_by_hash(node, block_hash):
-    rec = node.store.record(parse_data(block_hash, "block hash", 32))
-    return rec if rec is not None and rec.status != INVALID else None
-
-
-def _block_by_number(node, tag):
-    height = resolve_height(node, tag)
-    return main_record(node, height) if height is not None else None
 
 
 def _tx_at(node, rec, index):
