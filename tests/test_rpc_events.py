@@ -121,6 +121,11 @@ def test_filters_over_dispatch(svc):  # noqa: F811
     assert rpc(svc, "eth_uninstallFilter", bf) is True and rpc(svc, "eth_uninstallFilter", bf) is False
     assert rpc_error(svc, "eth_getFilterChanges", bf).code == -32000
     assert rpc_error(svc, "eth_newPendingTransactionFilter", True).code == -32602
+    # a reorganisation: the new branch's blocks arrive, the disconnected ones do not
+    bf = rpc(svc, "eth_newBlockFilter")
+    other = connect_unproven(svc)
+    svc.chain_changed([other], [block])
+    assert rpc(svc, "eth_getFilterChanges", bf) == ["0x" + other.id.hex()]
 
 
 def test_get_logs_checks_the_filter_as_geth(svc):  # noqa: F811
