@@ -94,8 +94,6 @@ def test_filter_registry_expiry_caps_and_buffers(monkeypatch):
     reg.uninstall(ids[0])
     reg.install("logs", filters.LogFilter())
     # each filter keeps at most MAX_FILTER_CHANGES entries, the newest
-    for i in range(filters.MAX_FILTER_CHANGES + 5):
-        reg.on_tx(type("T", (), {"hash": i.to_bytes(32, "big")})())
     reg2 = filters.FilterRegistry(clock=lambda: now[0])
     p = reg2.install("pending")
     for i in range(filters.MAX_FILTER_CHANGES + 5):

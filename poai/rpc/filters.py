@@ -42,7 +42,8 @@ FILTER_KEYS = ("fromBlock", "toBlock", "blockHash", "address", "topics")
 
 @dataclass(frozen=True)
 class LogFilter:
-    """A checked filter object (heights None: "latest" at the time of use)."""
+    """A checked filter object: the range ends as given (tags are read when used),
+    topics by position (None: any)."""
 
     from_block: object = "latest"
     to_block: object = "latest"
@@ -94,9 +95,9 @@ def parse_log_filter(node, obj) -> LogFilter:
             if t is None:
                 parsed.append(None)
             elif isinstance(t, list):
-                alts = tuple(_topic(x, f"[{i}][{j}]") for j, x in enumerate(t) if x is not None)
-                # a null among the alternatives matches anything, as geth reads it
-                parsed.append(None if any(x is None for x in t) else alts)
+                alts = [None if x is None else _topic(x, f"[{i}][{j}]") for j, x in enumerate(t)]
+                # an empty list or a null among the alternatives matches anything, as geth reads it
+                parsed.append(None if not alts or None in alts else tuple(alts))
             else:
                 parsed.append((_topic(t, f"[{i}]"),))
     return LogFilter(from_tag, to_tag, block_hash, addresses, tuple(parsed))
