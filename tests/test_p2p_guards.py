@@ -69,7 +69,8 @@ class Wire:
         raise AssertionError(f"no {command} within {timeout} s")
 
     def handshake(self, genesis: bytes, height: int = 0) -> None:
-        self.send("version", wire.WIRE_PROTOCOL_VERSION, DEV.chain_id, genesis, height, bytes(32), 777, 0, "test")
+        self.send("version", wire.WIRE_PROTOCOL_VERSION, DEV.chain_id, genesis, height, bytes(32), 777, 0,
+                  "test")
         self.recv("verack")
         self.send("verack")
 
