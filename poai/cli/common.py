@@ -1,8 +1,10 @@
-"""Shared CLI helpers: data directory option, amounts, addresses, passwords, the miner key."""
+"""Shared CLI helpers: data directory option, amounts, output (tables, JSON), passwords."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -11,6 +13,13 @@ from poai.chain.params import COIN
 from poai.errors import PoaiError
 
 DATA_DIR = typer.Option(None, "--data-dir", "-d", help="data directory (default $POAI_DATA_DIR or ~/.poai)")
+JSON_OPTION = typer.Option(False, "--json", help="print the result as one JSON document")
+RPC_OPTION = typer.Option(
+    None, "--rpc", help="ask a running node at this JSON-RPC URL (e.g. http://127.0.0.1:8545/) "
+    "instead of reading the data directory"
+)
+#: The coin's name in amounts the CLI prints (no ticker is part of the protocol).
+COIN_NAME = "POAI"
 
 
 def datadir(path: Path | None):
@@ -35,6 +44,50 @@ def format_amount(units: int) -> str:
     whole, frac = divmod(abs(units), COIN)
     s = f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
     return sign + s
+
+
+def coins(units: int) -> str:
+    """'1.5 POAI'."""
+    return f"{format_amount(units)} {COIN_NAME}"
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def plain_output() -> bool:
+    """Tables become tab-separated lines when stdout is not a terminal (a pipe, a
+    file): rich would cut columns to 80 characters there."""
+    return not sys.stdout.isatty()
+
+
+def print_fields(pairs, console) -> None:
+    """name/value lines: a grid on a terminal, 'name<TAB>value' otherwise."""
+    if plain_output():
+        for k, v in pairs:
+            print(f"{k}\t{v}")
+        return
+    from rich.table import Table
+
+    t = Table.grid(padding=(0, 2))
+    for k, v in pairs:
+        t.add_row(k, v)
+    console.print(t)
+
+
+def print_rows(header, rows, console) -> None:
+    """A table on a terminal; tab-separated lines (header first) otherwise."""
+    if plain_output():
+        print("\t".join(header))
+        for r in rows:
+            print("\t".join(r))
+        return
+    from rich.table import Table
+
+    t = Table(*header)
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
 
 
 def password(prompt: str, *, confirm: bool = False, password_file: Path | None = None) -> str:

@@ -14,6 +14,7 @@ from rich.table import Table
 from poai.models.registry import ModelEntry, cache_dir, cached_path, load_registry
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Vetted models (models.lock): list, pull, path, verify.",
     no_args_is_help=True,
 )
