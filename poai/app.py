@@ -236,13 +236,32 @@ def open_local(data_dir: Path | None, *, write: bool, network: str | None = None
     return dd, params, store, chain
 
 
+def new_key_password(password_file: Path | None, allow_empty: bool, environ=os.environ) -> str:
+    """The password for a key created without a prompt (the miner's payout key):
+    --password-file, else $POAI_PASSWORD.  An empty password only with
+    --allow-empty-password: a keystore anyone can open must be asked for."""
+    if password_file is not None:
+        try:
+            pw = password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise PoaiError(f"cannot read the password file: {exc}", reason="bad-password-file") from None
+    else:
+        pw = environ.get("POAI_PASSWORD", "")
+    if not pw and not allow_empty:
+        raise PoaiError(
+            "no miner key and no password to create one: run `poai keys new` first, or set "
+            "$POAI_PASSWORD / --password-file (--allow-empty-password for a throwaway key)",
+            reason="no-key-password",
+        )
+    return pw
+
+
 def payout_address(dd, address: str | None, *, password_file: Path | None = None,
                    allow_empty_password: bool = False, say=print) -> bytes:
     """The miner's reward address: ``address``, else the keystore's default key
     (``poai keys default``), else -- in an empty keystore -- a new key whose
     password is ``password_file`` or $POAI_PASSWORD (empty only with
     ``allow_empty_password``)."""
-    from poai.cli.common import new_key_password
     from poai.wallet.keys import parse_address, to_checksum_address
 
     if address is not None:

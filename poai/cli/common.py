@@ -110,20 +110,3 @@ ALLOW_EMPTY_PASSWORD = typer.Option(
 MINER_PASSWORD_FILE = typer.Option(
     None, "--password-file", help="password for the miner key created when the keystore has none"
 )
-
-
-def new_key_password(password_file: Path | None, allow_empty: bool) -> str:
-    """The password for a key created without a prompt (the miner's payout key):
-    --password-file, else $POAI_PASSWORD.  An empty password only with
-    --allow-empty-password: a keystore anyone can open must be asked for."""
-    if password_file is not None:
-        pw = password("", password_file=password_file)
-    else:
-        pw = os.environ.get("POAI_PASSWORD", "")
-    if not pw and not allow_empty:
-        raise PoaiError(
-            "no miner key and no password to create one: run `poai keys new` first, or set "
-            "$POAI_PASSWORD / --password-file (--allow-empty-password for a throwaway key)",
-            reason="no-key-password",
-        )
-    return pw

@@ -211,8 +211,9 @@ class P2PNode:
             self.dial_failed_logged.clear()
         self.dial_failed_logged[addr] = now
         e = self.addrman.entries.get(addr)
-        why = "timed out" if isinstance(exc, asyncio.TimeoutError) else (
-            getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+        errno = getattr(exc, "errno", None)
+        why = ("timed out" if isinstance(exc, asyncio.TimeoutError)
+               else os.strerror(errno).lower() if errno else str(exc) or type(exc).__name__)
         retry = f"; retrying in {max(0.0, e.ready_at() - self.addrman.clock()):.0f} s" if e else ""
         log.log(logging.WARNING if e is not None and e.operator else logging.INFO,
                 "cannot reach peer %s:%d: %s (%d failed dials%s)", addr[0], addr[1], why,

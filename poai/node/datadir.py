@@ -62,6 +62,15 @@ def network_params(name: str) -> NetworkParams:
 _HELD: dict[Path, object] = {}
 
 
+def release_locks() -> None:
+    """Release every lock this process holds (for a process that runs several commands
+    in turn, as the tests' in-process CLI runner does; a command's own lock is otherwise
+    held until exit)."""
+    while _HELD:
+        _, fh = _HELD.popitem()
+        fh.close()
+
+
 def default_path() -> Path:
     return Path(os.environ.get("POAI_DATA_DIR") or "~/.poai").expanduser()
 
