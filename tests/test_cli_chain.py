@@ -280,7 +280,8 @@ def test_keys_new_list_export_import(tmp_path):
     addr = re.search(r"new key (0x[0-9a-fA-F]{40})", new)[1]
     assert addr == to_checksum_address(addr)
     listed = flat(poai("keys", "list", "-d", d).output)
-    assert re.search(rf"│ 0 │ {addr} │ UTC--\S+--{addr[2:].lower()}", listed), listed
+    # piped (not a terminal): tab-separated lines with whole addresses; * marks the default key
+    assert re.search(rf"0 {addr} UTC--\S+--{addr[2:].lower()} \*", listed), listed
     # The V3 JSON that `keys export` prints is what eth-account decrypts.
     exported = poai("keys", "export", "0", "-d", d).stdout
     pk = bytes(EthAccount.decrypt(json.loads(exported), PW))
