@@ -93,7 +93,7 @@ def test_default_payout_key(tmp_path):
 def test_no_default_key_is_a_clear_message(tmp_path):
     d = tmp_path / "d"
     poai("keys", "new", "-d", d)
-    index = d / "keystore" / KeyStore.INDEX_NAME
+    index = KeyStore(d / "keystore").index_path
     data = json.loads(index.read_text())
     index.write_text(json.dumps({"order": data["order"], "default": None}))
     with pytest.raises(PoaiError) as info:
@@ -112,7 +112,7 @@ def test_a_directory_without_the_record_keeps_file_name_order(tmp_path):
     keys = listed(d)
     assert [k["address"] for k in keys] == sorted((to_checksum_address(first), to_checksum_address(second)),
                                                   key=lambda x: x.lower())
-    assert keys[0]["default"] and (d / "keystore" / KeyStore.INDEX_NAME).is_file()
+    assert keys[0]["default"] and (KeyStore(d / "keystore").index_path).is_file()
 
 
 def test_piped_list_has_whole_addresses(tmp_path):

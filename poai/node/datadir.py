@@ -1,9 +1,10 @@
 """A data directory: which network it follows, its database and its keys.
 
     <dir>/config.json     {"network": "dev", "format": 1} (written by poai: the network)
-    <dir>/poai.toml       the operator's settings (optional; poai.node.config)
+    <dir>/poai.toml       the operator's settings (optional; poai.app.load_toml)
     <dir>/chain.db        the store (SQLite, WAL)
     <dir>/keystore/       V3 keystore files (geth's layout)
+    <dir>/keystore-order.json  the keys' recorded order and default payout key (KeyStore)
     <dir>/LOCK            held (flock) by the one poai process that writes here
 
 The default directory is $POAI_DATA_DIR, else ~/.poai.

@@ -60,7 +60,7 @@ def start_node(index: int, data_dir: Path, *, mine: bool = False, mine_blocks: i
     data_dir.mkdir(parents=True, exist_ok=True)
     host = node_host(index)
     port, rpc_port = port or _free_port(host), rpc_port or _free_port()
-    env = dict(os.environ, POAI_PASSWORD=os.environ.get("POAI_PASSWORD", ""), **(env or {}))
+    env = {**os.environ, "POAI_PASSWORD": os.environ.get("POAI_PASSWORD", ""), **(env or {})}
     args = [sys.executable, "-m", "poai.cli", "node", "run", "--listen", f"{host}:{port}",
             "--rpc", f"127.0.0.1:{rpc_port}", "-d", str(data_dir), "--batch", str(batch),
             "--threads", str(threads), *extra_args]

@@ -257,8 +257,10 @@ def _geth_file_name(address: bytes) -> str:
 class KeyStore:
     """A directory of V3 keystore files named like geth's (``UTC--<time>--<address>``).
 
-    Keys are listed in the order this store recorded them (``poai-keys.json`` in the
-    directory: ``{"order": [address hex, ...], "default": address hex}``), not by file name
+    Keys are listed in the order this store recorded them (``<directory>-order.json`` next
+    to the directory, e.g. ``keystore-order.json`` in a data directory, so that the key
+    directory holds key files only: ``{"order": [address hex, ...], "default": address
+    hex}``), not by file name
     or time stamp, so a file dropped in later (even one named with an older time) is listed
     after the keys already there and never shifts their indices.  Files the record does not
     name yet are appended in file-name order and recorded.  A directory without the record
@@ -271,7 +273,6 @@ class KeyStore:
     parameters for keys this store encrypts.
     """
 
-    INDEX_NAME = "poai-keys.json"
 
     def __init__(self, directory: str | os.PathLike, *, n: int = 2**18, r: int = 8, p: int = 1) -> None:
         self.directory = Path(directory)
@@ -285,8 +286,7 @@ class KeyStore:
             return []
         entries = []
         for path in sorted(self.directory.iterdir()):
-            if (path.name.startswith(".") or path.name.endswith("~") or path.name == self.INDEX_NAME
-                    or not path.is_file()):
+            if path.name.startswith(".") or path.name.endswith("~") or not path.is_file():
                 continue
             try:
                 address = keystore_address(path.read_bytes())
@@ -298,7 +298,7 @@ class KeyStore:
 
     @property
     def index_path(self) -> Path:
-        return self.directory / self.INDEX_NAME
+        return self.directory.with_name(f"{self.directory.name}-order.json")
 
     def _read_index(self) -> dict | None:
         try:
@@ -318,7 +318,7 @@ class KeyStore:
 
     def _write_index(self, index: dict) -> None:
         """Record the order (best effort: a read-only directory keeps the computed order)."""
-        tmp = self.directory / f".{self.INDEX_NAME}.{secrets.token_hex(4)}.tmp"
+        tmp = self.index_path.with_name(f".{self.index_path.name}.{secrets.token_hex(4)}.tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(index, fh)
