@@ -226,11 +226,12 @@ def apply_threads(model, threads: int | None) -> None:
 def open_local(data_dir: Path | None, *, write: bool, network: str | None = None, create: bool = False,
                models=None):
     """(DataDir, params, store, chain state) of a local data directory; with
-    ``write`` under the directory's lock (held until the process exits)."""
+    ``write`` under the directory's lock (held until the process exits).  ``create``
+    makes a missing directory (under the lock: DataDir.init)."""
     from poai.node.datadir import DataDir
 
     dd = DataDir(data_dir)
-    if write or create:
+    if write:
         dd.lock()
     params, store, chain = dd.open_chain(create=create, network=network, models=models)
     return dd, params, store, chain

@@ -94,7 +94,8 @@ def account(d: Path, addr: bytes):
 
 def balance_line(d: Path, addr: bytes) -> dict:
     out = flat(poai("balance", to_checksum_address(addr), "-d", d).output)
-    m = re.search(r"(0x[0-9a-fA-F]{40}) balance (\S+) POAI immature (\S+) POAI nonce (\d+) \(height (\d+)\)", out)
+    m = re.search(r"(0x[0-9a-fA-F]{40}) balance (\S+) POAI immature (\S+) POAI nonce (\d+) \(height (\d+)\)",
+                  out)
     assert m, out
     return {"address": m[1], "balance": m[2], "immature": m[3], "nonce": int(m[4]), "height": int(m[5])}
 

@@ -228,7 +228,8 @@ def test_config_file_values_and_flag_precedence(tmp_path):
     cfg = node_config(d)
     assert (cfg.listen, cfg.peer, cfg.rpc, cfg.mine, cfg.threads, cfg.batch) == (
         "127.0.0.1:4000", ["127.0.0.1:4001", "127.0.0.1:4002"], ":8600", True, 3, 4)
-    assert (cfg.log_level, cfg.log_json, cfg.password_file) == ("warning", True, Path("~/pw.txt").expanduser())
+    assert (cfg.log_level, cfg.log_json) == ("warning", True)
+    assert cfg.password_file == Path("~/pw.txt").expanduser()
     cfg = node_config(d, listen="127.0.0.1:5000", peer=["127.0.0.1:5001"], mine=False, threads=None,
                       log_level="debug")
     assert (cfg.listen, cfg.peer, cfg.mine, cfg.threads, cfg.log_level) == (
@@ -302,6 +303,41 @@ def test_unreachable_peer_is_logged_once_per_interval_and_backs_off(caplog):
     asyncio.run(net._dial(("127.0.0.1", port)))
     lines = [r for r in caplog.records if "cannot reach peer" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
-    assert lines[0].getMessage().startswith(f"cannot reach peer 127.0.0.1:{port}: connection refused (1 failed")
+    assert lines[0].getMessage().startswith(
+        f"cannot reach peer 127.0.0.1:{port}: connection refused (1 failed dials; retrying in 2 s)")
     e = net.addrman.entries[("127.0.0.1", port)]
     assert e.failures == 2 and e.ready_at() - e.last_try == 4.0  # 2 s, then 4 s, ... up to 10 s
+
+
+# --- threads ---------------------------------------------------------------------------------
+
+
+def test_threads_are_passed_to_the_kernel_backend_not_the_environment():
+    from poai.app import apply_threads
+    from poai.engine.kernels import get_ops, resolve_name
+
+    kernel = resolve_name("auto")
+    ops = get_ops(kernel)
+    if not hasattr(ops, "threads"):
+        pytest.skip(f"the {kernel} kernel has no thread count")
+    before, env_before = ops.threads, os.environ.get("POAI_THREADS")
+    try:
+        apply_threads(SimpleNamespace(kernel=kernel), 3)
+        assert get_ops(kernel).threads == 3
+        apply_threads(SimpleNamespace(kernel=kernel), None)
+        assert get_ops(kernel).threads == 3
+    finally:
+        ops.threads = before
+    assert os.environ.get("POAI_THREADS") == env_before
+
+
+def test_no_environment_writes_in_poai():
+    """Configuration is passed explicitly: poai/ never assigns to os.environ (child
+    processes get an env dict)."""
+    import re
+
+    root = Path(poai.__file__).parent
+    pattern = re.compile(r"os\.environ\[[^\]]+\]\s*=|os\.environ\.(update|setdefault)\(|os\.putenv\(")
+    offenders = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []

@@ -25,6 +25,7 @@ from poai.cli.common import (
     print_fields,
     print_json,
 )
+from poai.app import open_local
 from poai.errors import PoaiError
 
 console = Console()
@@ -51,8 +52,6 @@ def init(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a data directory for a network, with its genesis block."""
-    from poai.app import open_local
-
     dd, params, store, chain = open_local(data_dir, write=True, create=True, network=network)
     if model is not None:
         from poai.models.registry import load_registry, resolve_model_file
@@ -190,7 +189,7 @@ def info(data_dir: Path = DATA_DIR, rpc: str = RPC_OPTION, as_json: bool = JSON_
         from poai.chain.difficulty import compact_to_target
         from poai.node.mempool import Mempool
 
-        params, store, chain = datadir(data_dir).open_chain()
+        _, params, store, chain = open_local(data_dir, write=False)
         tip = chain.tip()
         nxt = chain.next_bits(tip)
         out = {"network": params.name, "chainId": params.chain_id, "height": tip.height,
@@ -240,7 +239,7 @@ def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_di
     from poai.chain.fees import INTRINSIC_GAS, fee_split
     from poai.chain.tx import decode_tx
 
-    params, store, chain = datadir(data_dir).open_chain()
+    _, params, store, chain = open_local(data_dir, write=False)
     b = _find_block(chain, ref)
     h = b.header
     if as_json:
@@ -288,15 +287,16 @@ def verify(
     start: int = typer.Option(1, "--from", min=1, help="re-run inference from this height (rules: all)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel"),
     data_dir: Path = DATA_DIR,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Re-check every main-chain block from its stored bytes, inference included;
-    name the first bad block."""
+    name the first bad block (exit 1)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from poai.node.chainstate import ModelCache
     from poai.node.verify import verify_chain
 
-    params, store, chain = datadir(data_dir).open_chain(models=ModelCache(kernel))
+    _, params, store, chain = open_local(data_dir, write=False, models=ModelCache(kernel))
     tip = chain.tip()
     with Progress(
         TextColumn("{task.description}"),
@@ -304,9 +304,18 @@ def verify(
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
+        disable=as_json,
     ) as progress:
         task = progress.add_task("verifying", total=tip.height)
         bad = verify_chain(chain, start=start, on_block=lambda h: progress.update(task, completed=h))
+    if as_json:
+        out = {"height": tip.height, "tip": _hex(tip.id), "valid": bad is None}
+        if bad is not None:
+            out["bad"] = {"height": bad[0], "id": _hex(bad[1]), "reason": bad[2], "message": bad[3]}
+        print_json(out)
+        if bad is not None:
+            raise typer.Exit(1)
+        return
     if bad is not None:
         height, block_id, reason, message = bad
         console.print(f"[bold red]block {height} ({block_id.hex()}) is invalid: {reason}[/] — {message}")
@@ -411,14 +420,13 @@ def send(
         latest = client.call("eth_getBlockByNumber", "latest", False)
         base_fee = hex_int(latest["baseFeePerGas"])
     elif not sign_only:
-        from poai.app import open_local
         from poai.node.mempool import Mempool
 
         _, params, store, chain = open_local(data_dir, write=True)
         chain_id, base_fee = params.chain_id, chain.next_base_fee()
         pool = Mempool(store, params, base_fee=chain.next_base_fee)
     else:
-        params, store, chain = dd.open_chain()
+        _, params, store, chain = open_local(data_dir, write=False)
         chain_id, base_fee = params.chain_id, chain.next_base_fee()
     cap = 2 * base_fee + tip if max_fee is None else _parse_gwei(max_fee, "--max-fee")
     if cap < tip:
@@ -543,7 +551,6 @@ def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_
         else:
             console.print(f"accepted {tx_hash}", soft_wrap=True)
         return
-    from poai.app import open_local
     from poai.node.mempool import Mempool
 
     _, params, store, chain = open_local(data_dir, write=True)
@@ -574,7 +581,7 @@ def _tx_local(data_dir: Path | None, h: bytes) -> dict:
     from poai.chain.tx import decode_tx
     from poai.node.mempool import Mempool
 
-    params, store, chain = datadir(data_dir).open_chain()
+    _, params, store, chain = open_local(data_dir, write=False)
     loc = store.tx_location(h)
     out: dict = {"hash": _hex(h)}
     if loc is not None:
@@ -660,8 +667,9 @@ def quiz(
     nonce: int = typer.Option(None, "--nonce", help="nonce (default: the block's, or 0)"),
     answer: bool = typer.Option(False, "--answer", help="let llama.cpp answer the quiz (not consensus)"),
     gpu_layers: int = typer.Option(0, "--gpu-layers", help="llama.cpp layers on the GPU (GPU builds)"),
-    model: str = typer.Option(None, "--model", "-m"),
+    model: str = typer.Option(None, "--model", "-m", help="vetted model (default: the network's first)"),
     data_dir: Path = DATA_DIR,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show an attempt's quiz, loss and fingerprint (and its proof digest)."""
     from poai import engine
@@ -669,8 +677,7 @@ def quiz(
     from poai.node.miner import Miner
     from poai.pow.proof import evaluate
 
-    dd = datadir(data_dir)
-    params, store, chain = dd.open_chain(create=True)
+    dd, params, store, chain = open_local(data_dir, write=False, create=True)
     if height is not None:
         block = _find_block(chain, str(height))
         header = block.header
@@ -684,6 +691,18 @@ def quiz(
         header = header.with_(nonce=nonce)
     ev = evaluate(m, header.core_bytes(), params.n_tokens)
     a = ev.attempt
+    if as_json:
+        out = {"height": header.height, "nonce": header.nonce, "model": entry.name, "tokens": params.n_tokens,
+               "seedTokens": a.n_prefix, "quizIndex": a.quiz_index, "answerTokens": a.n_answer,
+               "kind": a.quiz.kind, "prompt": a.quiz.prompt, "expected": a.quiz.answer,
+               "lossQ16": ev.loss_q16, "fingerprint": ev.fingerprint.decode(), "digest": ev.digest.hex(),
+               "isProof": ev.digest == header.proof}
+        if answer:
+            from poai.measure.llamacpp import answer_quiz
+
+            out["llamaAnswer"] = answer_quiz(m.path, a.quiz.prompt, gpu_layers=gpu_layers)
+        print_json(out)
+        return
     console.print(
         f"[bold]height {header.height} nonce {header.nonce}[/] ({entry.name}, {params.n_tokens} tokens: "
         f"{a.n_prefix} seed tokens, quiz {a.quiz_index}, {a.n_answer} answer tokens)"
@@ -714,11 +733,11 @@ def register(app: typer.Typer) -> None:
 @chain_app.command("bench")
 def pow_bench(
     network: str = typer.Option("main", "--network", "-n", help="whose seal bits and target to use"),
-    batch: int = typer.Option(4, "--batch", min=1, max=64),
+    batch: int = typer.Option(4, "--batch", min=1, max=64, help="attempts per forward pass"),
     samples: int = typer.Option(8, "--samples", min=1, help="seal grinds to average"),
-    model: str = typer.Option(None, "--model", "-m"),
-    kernel: str = typer.Option(None, "--kernel", "-k"),
-    as_json: bool = typer.Option(False, "--json"),
+    model: str = typer.Option(None, "--model", "-m", help="vetted model (default: the network's first)"),
+    kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Mining attempts/s, verify time per block and the seal's DoS cost ratio."""
     import json

@@ -122,7 +122,7 @@ def _stored_height(dd) -> int:
 
 
 def testnet(
-    nodes: int = typer.Option(3, "--nodes", "-n", min=1, max=16),
+    nodes: int = typer.Option(3, "--nodes", "-n", min=1, max=16, help="how many nodes"),
     blocks: int = typer.Option(6, "--blocks", "-b", min=1, help="converge at or above this height"),
     directory: Path = DIR_OPTION,
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for convergence"),

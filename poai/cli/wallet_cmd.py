@@ -86,6 +86,7 @@ def import_key(
     source: str = typer.Argument(..., help="a keystore JSON file, or '-' to type a hex private key"),
     data_dir: Path = DATA_DIR,
     password_file: Path = PASSWORD_FILE,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Import a V3 keystore file (kept encrypted) or a hex private key (encrypted now)."""
     from poai.wallet.keys import parse_private_key, to_checksum_address
@@ -102,6 +103,10 @@ def import_key(
         except OSError as exc:
             raise PoaiError(f"cannot read {source}: {exc}", reason="keystore-unreadable") from None
         addr = ks.import_keystore(text, password("Keystore password", password_file=password_file))
+    if as_json:
+        print_json({"address": to_checksum_address(addr), "index": ks.addresses().index(addr),
+                    "file": str(ks.path_for(addr)), "default": ks.default() == addr})
+        return
     console.print(f"imported [bold]{to_checksum_address(addr)}[/]", soft_wrap=True)
 
 
