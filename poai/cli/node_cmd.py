@@ -85,6 +85,14 @@ def run(
     console.print(f"stopped at height {_stored_height(node.datadir)}")
 
 
+def rpc_bind(text: str) -> tuple[str, int]:
+    """The RPC's bind address from --rpc: HOST:PORT, [IPv6]:PORT, :PORT or PORT; no host
+    means 127.0.0.1 (poai.app.parse_rpc)."""
+    from poai.app import parse_rpc
+
+    return parse_rpc(text)
+
+
 @node_app.command("status")
 def status(
     rpc: str = typer.Option("http://127.0.0.1:8545/", "--rpc", help="the node's JSON-RPC URL"),
