@@ -15,8 +15,9 @@ from poai.errors import PoaiError
 DATA_DIR = typer.Option(None, "--data-dir", "-d", help="data directory (default $POAI_DATA_DIR or ~/.poai)")
 JSON_OPTION = typer.Option(False, "--json", help="print the result as one JSON document")
 RPC_OPTION = typer.Option(
-    None, "--rpc", metavar="URL", help="ask a running node at this JSON-RPC URL (e.g. http://127.0.0.1:8545/) "
-    "instead of reading the data directory"
+    None, "--rpc", metavar="URL",
+    help="ask a running node at this JSON-RPC URL (e.g. http://127.0.0.1:8545/) instead of reading the data "
+    "directory"
 )
 #: The coin's name in amounts the CLI prints (no ticker is part of the protocol).
 COIN_NAME = "POAI"
