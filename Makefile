@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install build test test-fast bench lint selftest model clean
+.PHONY: install build test test-fast bench lint selftest model sdist clean
 
 # Editable install with the test extras; builds the C extension in place.
 install:
@@ -32,6 +32,10 @@ lint:
 	$(PYTHON) -m ruff check poai tests tools
 	mkdir -p build
 	$(PYTHON) -m cython -X language_level=3 --warning-errors -o build/_native_lint.c ext/_native.pyx
+
+# The source distribution (tests, vectors, docs and tools included) in dist/.
+sdist:
+	$(PYTHON) -m build --sdist
 
 clean:
 	rm -rf build dist *.egg-info poai/*.so ext/_native.c .pytest_cache

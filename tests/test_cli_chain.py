@@ -52,7 +52,12 @@ def flat(text: str) -> str:
 
 
 def poai(*args, ok: bool = True):
-    result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
+    from poai.node.datadir import release_locks
+
+    try:
+        result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
+    finally:
+        release_locks()  # each command's data-directory lock ends with it, as in its own process
     if ok:
         assert result.exit_code == 0, (args, result.output, result.exception)
     return result
@@ -89,7 +94,8 @@ def account(d: Path, addr: bytes):
 
 def balance_line(d: Path, addr: bytes) -> dict:
     out = flat(poai("balance", to_checksum_address(addr), "-d", d).output)
-    m = re.search(r"(0x[0-9a-fA-F]{40}) balance (\S+) immature (\S+) nonce (\d+) \(height (\d+)\)", out)
+    m = re.search(r"(0x[0-9a-fA-F]{40}) balance (\S+) POAI immature (\S+) POAI nonce (\d+) \(height (\d+)\)",
+                  out)
     assert m, out
     return {"address": m[1], "balance": m[2], "immature": m[3], "nonce": int(m[4]), "height": int(m[5])}
 
@@ -196,7 +202,7 @@ def test_eth_account_transfers_are_mined_and_move_balances(mined, transfers):
     assert f"accepted 0x{t2.hash.hex()}" in transfers.submitted[0]
     assert f"accepted 0x{t0.hash.hex()}" in transfers.submitted[1]
     assert "mempool 3" in transfers.info_before
-    assert "pending in the mempool" in transfers.shown_before
+    assert "status pending" in transfers.shown_before and "value 1.5 POAI" in transfers.shown_before
     assert "found 1 block(s)" in transfers.mine and "tip 4" in transfers.mine
     b4 = block_at(transfers.dir, 4)
     hashes = [decode_tx(raw, PARAMS.chain_id).hash for raw in b4.txs]
@@ -204,7 +210,7 @@ def test_eth_account_transfers_are_mined_and_move_balances(mined, transfers):
     assert hashes.index(t2.hash) < hashes.index(t0.hash)  # nonce order
     for tx in (t2, t0):
         shown = flat(poai("tx", "show", "0x" + tx.hash.hex(), "-d", transfers.dir).output)
-        assert f"mined in block 4 ({b4.id.hex()})" in shown
+        assert f"status mined block 4 (0x{b4.id.hex()}), index" in shown and "confirmations 1" in shown
     assert account(transfers.dir, R1).balance == COIN // 4
     assert account(transfers.dir, R2).balance == COIN // 2
     assert balance_line(transfers.dir, R1)["balance"] == "0.25"
@@ -215,7 +221,7 @@ def test_eth_account_transfers_are_mined_and_move_balances(mined, transfers):
 
 def test_send_is_mined_and_the_fees_go_to_the_miner(mined, transfers):
     d = transfers.dir
-    assert "sent 1.5 to" in transfers.sent and "(nonce 2," in transfers.sent  # after the two pending
+    assert "sent 1.5 POAI to" in transfers.sent and "(nonce 2," in transfers.sent  # after the two pending
     t2, t0 = transfers.txs
     # Block 4's base fee is the 1 gwei floor (blocks 1-3 were empty).  Tips to the miner:
     # type 2: min(2, 3 - 1) = 2 gwei; legacy: 3 - 1 = 2 gwei; send's default tip: 1 gwei.
@@ -275,7 +281,8 @@ def test_keys_new_list_export_import(tmp_path):
     addr = re.search(r"new key (0x[0-9a-fA-F]{40})", new)[1]
     assert addr == to_checksum_address(addr)
     listed = flat(poai("keys", "list", "-d", d).output)
-    assert re.search(rf"│ 0 │ {addr} │ UTC--\S+--{addr[2:].lower()}", listed), listed
+    # piped (not a terminal): tab-separated lines with whole addresses; * marks the default key
+    assert re.search(rf"0 {addr} UTC--\S+--{addr[2:].lower()} \*", listed), listed
     # The V3 JSON that `keys export` prints is what eth-account decrypts.
     exported = poai("keys", "export", "0", "-d", d).stdout
     pk = bytes(EthAccount.decrypt(json.loads(exported), PW))

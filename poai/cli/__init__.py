@@ -1,7 +1,9 @@
 """The ``poai`` command line (typer).
 
 Each area registers its commands from its own module; this is the only layer
-that turns :class:`poai.errors.PoaiError` into messages and exit codes.
+that turns :class:`poai.errors.PoaiError` into messages and exit codes: one
+line ``error: ...`` on stderr, exit 2, or the code EXIT_CODES gives the error's
+reason (docs/OPERATING.md lists them).
 """
 
 from __future__ import annotations
@@ -14,12 +16,49 @@ from rich.console import Console
 from poai.errors import PoaiError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="poai",
     help="poai: a blockchain whose proof of work is exact LLM inference.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+#: Exit codes other than 2 (any other PoaiError), by reason.
+EXIT_CODES = {
+    "listen-failed": 3,     # a bad or busy --listen / --rpc address
+    "datadir-locked": 4,    # another poai process holds the data directory
+}
+
+
+def version_text() -> str:
+    """'poai 0.1.0 (engine protocol 4, chain protocol 3, wire protocol 3)'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import poai
+    from poai.chain.params import CHAIN_PROTOCOL_VERSION
+    from poai.net.protocol import WIRE_PROTOCOL_VERSION
+
+    try:
+        v = version("poai")
+    except PackageNotFoundError:
+        v = poai.__version__
+    return (f"poai {v} (engine protocol {poai.ENGINE_PROTOCOL_VERSION}, chain protocol "
+            f"{CHAIN_PROTOCOL_VERSION}, wire protocol {WIRE_PROTOCOL_VERSION})")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and the protocol numbers, then exit"),
+) -> None:
+    """poai: a blockchain whose proof of work is exact LLM inference."""
 
 
 def _register() -> None:
@@ -39,5 +78,7 @@ def main() -> None:
     try:
         app()
     except PoaiError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_CODES.get(exc.reason, 2))

@@ -12,19 +12,26 @@ from rich.table import Table
 
 from poai.cli.common import (
     ALLOW_EMPTY_PASSWORD,
+    COIN_NAME,
     DATA_DIR,
+    JSON_OPTION,
     MINER_PASSWORD_FILE,
+    RPC_OPTION,
+    coins,
     datadir,
     format_amount,
-    new_key_password,
     parse_amount,
     password,
+    print_fields,
+    print_json,
 )
+from poai.app import open_local
 from poai.errors import PoaiError
 
 console = Console()
-chain_app = typer.Typer(help="Inspect and verify the local chain.", no_args_is_help=True)
-tx_app = typer.Typer(help="Transactions.", no_args_is_help=True)
+chain_app = typer.Typer(rich_markup_mode=None, help="Inspect and verify the local chain.",
+                        no_args_is_help=True)
+tx_app = typer.Typer(rich_markup_mode=None, help="Transactions.", no_args_is_help=True)
 PASSWORD_FILE = typer.Option(None, "--password-file", help="read the key password from this file")
 
 
@@ -42,10 +49,10 @@ def init(
     network: str = typer.Option("dev", "--network", "-n", help="dev | test | main"),
     model: str = typer.Option(None, "--model", "-m", help="check that this vetted model is present"),
     data_dir: Path = DATA_DIR,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a data directory for a network, with its genesis block."""
-    dd = datadir(data_dir)
-    params, store, chain = dd.open_chain(create=True, network=network)
+    dd, params, store, chain = open_local(data_dir, write=True, create=True, network=network)
     if model is not None:
         from poai.models.registry import load_registry, resolve_model_file
 
@@ -56,6 +63,10 @@ def init(
             )
         resolve_model_file(entry.name)
     tip = chain.tip()
+    if as_json:
+        print_json({"network": params.name, "chainId": params.chain_id, "dataDir": str(dd.path),
+                    "genesis": _hex(chain.genesis.id), "height": tip.height})
+        return
     console.print(
         f"[bold]{params.name}[/] network (chain id {params.chain_id}) in {dd.path}; "
         f"genesis {chain.genesis.id.hex()[:16]}…, height {tip.height}"
@@ -64,26 +75,11 @@ def init(
 
 def _miner_address(dd, address: str | None, *, password_file: Path | None = None,
                    allow_empty_password: bool = False) -> bytes:
-    """--address, else the keystore's first key, else a new key whose password
-    is --password-file or $POAI_PASSWORD (empty only with --allow-empty-password)."""
-    from poai.wallet.keys import parse_address
+    """--address, else the keystore's default key (poai.app.payout_address)."""
+    from poai.app import payout_address
 
-    if address is not None:
-        return parse_address(address)
-    ks = dd.keystore()
-    addrs = ks.addresses()
-    if addrs:
-        return addrs[0]
-    pw = new_key_password(password_file, allow_empty_password)
-    addr = ks.new(pw)
-    if not pw:
-        note = "an EMPTY password (--allow-empty-password)"
-    elif password_file is not None:
-        note = "the password in --password-file"
-    else:
-        note = "the password in $POAI_PASSWORD"
-    console.print(f"created miner key [bold]{_checksum(addr)}[/] in {ks.path_for(addr).parent} with {note}")
-    return addr
+    return payout_address(dd, address, password_file=password_file,
+                          allow_empty_password=allow_empty_password, say=console.print)
 
 
 def mine(
@@ -93,18 +89,23 @@ def mine(
     threads: int = typer.Option(
         None, "--threads", "-t", min=1, help="inference threads (default: all cores)"
     ),
-    batch: int = typer.Option(4, "--batch", min=1, max=64, help="attempts per forward pass"),
+    batch: int = typer.Option(None, "--batch", min=1, max=64, help="attempts per forward pass (default 4)"),
     network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
     password_file: Path = MINER_PASSWORD_FILE,
     allow_empty_password: bool = ALLOW_EMPTY_PASSWORD,
     data_dir: Path = DATA_DIR,
 ) -> None:
-    """Mine blocks on the local chain (a fresh data directory is initialised)."""
-    import os
+    """Mine blocks on the local chain (a fresh data directory is initialised).
+    Every option can also be set in the mine table of <data dir>/poai.toml."""
+    from poai.app import apply_threads, mine_config
 
-    if threads is not None:
-        os.environ["POAI_THREADS"] = str(threads)
+    c = mine_config(data_dir, network=network, model=model, blocks=blocks, address=address, kernel=kernel,
+                    threads=threads, batch=batch, password_file=password_file,
+                    allow_empty_password=allow_empty_password or None)
+    network, model, blocks, address, kernel, threads, batch, password_file, allow_empty_password = (
+        c.network, c.model, c.blocks, c.address, c.kernel, c.threads, c.batch, c.password_file,
+        c.allow_empty_password)
     from poai import engine
     from poai.models.registry import load_registry
     from poai.node.chainstate import ModelCache
@@ -112,6 +113,7 @@ def mine(
     from poai.node.miner import Miner
 
     dd = datadir(data_dir)
+    dd.lock()
     params = dd.init(network)
     reg = load_registry()
     entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
@@ -120,6 +122,7 @@ def mine(
     # the payout key first: a refusal should not wait for the model to load
     addr = _miner_address(dd, address, password_file=password_file, allow_empty_password=allow_empty_password)
     m = engine.load(entry.name, kernel=kernel)
+    apply_threads(m, threads)
     models = ModelCache(kernel)
     models.put(entry.sha256, m)
     params, store, chain = dd.open_chain(models=models)
@@ -172,28 +175,45 @@ def mine(
 
 
 @chain_app.command("info")
-def info(data_dir: Path = DATA_DIR) -> None:
-    """The tip, difficulty and sizes of the local chain."""
-    from poai.chain.difficulty import compact_to_target
-    from poai.node.mempool import Mempool
+def info(data_dir: Path = DATA_DIR, rpc: str = RPC_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """The tip, difficulty and sizes of the local chain (or, with --rpc, of a running node)."""
+    if rpc is not None:
+        from poai.cli.remote import RpcClient
 
-    params, store, chain = datadir(data_dir).open_chain()
-    tip = chain.tip()
-    nxt = chain.next_bits(tip)
-    t = Table.grid(padding=(0, 2))
-    for k, v in (
-        ("network", f"{params.name} (chain id {params.chain_id})"),
-        ("height", str(tip.height)),
-        ("tip", tip.id.hex()),
-        ("time", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(tip.time))),
-        ("chain work", str(tip.work)),
-        ("next bits", f"{nxt:#010x} (1 in {(1 << 256) // (compact_to_target(nxt) + 1)} "
-                      "for the work-unit model)"),
-        ("blocks stored", str(store.block_count())),
-        ("mempool", str(len(Mempool(store, params, base_fee=chain.next_base_fee)))),
-    ):
-        t.add_row(k, v)
-    console.print(t)
+        client = RpcClient(rpc)
+        node = client.call("poai_nodeInfo")
+        out = {"network": node["network"], "chainId": node["chainId"], "height": node["tip"]["height"],
+               "tip": node["tip"]["hash"], "time": node["tip"]["time"], "chainWork": node["tip"]["work"],
+               "mempool": node["mempoolSize"], "peers": node["peers"]}
+    else:
+        from poai.chain.difficulty import compact_to_target
+        from poai.node.mempool import Mempool
+
+        _, params, store, chain = open_local(data_dir, write=False)
+        tip = chain.tip()
+        nxt = chain.next_bits(tip)
+        out = {"network": params.name, "chainId": params.chain_id, "height": tip.height,
+               "tip": _hex(tip.id), "time": tip.time, "chainWork": str(tip.work),
+               "nextBits": f"{nxt:#010x}", "nextOdds": str((1 << 256) // (compact_to_target(nxt) + 1)),
+               "blocksStored": store.block_count(),
+               "mempool": len(Mempool(store, params, base_fee=chain.next_base_fee))}
+    if as_json:
+        print_json(out)
+        return
+    rows = [
+        ("network", f"{out['network']} (chain id {out['chainId']})"),
+        ("height", str(out["height"])),
+        ("tip", out["tip"].removeprefix("0x")),
+        ("time", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(out["time"]))),
+        ("chain work", out["chainWork"]),
+    ]
+    if "nextBits" in out:
+        rows += [("next bits", f"{out['nextBits']} (1 in {out['nextOdds']} for the work-unit model)"),
+                 ("blocks stored", str(out["blocksStored"]))]
+    rows.append(("mempool", str(out["mempool"])))
+    if "peers" in out:
+        rows.append(("peers", str(out["peers"])))
+    print_fields(rows, console)
 
 
 def _find_block(chain, ref: str):
@@ -213,14 +233,26 @@ def _find_block(chain, ref: str):
 
 
 @chain_app.command("block")
-def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_dir: Path = DATA_DIR) -> None:
+def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_dir: Path = DATA_DIR,
+              as_json: bool = JSON_OPTION) -> None:
     """Show a block: header fields, coinbase and transactions."""
     from poai.chain.fees import INTRINSIC_GAS, fee_split
     from poai.chain.tx import decode_tx
 
-    params, store, chain = datadir(data_dir).open_chain()
+    _, params, store, chain = open_local(data_dir, write=False)
     b = _find_block(chain, ref)
     h = b.header
+    if as_json:
+        txs = [decode_tx(raw, params.chain_id) for raw in b.txs]
+        print_json({
+            "id": _hex(h.id), "height": h.height, "prev": _hex(h.prev_hash), "time": h.time,
+            "bits": f"{h.bits:#010x}", "baseFee": str(h.base_fee), "model": h.model.hex(),
+            "miner": _checksum(h.miner), "nonce": h.nonce, "seal": h.seal, "proof": _hex(h.proof),
+            "txRoot": _hex(h.tx_root), "stateRoot": _hex(h.state_root),
+            "coinbase": {"to": _checksum(b.coinbase.miner), "value": str(b.coinbase.value)},
+            "transactions": [_hex(tx.hash) for tx in txs],
+        })
+        return
     t = Table.grid(padding=(0, 2))
     for k, v in (
         ("id", h.id.hex()),
@@ -255,15 +287,16 @@ def verify(
     start: int = typer.Option(1, "--from", min=1, help="re-run inference from this height (rules: all)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel"),
     data_dir: Path = DATA_DIR,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Re-check every main-chain block from its stored bytes, inference included;
-    name the first bad block."""
+    name the first bad block (exit 1)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from poai.node.chainstate import ModelCache
     from poai.node.verify import verify_chain
 
-    params, store, chain = datadir(data_dir).open_chain(models=ModelCache(kernel))
+    _, params, store, chain = open_local(data_dir, write=False, models=ModelCache(kernel))
     tip = chain.tip()
     with Progress(
         TextColumn("{task.description}"),
@@ -271,9 +304,18 @@ def verify(
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
+        disable=as_json,
     ) as progress:
         task = progress.add_task("verifying", total=tip.height)
         bad = verify_chain(chain, start=start, on_block=lambda h: progress.update(task, completed=h))
+    if as_json:
+        out = {"height": tip.height, "tip": _hex(tip.id), "valid": bad is None}
+        if bad is not None:
+            out["bad"] = {"height": bad[0], "id": _hex(bad[1]), "reason": bad[2], "message": bad[3]}
+        print_json(out)
+        if bad is not None:
+            raise typer.Exit(1)
+        return
     if bad is not None:
         height, block_id, reason, message = bad
         console.print(f"[bold red]block {height} ({block_id.hex()}) is invalid: {reason}[/] — {message}")
@@ -281,28 +323,55 @@ def verify(
     console.print(f"[green]all {tip.height} blocks verified[/] (tip {tip.id.hex()[:16]}…)")
 
 
-def balance(address: str = typer.Argument(..., help="0x address"), data_dir: Path = DATA_DIR) -> None:
-    """An address's spendable balance, immature mining rewards and nonce."""
+def balance(
+    address: str = typer.Argument(..., help="0x address"),
+    data_dir: Path = DATA_DIR,
+    rpc: str = RPC_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """An address's spendable balance, immature mining rewards and nonce (with --rpc: balance
+    and nonce as a running node reports them)."""
     from poai.wallet.keys import parse_address
 
     addr = parse_address(address)
-    dd = datadir(data_dir)
-    from poai.store import Store
+    immature = None
+    if rpc is not None:
+        from poai.cli.remote import RpcClient, hex_int
 
-    params = dd.params()
-    store = Store(dd.db_path, readonly=True)
-    acc = store.account(addr)
-    tip = store.tip()
-    immature = 0
-    from poai.chain.block import Block
+        client = RpcClient(rpc)
+        bal = hex_int(client.call("eth_getBalance", _hex(addr), "latest"))
+        nonce = hex_int(client.call("eth_getTransactionCount", _hex(addr), "latest"))
+        height = hex_int(client.call("eth_blockNumber"))
+    else:
+        from poai.chain.block import Block
+        from poai.store import Store
 
-    for h in range(max(1, tip.height - params.coinbase_maturity + 1), tip.height + 1):
-        b = Block.decode(store.block_bytes(store.main_id(h)), params.max_block_bytes)
-        if b.coinbase.miner == addr:
-            immature += b.coinbase.value
+        dd = datadir(data_dir)
+        params = dd.params()
+        store = Store(dd.db_path, readonly=True)
+        try:
+            acc = store.account(addr)
+            tip = store.tip()
+            immature = 0
+            for h in range(max(1, tip.height - params.coinbase_maturity + 1), tip.height + 1):
+                b = Block.decode(store.block_bytes(store.main_id(h)), params.max_block_bytes)
+                if b.coinbase.miner == addr:
+                    immature += b.coinbase.value
+        finally:
+            store.close()
+        bal, nonce, height = acc.balance, acc.nonce, tip.height
+    if as_json:
+        out = {"address": _checksum(addr), "balance": format_amount(bal), "balanceWei": str(bal),
+               "nonce": nonce, "height": height}
+        if immature is not None:
+            out.update(immature=format_amount(immature), immatureWei=str(immature))
+        print_json(out)
+        return
     console.print(
-        f"{_checksum(addr)}  balance [bold]{format_amount(acc.balance)}[/]  "
-        f"immature {format_amount(immature)}  nonce {acc.nonce}  (height {tip.height})"
+        f"{_checksum(addr)}  balance [bold]{coins(bal)}[/]  "
+        + (f"immature {coins(immature)}  " if immature is not None else "")
+        + f"nonce {nonce}  (height {height})",
+        soft_wrap=True,
     )
 
 
@@ -316,58 +385,137 @@ def send(
     max_fee: str = typer.Option(
         None, "--max-fee", help="most the sender pays per gas, gwei (default: 2 x base fee + tip)"
     ),
+    nonce: int = typer.Option(
+        None, "--nonce", min=0, help="the transaction's nonce (default: the next unused, pending included)"
+    ),
+    sign_only: bool = typer.Option(
+        False, "--sign-only", help="print the signed transaction's raw hex and send nothing"
+    ),
+    wait: bool = typer.Option(False, "--wait", help="wait until a block includes it (needs --rpc)"),
+    timeout: float = typer.Option(300.0, "--timeout", min=1, help="seconds --wait waits"),
+    rpc: str = RPC_OPTION,
     password_file: Path = PASSWORD_FILE,
     data_dir: Path = DATA_DIR,
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Sign a transfer (EIP-1559) with a local key and add it to the mempool."""
+    """Sign a transfer (EIP-1559) with a local key and add it to the mempool (of the local
+    chain, or with --rpc of a running node)."""
     from poai.chain.fees import INTRINSIC_GAS
+    from poai.wallet.keys import parse_address, private_key_to_address
     from poai.wallet.signing import sign_transfer
-    from poai.node.mempool import Mempool
-    from poai.wallet.keys import parse_address
 
+    if wait and rpc is None:
+        raise PoaiError("--wait needs --rpc: no node mines a data directory this command holds",
+                        reason="bad-option")
     dd = datadir(data_dir)
-    params, store, chain = dd.open_chain()
     value = parse_amount(amount)
-    gwei = 10**9
+    recipient = parse_address(to)
     tip = _parse_gwei(priority_fee, "--priority-fee")
-    base_fee = chain.next_base_fee()
+    client = pool = store = None
+    if rpc is not None:
+        from poai.cli.remote import RpcClient, hex_int
+
+        client = RpcClient(rpc)
+        chain_id = hex_int(client.call("eth_chainId"))
+        latest = client.call("eth_getBlockByNumber", "latest", False)
+        base_fee = hex_int(latest["baseFeePerGas"])
+    elif not sign_only:
+        from poai.node.mempool import Mempool
+
+        _, params, store, chain = open_local(data_dir, write=True)
+        chain_id, base_fee = params.chain_id, chain.next_base_fee()
+        pool = Mempool(store, params, base_fee=chain.next_base_fee)
+    else:
+        _, params, store, chain = open_local(data_dir, write=False)
+        chain_id, base_fee = params.chain_id, chain.next_base_fee()
     cap = 2 * base_fee + tip if max_fee is None else _parse_gwei(max_fee, "--max-fee")
     if cap < tip:
         raise PoaiError(
-            f"--max-fee {cap / gwei:g} gwei is below the tip {tip / gwei:g} gwei", reason="bad-amount"
+            f"--max-fee {_gwei_text(cap)} gwei is below the tip {_gwei_text(tip)} gwei", reason="bad-amount"
         )
     ks = dd.keystore()
     ref = int(from_key) if from_key.isdigit() else from_key
     pk = ks.private_key(ref, password("Key password", password_file=password_file))
-    from poai.wallet.keys import private_key_to_address
-
     sender = private_key_to_address(pk)
-    pool = Mempool(store, params, base_fee=chain.next_base_fee)
-    nonce = store.account(sender).nonce
-    pending = sorted(tx.nonce for tx, _ in pool.pending() if tx.sender == sender)
-    while nonce in pending:
-        nonce += 1
+    if client is not None:
+        balance = hex_int(client.call("eth_getBalance", _hex(sender), "latest"))
+        next_nonce = hex_int(client.call("eth_getTransactionCount", _hex(sender), "pending"))
+    else:
+        acc = store.account(sender)
+        balance, next_nonce = acc.balance, acc.nonce
+        if pool is not None:
+            pending = sorted(tx.nonce for tx, _ in pool.pending() if tx.sender == sender)
+            while next_nonce in pending:
+                next_nonce += 1
+    if nonce is None:
+        nonce = next_nonce
+    fee_max = INTRINSIC_GAS * cap
+    if not sign_only and balance < value + fee_max:
+        raise PoaiError(
+            f"balance {coins(balance)} does not cover {coins(value)} + fee {coins(fee_max)} "
+            f"(at most {INTRINSIC_GAS} gas x {_gwei_text(cap)} gwei)",
+            reason="tx-insufficient-funds",
+        )
     tx = sign_transfer(
         pk,
-        chain_id=params.chain_id,
+        chain_id=chain_id,
         nonce=nonce,
-        to=parse_address(to),
+        to=recipient,
         value=value,
         max_fee_per_gas=cap,
         max_priority_fee_per_gas=tip,
         gas=INTRINSIC_GAS,
         tx_type=2,
     )
-    pool.add(tx.raw)
+    out = {"hash": _hex(tx.hash), "from": _checksum(sender), "to": _checksum(recipient),
+           "value": format_amount(value), "nonce": nonce, "maxFeePerGas": str(cap),
+           "maxPriorityFeePerGas": str(tip), "raw": _hex(tx.raw)}
+    if sign_only:
+        if as_json:
+            print_json(out)
+        else:
+            print(_hex(tx.raw))
+        return
+    if client is not None:
+        client.call("eth_sendRawTransaction", _hex(tx.raw))
+    else:
+        pool.add(tx.raw)
+    out["status"] = "pending"
+    if wait:
+        receipt = _wait_receipt(client, tx.hash, timeout)
+        out.update(status="mined", block=hex_int(receipt["blockNumber"]), blockHash=receipt["blockHash"])
+    if as_json:
+        print_json(out)
+        return
     fee_now = INTRINSIC_GAS * (base_fee + min(tip, cap - base_fee)) if cap >= base_fee else None
     fee_text = (
-        f"fee {format_amount(fee_now)} at today's base fee" if fee_now is not None
+        f"fee {coins(fee_now)} at today's base fee" if fee_now is not None
         else "fee cap below the base fee"
     )
     console.print(
-        f"sent {format_amount(value)} to {_checksum(tx.to)}: {_hex(tx.hash)} (nonce {nonce}, "
-        f"{fee_text}); it is mined with the next block"
+        f"sent {coins(value)} to {_checksum(tx.to)}: {_hex(tx.hash)} (nonce {nonce}, {fee_text})"
+        + (f"; mined in block {out['block']}" if wait else "; it is mined with the next block"),
+        soft_wrap=True,
     )
+
+
+def _wait_receipt(client, tx_hash: bytes, timeout: float) -> dict:
+    """The receipt once a block includes the transaction (PoaiError ``wait-timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        receipt = client.call("eth_getTransactionReceipt", _hex(tx_hash))
+        if receipt is not None and receipt.get("blockNumber") is not None:
+            return receipt
+        if time.monotonic() >= deadline:
+            raise PoaiError(f"{_hex(tx_hash)} was not mined within {timeout:g} s (it may still be)",
+                            reason="wait-timeout")
+        time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+
+def _gwei_text(wei: int) -> str:
+    from decimal import Decimal
+
+    return format(Decimal(wei) / 10**9, "f").rstrip("0").rstrip(".") if wei % 10**9 else str(wei // 10**9)
 
 
 def _parse_gwei(text: str, what: str) -> int:
@@ -378,6 +526,8 @@ def _parse_gwei(text: str, what: str) -> int:
         d = Decimal(text)
     except InvalidOperation:
         raise PoaiError(f"{what}: {text!r} is not a number of gwei", reason="bad-amount") from None
+    if not d.is_finite():
+        raise PoaiError(f"{what}: {text!r} is not a number of gwei", reason="bad-amount")
     wei = d * 10**9
     if d < 0 or wei != wei.to_integral_value():
         raise PoaiError(f"{what}: {text!r} is negative or finer than 1 wei", reason="bad-amount")
@@ -385,41 +535,131 @@ def _parse_gwei(text: str, what: str) -> int:
 
 
 @tx_app.command("submit")
-def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_dir: Path = DATA_DIR) -> None:
+def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_dir: Path = DATA_DIR,
+           rpc: str = RPC_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Add a signed Ethereum transaction (e.g. from eth-account or MetaMask) to the mempool."""
-    from poai.node.mempool import Mempool
-
     try:
         data = bytes.fromhex(raw.strip().removeprefix("0x"))
     except ValueError:
         raise PoaiError("the transaction is not hex", reason="tx-malformed") from None
-    params, store, chain = datadir(data_dir).open_chain()
+    if rpc is not None:
+        from poai.cli.remote import RpcClient
+
+        tx_hash = RpcClient(rpc).call("eth_sendRawTransaction", _hex(data))
+        if as_json:
+            print_json({"hash": tx_hash, "status": "pending"})
+        else:
+            console.print(f"accepted {tx_hash}", soft_wrap=True)
+        return
+    from poai.node.mempool import Mempool
+
+    _, params, store, chain = open_local(data_dir, write=True)
     tx = Mempool(store, params, base_fee=chain.next_base_fee).add(data)
+    if as_json:
+        print_json({"hash": _hex(tx.hash), "status": "pending", "from": _checksum(tx.sender),
+                    "to": _checksum(tx.to), "value": format_amount(tx.value)})
+        return
     console.print(
-        f"accepted {_hex(tx.hash)}: {format_amount(tx.value)} from {_checksum(tx.sender)} "
-        f"to {_checksum(tx.to)}"
+        f"accepted {_hex(tx.hash)}: {coins(tx.value)} from {_checksum(tx.sender)} "
+        f"to {_checksum(tx.to)}", soft_wrap=True,
     )
 
 
-@tx_app.command("show")
-def tx_show(tx_hash: str = typer.Argument(...), data_dir: Path = DATA_DIR) -> None:
-    """Where a transaction is: mined (block, height) or pending."""
+def _tx_fields(tx) -> dict:
+    out = {"from": _checksum(tx.sender), "to": _checksum(tx.to), "value": format_amount(tx.value),
+           "valueWei": str(tx.value), "nonce": tx.nonce, "type": tx.tx_type, "gas": tx.gas,
+           "chainId": tx.chain_id}
+    if tx.tx_type == 2:
+        out.update(maxFeePerGas=str(tx.max_fee_per_gas),
+                   maxPriorityFeePerGas=str(tx.max_priority_fee_per_gas))
+    else:
+        out["gasPrice"] = str(tx.max_fee_per_gas)
+    return out
+
+
+def _tx_local(data_dir: Path | None, h: bytes) -> dict:
+    from poai.chain.tx import decode_tx
     from poai.node.mempool import Mempool
 
+    _, params, store, chain = open_local(data_dir, write=False)
+    loc = store.tx_location(h)
+    out: dict = {"hash": _hex(h)}
+    if loc is not None:
+        block = chain.block(loc.block_id)
+        tx = decode_tx(block.txs[loc.idx], params.chain_id)
+        out.update(status="mined", block=loc.height, blockHash=_hex(loc.block_id), index=loc.idx,
+                   confirmations=chain.tip().height - loc.height + 1, **_tx_fields(tx))
+        return out
+    for tx, _ in Mempool(store, params, base_fee=chain.next_base_fee).pending():
+        if tx.hash == h:
+            out.update(status="pending", block=None, confirmations=0, **_tx_fields(tx))
+            return out
+    out["status"] = "unknown"
+    return out
+
+
+def _tx_remote(rpc: str, h: bytes) -> dict:
+    from poai.cli.remote import RpcClient, hex_int
+
+    client = RpcClient(rpc)
+    t = client.call("eth_getTransactionByHash", _hex(h))
+    out: dict = {"hash": _hex(h)}
+    if t is None:
+        out["status"] = "unknown"
+        return out
+    value = hex_int(t["value"])
+    fields = {"from": t["from"], "to": t["to"], "value": format_amount(value), "valueWei": str(value),
+              "nonce": hex_int(t["nonce"]), "type": hex_int(t["type"]), "gas": hex_int(t["gas"]),
+              "chainId": hex_int(t["chainId"])}
+    if "maxFeePerGas" in t:
+        fields.update(maxFeePerGas=str(hex_int(t["maxFeePerGas"])),
+                      maxPriorityFeePerGas=str(hex_int(t["maxPriorityFeePerGas"])))
+    else:
+        fields["gasPrice"] = str(hex_int(t["gasPrice"]))
+    if t.get("blockNumber") is None:
+        out.update(status="pending", block=None, confirmations=0, **fields)
+    else:
+        height = hex_int(t["blockNumber"])
+        out.update(status="mined", block=height, blockHash=t["blockHash"],
+                   index=hex_int(t["transactionIndex"]),
+                   confirmations=hex_int(client.call("eth_blockNumber")) - height + 1, **fields)
+    return out
+
+
+@tx_app.command("show")
+def tx_show(
+    tx_hash: str = typer.Argument(..., help="the transaction hash (0x and 64 hex digits)"),
+    data_dir: Path = DATA_DIR,
+    rpc: str = RPC_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A transaction's status (mined, pending or unknown: exit 1), block, confirmations and fields."""
     try:
         h = bytes.fromhex(tx_hash.strip().removeprefix("0x"))
     except ValueError:
         h = b""
     if len(h) != 32:
         raise PoaiError(f"{tx_hash!r} is not a transaction hash (0x and 64 hex digits)", reason="bad-tx-hash")
-    params, store, chain = datadir(data_dir).open_chain()
-    loc = store.tx_location(h)
-    if loc is not None:
-        console.print(f"mined in block {loc.height} ({loc.block_id.hex()}), index {loc.idx}")
-    elif any(tx.hash == h for tx, _ in Mempool(store, params, base_fee=chain.next_base_fee).pending()):
-        console.print("pending in the mempool")
+    out = _tx_remote(rpc, h) if rpc is not None else _tx_local(data_dir, h)
+    if as_json:
+        print_json(out)
     else:
-        raise PoaiError(f"unknown transaction {tx_hash}", reason="not-found")
+        rows = [("hash", out["hash"]), ("status", out["status"])]
+        if out["status"] == "mined":
+            rows += [("block", f"{out['block']} ({out['blockHash']}), index {out['index']}"),
+                     ("confirmations", str(out["confirmations"]))]
+        if out["status"] != "unknown":
+            rows += [("from", out["from"]), ("to", out["to"]),
+                     ("value", f"{out['value']} {COIN_NAME}"), ("nonce", str(out["nonce"])),
+                     ("type", str(out["type"])), ("gas", str(out["gas"]))]
+            if "maxFeePerGas" in out:
+                rows += [("max fee", f"{_gwei_text(int(out['maxFeePerGas']))} gwei per gas"),
+                         ("priority fee", f"{_gwei_text(int(out['maxPriorityFeePerGas']))} gwei per gas")]
+            else:
+                rows.append(("gas price", f"{_gwei_text(int(out['gasPrice']))} gwei per gas"))
+        print_fields(rows, console)
+    if out["status"] == "unknown":
+        raise typer.Exit(1)
 
 
 def quiz(
@@ -427,8 +667,9 @@ def quiz(
     nonce: int = typer.Option(None, "--nonce", help="nonce (default: the block's, or 0)"),
     answer: bool = typer.Option(False, "--answer", help="let llama.cpp answer the quiz (not consensus)"),
     gpu_layers: int = typer.Option(0, "--gpu-layers", help="llama.cpp layers on the GPU (GPU builds)"),
-    model: str = typer.Option(None, "--model", "-m"),
+    model: str = typer.Option(None, "--model", "-m", help="vetted model (default: the network's first)"),
     data_dir: Path = DATA_DIR,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show an attempt's quiz, loss and fingerprint (and its proof digest)."""
     from poai import engine
@@ -436,8 +677,7 @@ def quiz(
     from poai.node.miner import Miner
     from poai.pow.proof import evaluate
 
-    dd = datadir(data_dir)
-    params, store, chain = dd.open_chain(create=True)
+    dd, params, store, chain = open_local(data_dir, write=False, create=True)
     if height is not None:
         block = _find_block(chain, str(height))
         header = block.header
@@ -451,6 +691,18 @@ def quiz(
         header = header.with_(nonce=nonce)
     ev = evaluate(m, header.core_bytes(), params.n_tokens)
     a = ev.attempt
+    if as_json:
+        out = {"height": header.height, "nonce": header.nonce, "model": entry.name, "tokens": params.n_tokens,
+               "seedTokens": a.n_prefix, "quizIndex": a.quiz_index, "answerTokens": a.n_answer,
+               "kind": a.quiz.kind, "prompt": a.quiz.prompt, "expected": a.quiz.answer,
+               "lossQ16": ev.loss_q16, "fingerprint": ev.fingerprint.decode(), "digest": ev.digest.hex(),
+               "isProof": ev.digest == header.proof}
+        if answer:
+            from poai.measure.llamacpp import answer_quiz
+
+            out["llamaAnswer"] = answer_quiz(m.path, a.quiz.prompt, gpu_layers=gpu_layers)
+        print_json(out)
+        return
     console.print(
         f"[bold]height {header.height} nonce {header.nonce}[/] ({entry.name}, {params.n_tokens} tokens: "
         f"{a.n_prefix} seed tokens, quiz {a.quiz_index}, {a.n_answer} answer tokens)"
@@ -481,11 +733,11 @@ def register(app: typer.Typer) -> None:
 @chain_app.command("bench")
 def pow_bench(
     network: str = typer.Option("main", "--network", "-n", help="whose seal bits and target to use"),
-    batch: int = typer.Option(4, "--batch", min=1, max=64),
+    batch: int = typer.Option(4, "--batch", min=1, max=64, help="attempts per forward pass"),
     samples: int = typer.Option(8, "--samples", min=1, help="seal grinds to average"),
-    model: str = typer.Option(None, "--model", "-m"),
-    kernel: str = typer.Option(None, "--kernel", "-k"),
-    as_json: bool = typer.Option(False, "--json"),
+    model: str = typer.Option(None, "--model", "-m", help="vetted model (default: the network's first)"),
+    kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Mining attempts/s, verify time per block and the seal's DoS cost ratio."""
     import json

@@ -1,8 +1,10 @@
-"""Shared CLI helpers: data directory option, amounts, addresses, passwords, the miner key."""
+"""Shared CLI helpers: data directory option, amounts, output (tables, JSON), passwords."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -11,6 +13,14 @@ from poai.chain.params import COIN
 from poai.errors import PoaiError
 
 DATA_DIR = typer.Option(None, "--data-dir", "-d", help="data directory (default $POAI_DATA_DIR or ~/.poai)")
+JSON_OPTION = typer.Option(False, "--json", help="print the result as one JSON document")
+RPC_OPTION = typer.Option(
+    None, "--rpc", metavar="URL",
+    help="ask a running node at this JSON-RPC URL (e.g. http://127.0.0.1:8545/) instead of reading the data "
+    "directory"
+)
+#: The coin's name in amounts the CLI prints (no ticker is part of the protocol).
+COIN_NAME = "POAI"
 
 
 def datadir(path: Path | None):
@@ -37,6 +47,50 @@ def format_amount(units: int) -> str:
     return sign + s
 
 
+def coins(units: int) -> str:
+    """'1.5 POAI'."""
+    return f"{format_amount(units)} {COIN_NAME}"
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def plain_output() -> bool:
+    """Tables become tab-separated lines when stdout is not a terminal (a pipe, a
+    file): rich would cut columns to 80 characters there."""
+    return not sys.stdout.isatty()
+
+
+def print_fields(pairs, console) -> None:
+    """name/value lines: a grid on a terminal, 'name<TAB>value' otherwise."""
+    if plain_output():
+        for k, v in pairs:
+            print(f"{k}\t{v}")
+        return
+    from rich.table import Table
+
+    t = Table.grid(padding=(0, 2))
+    for k, v in pairs:
+        t.add_row(k, v)
+    console.print(t)
+
+
+def print_rows(header, rows, console) -> None:
+    """A table on a terminal; tab-separated lines (header first) otherwise."""
+    if plain_output():
+        print("\t".join(header))
+        for r in rows:
+            print("\t".join(r))
+        return
+    from rich.table import Table
+
+    t = Table(*header)
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
 def password(prompt: str, *, confirm: bool = False, password_file: Path | None = None) -> str:
     """The password from --password-file, $POAI_PASSWORD, or a hidden prompt."""
     if password_file is not None:
@@ -57,20 +111,3 @@ ALLOW_EMPTY_PASSWORD = typer.Option(
 MINER_PASSWORD_FILE = typer.Option(
     None, "--password-file", help="password for the miner key created when the keystore has none"
 )
-
-
-def new_key_password(password_file: Path | None, allow_empty: bool) -> str:
-    """The password for a key created without a prompt (the miner's payout key):
-    --password-file, else $POAI_PASSWORD.  An empty password only with
-    --allow-empty-password: a keystore anyone can open must be asked for."""
-    if password_file is not None:
-        pw = password("", password_file=password_file)
-    else:
-        pw = os.environ.get("POAI_PASSWORD", "")
-    if not pw and not allow_empty:
-        raise PoaiError(
-            "no miner key and no password to create one: run `poai keys new` first, or set "
-            "$POAI_PASSWORD / --password-file (--allow-empty-password for a throwaway key)",
-            reason="no-key-password",
-        )
-    return pw

@@ -99,7 +99,7 @@ def bench(
     tokens: int = typer.Option(64, "--tokens", help="tokens per attempt"),
     attempts: int = typer.Option(16, "--attempts", help="timed attempts per fast engine"),
     batch: int = typer.Option(4, "--batch", help="attempts per pass for poai kernels"),
-    model: str = typer.Option(None, "--model", "-m"),
+    model: str = typer.Option(None, "--model", "-m", help="registry name or vetted GGUF path"),
     threads: int = typer.Option(None, "--threads", help="threads for every engine (default: all CPUs)"),
     skip_reference: bool = typer.Option(False, "--skip-reference",
                                         help="skip the slow NumPy reference and float64-BLAS rows"),
@@ -114,7 +114,7 @@ def bench(
     gpu_layers: int = typer.Option(0, "--gpu-layers", min=0,
                                    help="layers llama.cpp's rows offload to a GPU (a CUDA or Metal "
                                         "build of llama-cpp-python); poai's rows always run on the CPU"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Attempts/s of each poai kernel, the reference, exact float64 BLAS and llama.cpp;
     dot-product peaks; optionally the TinyLlama-shaped scale row."""

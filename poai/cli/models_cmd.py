@@ -11,9 +11,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from poai.cli.common import JSON_OPTION, print_json
 from poai.models.registry import ModelEntry, cache_dir, cached_path, load_registry
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Vetted models (models.lock): list, pull, path, verify.",
     no_args_is_help=True,
 )
@@ -37,9 +39,15 @@ def _cache_state(entry: ModelEntry) -> str:
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(as_json: bool = JSON_OPTION) -> None:
     """Show every vetted model and whether it is cached."""
     registry = load_registry()
+    if as_json:
+        print_json({"registry": str(registry.origin), "cache": str(cache_dir()), "models": [
+            {"name": e.name, "aliases": list(e.aliases), "architecture": e.architecture, "size": e.size,
+             "sha256": e.sha256, "default": bool(e.default), "cached": _cache_state(e) == "yes"}
+            for e in registry.entries]})
+        return
     table = Table(box=box.SIMPLE_HEAD, title=f"vetted models ({registry.origin})", title_justify="left")
     for header in ("", "name", "aliases", "arch", "size", "sha256", "cached"):
         table.add_column(header, no_wrap=True)

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import logging
+import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from poai.cli.common import ALLOW_EMPTY_PASSWORD, DATA_DIR, MINER_PASSWORD_FILE, datadir
+from poai.cli.common import (
+    ALLOW_EMPTY_PASSWORD,
+    DATA_DIR,
+    JSON_OPTION,
+    MINER_PASSWORD_FILE,
+    print_fields,
+    print_json,
+)
 
 console = Console()
-node_app = typer.Typer(help="Run a full node.", no_args_is_help=True)
-PEER_OPTION = typer.Option([], "--peer", help="HOST:PORT of a peer to keep connected (repeatable)")
+node_app = typer.Typer(rich_markup_mode=None, help="Run a full node.", no_args_is_help=True)
+PEER_OPTION = typer.Option([], "--peer", metavar="HOST:PORT",
+                           help="a peer to keep connected (repeatable)")
+LOG_FILE_OPTION = typer.Option(None, "--log-file", help="append the log here instead of stderr")
 DIR_OPTION = typer.Option(None, "--dir", help="where the nodes' data directories go (default: a temp dir)")
 
 
 @node_app.command("run")
 def run(
-    mine: bool = typer.Option(False, "--mine", help="also mine blocks"),
+    mine: bool = typer.Option(None, "--mine/--no-mine", help="also mine blocks"),
     mine_blocks: int = typer.Option(
         None, "--mine-blocks", min=1, help="mine this many blocks, then only serve"
     ),
@@ -35,74 +44,79 @@ def run(
         None, "--rpc-cors",
         help="comma-separated browser origins allowed to call the RPC (* for any; default none)",
     ),
-    address: str = typer.Option(None, "--address", "-a", help="reward address when mining"),
-    model: str = typer.Option(None, "--model", "-m"),
-    threads: int = typer.Option(None, "--threads", "-t", min=1),
-    batch: int = typer.Option(4, "--batch", min=1, max=64),
+    address: str = typer.Option(None, "--address", "-a", help="reward address when mining (default: "
+                                "the keystore's default key, `poai keys default`)"),
+    model: str = typer.Option(None, "--model", "-m", help="vetted model to mine with (default: the "
+                              "network's first)"),
+    threads: int = typer.Option(None, "--threads", "-t", min=1,
+                                help="inference threads (default: all cores)"),
+    batch: int = typer.Option(None, "--batch", min=1, max=64, help="attempts per forward pass (default 4)"),
     network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
-    kernel: str = typer.Option(None, "--kernel", "-k"),
+    kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
     password_file: Path = MINER_PASSWORD_FILE,
     allow_empty_password: bool = ALLOW_EMPTY_PASSWORD,
+    log_level: str = typer.Option(None, "--log-level", help="debug | info | warning | error (default info)"),
+    log_file: Path = LOG_FILE_OPTION,
+    log_json: bool = typer.Option(None, "--log-json/--log-text",
+                                  help="log one JSON object per line (time, level, logger, message)"),
     data_dir: Path = DATA_DIR,
 ) -> None:
-    """Serve, sync, gossip and (with --mine) mine; Ctrl-C stops cleanly."""
-    import asyncio
-    import os
+    """Serve, sync, gossip and (with --mine) mine; Ctrl-C or SIGTERM stops cleanly.
 
-    if threads is not None:
-        os.environ["POAI_THREADS"] = str(threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
-    from poai import engine
-    from poai.cli.chain_cmd import _miner_address
-    from poai.models.registry import load_registry
-    from poai.net.p2p import parse_hostport
-    from poai.node.chainstate import ModelCache
-    from poai.node.mempool import Mempool
-    from poai.node.runner import MinerThread, run_node
-    from poai.node.service import NodeService
-    from poai.rpc.guard import HttpGuard
+    Every option can also be set in the node table of <data dir>/poai.toml
+    (docs/OPERATING.md); a flag given here wins."""
+    from poai.app import build_node, configure_logging, node_config
 
-    rpc_at = rpc_bind(rpc) if rpc else None
-    rpc_guard = HttpGuard.from_flags(rpc_vhosts, rpc_cors, rpc_at[0]) if rpc_at else None
-    dd = datadir(data_dir)
-    params = dd.init(network)
-    mine = mine or mine_blocks is not None
-    # the payout key first: a refusal should not wait for the model to load
-    payout = (
-        _miner_address(dd, address, password_file=password_file, allow_empty_password=allow_empty_password)
-        if mine
-        else None
+    cfg = node_config(
+        data_dir, mine=mine, mine_blocks=mine_blocks, listen=listen, peer=list(peer), rpc=rpc,
+        rpc_vhosts=rpc_vhosts, rpc_cors=rpc_cors, address=address, model=model, threads=threads,
+        batch=batch, network=network, kernel=kernel, password_file=password_file,
+        allow_empty_password=allow_empty_password or None, log_level=log_level, log_file=log_file,
+        log_json=log_json,
     )
-    reg = load_registry()
-    entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
-    models = ModelCache(kernel)
-    m = engine.load(entry.name, kernel=kernel)
-    models.put(entry.sha256, m)
-    params, store, chain = dd.open_chain(models=models)
-    service = NodeService(params, store, chain, Mempool(store, params, base_fee=chain.next_base_fee))
-    listen_at = parse_hostport(listen, params.default_port) if listen else ("0.0.0.0", params.default_port)
-    # --peer, else $POAI_SEEDS (comma-separated), else the network's seed list
-    seeds = [s for s in os.environ.get("POAI_SEEDS", "").split(",") if s.strip()] or list(params.seeds)
-    peers = [parse_hostport(p.strip(), params.default_port) for p in (peer or seeds)]
-    miner = MinerThread(service, m, payout, batch=batch, blocks=mine_blocks) if mine else None
-    tip = chain.tip()
+    configure_logging(cfg.log_level, cfg.log_file, cfg.log_json)
+    node = build_node(cfg, say=console.print)
+    tip = node.service.chain.tip()
     console.print(
-        f"[bold]{params.name}[/] node in {dd.path}: height {tip.height}, {'mining' if mine else 'not mining'}"
+        f"[bold]{node.params.name}[/] node in {node.datadir.path}: height {tip.height}, "
+        f"{'mining' if node.miner is not None else 'not mining'}"
     )
-    asyncio.run(
-        run_node(service, listen=listen_at, peers=peers, rpc=rpc_at, rpc_guard=rpc_guard, miner=miner)
-    )
-    console.print(f"stopped at height {_stored_height(dd)}")
+    node.run()
+    console.print(f"stopped at height {_stored_height(node.datadir)}")
 
 
 def rpc_bind(text: str) -> tuple[str, int]:
-    """The RPC's bind address from --rpc: HOST:PORT, [IPv6]:PORT, :PORT or PORT.
-    No host means 127.0.0.1 (geth's default): 0.0.0.0 only when written."""
-    from poai.net.peer import parse_hostport
+    """The RPC's bind address from --rpc: HOST:PORT, [IPv6]:PORT, :PORT or PORT; no host
+    means 127.0.0.1 (poai.app.parse_rpc)."""
+    from poai.app import parse_rpc
 
-    text = text.strip()
-    return parse_hostport(text if ":" in text else ":" + text, default_host="127.0.0.1")
+    return parse_rpc(text)
+
+
+@node_app.command("status")
+def status(
+    rpc: str = typer.Option("http://127.0.0.1:8545/", "--rpc", help="the node's JSON-RPC URL"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A running node's network, tip, peers, mempool and mining (poai_nodeInfo, poai_miningStatus)."""
+    from poai.cli.remote import RpcClient
+
+    client = RpcClient(rpc)
+    info = client.call("poai_nodeInfo")
+    info["mining"] = client.call("poai_miningStatus")
+    if as_json:
+        print_json(info)
+        return
+    print_fields([
+        ("network", f"{info['network']} (chain id {info['chainId']})"),
+        ("height", str(info["tip"]["height"])),
+        ("tip", info["tip"]["hash"]),
+        ("listen", str(info.get("listen"))),
+        ("peers", str(info["peers"])),
+        ("mempool", str(info["mempoolSize"])),
+        ("sync", json.dumps(info.get("sync"))),
+        ("mining", json.dumps(info["mining"])),
+    ], console)
 
 
 def _stored_height(dd) -> int:
@@ -116,7 +130,7 @@ def _stored_height(dd) -> int:
 
 
 def testnet(
-    nodes: int = typer.Option(3, "--nodes", "-n", min=1, max=16),
+    nodes: int = typer.Option(3, "--nodes", "-n", min=1, max=16, help="how many nodes"),
     blocks: int = typer.Option(6, "--blocks", "-b", min=1, help="converge at or above this height"),
     directory: Path = DIR_OPTION,
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for convergence"),

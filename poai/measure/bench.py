@@ -100,7 +100,6 @@ def _verify_ms(run_one, repeats: int = 3) -> float:
 def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: int,
               threads: int, vetted: bool = True, verify_repeats: int = 3,
               with_matmul: bool = False) -> BenchRow:
-    os.environ["POAI_THREADS"] = str(threads)
     from poai import engine as eng
     from poai.engine.forward import run_forward, run_forward_batch
     from poai.engine.kernels import get_ops
@@ -118,6 +117,9 @@ def _poai_row(model_ref: str, engine: str, n_tokens: int, attempts: int, batch: 
     else:
         t_load = time.perf_counter()
         model = eng.load(model_ref, kernel=engine, vetted_only=vetted)
+        backend = get_ops(model.kernel)
+        if hasattr(backend, "threads"):  # the SIMD kernels' thread count, set explicitly (no env writes)
+            backend.threads = threads
 
         def run_batch(toks, rows):
             return model.forward_batch(toks, logit_rows=rows)

@@ -44,6 +44,7 @@ BAN_SECONDS = 24 * 3600
 MAX_IN_FLIGHT = dl.MAX_IN_FLIGHT
 MAX_INBOUND_PER_NETGROUP = 4
 STALE_TIP_S = 20.0  # no new tip for this long: ask a peer for headers
+DIAL_LOG_INTERVAL = 60.0  # an unreachable address is logged at most this often (retries back off: addrman)
 AGENT = "poai/0.1"
 # Rejections that are not the sending peer's fault (our clock, our policy, a race).
 NOT_PEER_FAULT = {"time-too-far-future", "fork-too-deep", "known-invalid", "invalid-parent"}
@@ -88,6 +89,7 @@ class P2PNode:
         self.tip_height = 0  # refreshed off the loop each second (sync paths read it, never the store)
         self.refused_inbound = 0
         self.dial_refused = 0
+        self.dial_failed_logged: dict[tuple[str, int], float] = {}  # address -> when last logged
 
     # --- life cycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -186,14 +188,36 @@ class P2PNode:
                                         local_addr=self._bind_for(addr[0])),
                 timeout=5,
             )
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, asyncio.TimeoutError) as exc:
             self.addrman.failed(addr)
+            self._log_dial_failure(addr, exc)
             return
         finally:
             self.dialling.discard(addr)
+        self.dial_failed_logged.pop(addr, None)
         peer = Peer(self, reader, writer, inbound=False, target=addr)
         self.peers.add(peer)
         await peer.run()
+
+    def _log_dial_failure(self, addr: tuple[str, int], exc: BaseException) -> None:
+        """An unreachable peer: operator-given (--peer, seeds) at warning, learned at info;
+        each address at most once per DIAL_LOG_INTERVAL, with its next retry (addrman's
+        exponential back-off)."""
+        now = time.monotonic()
+        last = self.dial_failed_logged.get(addr)
+        if last is not None and now - last < DIAL_LOG_INTERVAL:
+            return
+        if len(self.dial_failed_logged) >= 4096:
+            self.dial_failed_logged.clear()
+        self.dial_failed_logged[addr] = now
+        e = self.addrman.entries.get(addr)
+        errno = getattr(exc, "errno", None)
+        why = ("timed out" if isinstance(exc, asyncio.TimeoutError)
+               else os.strerror(errno).lower() if errno else str(exc) or type(exc).__name__)
+        retry = f"; retrying in {max(0.0, e.ready_at() - self.addrman.clock()):.0f} s" if e else ""
+        log.log(logging.WARNING if e is not None and e.operator else logging.INFO,
+                "cannot reach peer %s:%d: %s (%d failed dials%s)", addr[0], addr[1], why,
+                e.failures if e else 1, retry)
 
     def _connected_to(self, addr: tuple[str, int]) -> bool:
         return any(p.target == addr or (p.host == addr[0] and p.listen_port == addr[1]) for p in self.peers)

@@ -1,10 +1,19 @@
 """A data directory: which network it follows, its database and its keys.
 
-    <dir>/config.json     {"network": "dev", "format": 1}
+    <dir>/config.json     {"network": "dev", "format": 1} (written by poai: the network)
+    <dir>/poai.toml       the operator's settings (optional; poai.app.load_toml)
     <dir>/chain.db        the store (SQLite, WAL)
     <dir>/keystore/       V3 keystore files (geth's layout)
+    <dir>/keystore-order.json  the keys' recorded order and default payout key (KeyStore)
+    <dir>/LOCK            held (flock) by the one poai process that writes here
 
 The default directory is $POAI_DATA_DIR, else ~/.poai.
+
+Every command that writes the directory (init, mine, node run, send and tx
+submit without --rpc) first takes :meth:`DataDir.lock`: an exclusive
+``fcntl.flock`` on ``LOCK``, held until the process exits, with the holder's
+pid written in the file.  A second writer is refused with PoaiError
+``datadir-locked`` naming that pid; commands that only read proceed.
 
 The network's parameters are poai.chain.params' with one addition on the
 dev network (:func:`network_params`): every model of this installation's
@@ -49,6 +58,20 @@ def network_params(name: str) -> NetworkParams:
                         reason="models-lock-weight") from None
 
 
+#: Locks this process holds: resolved directory -> the open LOCK file (kept open: the
+#: flock lasts as long as the descriptor, that is, the process).
+_HELD: dict[Path, object] = {}
+
+
+def release_locks() -> None:
+    """Release every lock this process holds (for a process that runs several commands
+    in turn, as the tests' in-process CLI runner does; a command's own lock is otherwise
+    held until exit)."""
+    while _HELD:
+        _, fh = _HELD.popitem()
+        fh.close()
+
+
 def default_path() -> Path:
     return Path(os.environ.get("POAI_DATA_DIR") or "~/.poai").expanduser()
 
@@ -60,6 +83,65 @@ class DataDir:
     @property
     def config_path(self) -> Path:
         return self.path / "config.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "LOCK"
+
+    @property
+    def toml_path(self) -> Path:
+        return self.path / "poai.toml"
+
+    def lock(self) -> None:
+        """Take the directory's write lock for the rest of this process (idempotent;
+        creates the directory).  PoaiError ``datadir-locked`` when another process
+        holds it."""
+        import fcntl
+
+        key = self.path.resolve()
+        if key in _HELD:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = open(self.lock_path, "a+")
+        except OSError as exc:
+            raise PoaiError(f"cannot create {self.lock_path}: {exc.strerror or exc}",
+                            reason="datadir-unwritable") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise PoaiError(
+                f"the data directory {self.path} is in use by another poai process{pid}",
+                reason="datadir-locked",
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        _HELD[key] = fh
+
+    def locked_by(self) -> int | None:
+        """The pid holding the lock, or None when no process holds it."""
+        import fcntl
+
+        if self.path.resolve() in _HELD:
+            return os.getpid()
+        try:
+            fh = open(self.lock_path)
+        except OSError:
+            return None
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                text = fh.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return None
 
     @property
     def db_path(self) -> Path:
@@ -94,7 +176,7 @@ class DataDir:
                 )
             return network_params(have)
         params = network_params(network or DEFAULT_NETWORK)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()  # creates the directory; a fresh one is written by its lock holder only
         tmp = self.config_path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
             json.dump({"network": params.name, "format": 1}, fh)

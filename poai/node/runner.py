@@ -101,24 +101,33 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    from poai.app import listen_error
     from poai.node.scheduler import VerifyScheduler
 
     service.scheduler = VerifyScheduler(service)
     service.scheduler.start()
     net = P2PNode(service, listen=listen, peers=list(peers))
     service.net = net
-    await net.start()
     runner = None
-    if rpc is not None:
-        from poai.rpc.server import serve
-
-        runner = await serve(service, rpc[0], rpc[1], guard=rpc_guard)  # guard None: loopback names only
-        log.info("RPC and explorer on http://%s:%d/", rpc[0], rpc[1])
-    if miner is not None:
-        miner.start()
-    if on_ready is not None:
-        on_ready(net)
+    started = False
     try:
+        try:
+            await net.start()
+        except OSError as exc:  # a busy or foreign address: one line, not a traceback
+            raise listen_error(listen[0], listen[1], exc) from None
+        if rpc is not None:
+            from poai.rpc.server import serve
+
+            try:
+                runner = await serve(service, rpc[0], rpc[1], guard=rpc_guard)  # None: loopback names only
+            except OSError as exc:
+                raise listen_error(rpc[0], rpc[1], exc) from None
+            log.info("RPC and explorer on http://%s:%d/", rpc[0], rpc[1])
+        if miner is not None:
+            miner.start()
+        started = True
+        if on_ready is not None:
+            on_ready(net)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
@@ -127,8 +136,9 @@ async def run_node(
             if miner is not None and miner.error is not None:
                 break
     finally:
-        log.info("shutting down")
-        if miner is not None:
+        if started:
+            log.info("shutting down")
+        if miner is not None and miner.thread.is_alive():
             await asyncio.to_thread(miner.stop)
         await net.stop()
         await asyncio.to_thread(service.scheduler.stop)

@@ -60,10 +60,10 @@ def start_node(index: int, data_dir: Path, *, mine: bool = False, mine_blocks: i
     data_dir.mkdir(parents=True, exist_ok=True)
     host = node_host(index)
     port, rpc_port = port or _free_port(host), rpc_port or _free_port()
-    env = dict(os.environ, POAI_PASSWORD=os.environ.get("POAI_PASSWORD", ""), POAI_THREADS=str(threads),
-               **(env or {}))
+    env = {**os.environ, "POAI_PASSWORD": os.environ.get("POAI_PASSWORD", ""), **(env or {})}
     args = [sys.executable, "-m", "poai.cli", "node", "run", "--listen", f"{host}:{port}",
-            "--rpc", f"127.0.0.1:{rpc_port}", "-d", str(data_dir), "--batch", str(batch), *extra_args]
+            "--rpc", f"127.0.0.1:{rpc_port}", "-d", str(data_dir), "--batch", str(batch),
+            "--threads", str(threads), *extra_args]
     if mine_blocks is not None:
         args += ["--mine-blocks", str(mine_blocks)]
     elif mine:
@@ -149,8 +149,9 @@ def propagation_ms(nodes: list[NodeProc]) -> list[float]:
 
     mined: dict[str, float] = {}
     seen: dict[str, list[float]] = {}
-    pat_mined = re.compile(r"^(\S+ \S+) poai.node mined block \d+ ([0-9a-f]{16})")
-    pat_conn = re.compile(r"^(\S+ \S+) poai.net block \d+ ([0-9a-f]{16}) from .* connected")
+    # text log lines: "<date> <time.ms> <LEVEL> <logger> <message>" (poai.app.TEXT_FORMAT)
+    pat_mined = re.compile(r"^(\S+ \S+) (?:[A-Z]+ )?poai.node mined block \d+ ([0-9a-f]{16})")
+    pat_conn = re.compile(r"^(\S+ \S+) (?:[A-Z]+ )?poai.net block \d+ ([0-9a-f]{16}) from .* connected")
     for node in nodes:
         try:
             lines = node.log_path.read_text().splitlines()

@@ -257,11 +257,22 @@ def _geth_file_name(address: bytes) -> str:
 class KeyStore:
     """A directory of V3 keystore files named like geth's (``UTC--<time>--<address>``).
 
-    Keys are listed in file-name (that is, creation) order.  Files are written atomically
-    with mode 0o600 and never overwritten: adding a key that is already present raises
-    WalletError ``key-exists``.  ``n``, ``r``, ``p`` are the scrypt parameters for keys this
-    store encrypts.
+    Keys are listed in the order this store recorded them (``<directory>-order.json`` next
+    to the directory, e.g. ``keystore-order.json`` in a data directory, so that the key
+    directory holds key files only: ``{"order": [address hex, ...], "default": address
+    hex}``), not by file name
+    or time stamp, so a file dropped in later (even one named with an older time) is listed
+    after the keys already there and never shifts their indices.  Files the record does not
+    name yet are appended in file-name order and recorded.  A directory without the record
+    (made by an older poai, or by geth) gets one in file-name order.  ``default`` is the
+    payout key ``poai mine`` uses: the first key of a store, until ``set_default`` names
+    another.
+
+    Files are written atomically with mode 0o600 and never overwritten: adding a key that is
+    already present raises WalletError ``key-exists``.  ``n``, ``r``, ``p`` are the scrypt
+    parameters for keys this store encrypts.
     """
+
 
     def __init__(self, directory: str | os.PathLike, *, n: int = 2**18, r: int = 8, p: int = 1) -> None:
         self.directory = Path(directory)
@@ -269,7 +280,8 @@ class KeyStore:
 
     # reading
 
-    def _entries(self) -> list[tuple[Path, bytes]]:
+    def _files(self) -> list[tuple[Path, bytes]]:
+        """(file, address) of every keystore file, in file-name order."""
         if not self.directory.is_dir():
             return []
         entries = []
@@ -284,13 +296,90 @@ class KeyStore:
                 entries.append((path, address))
         return entries
 
+    @property
+    def index_path(self) -> Path:
+        return self.directory.with_name(f"{self.directory.name}-order.json")
+
+    def _read_index(self) -> dict | None:
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise WalletError(f"{self.index_path} is unreadable ({exc}); fix or remove it",
+                              reason="keystore-index") from None
+        order = data.get("order") if isinstance(data, dict) else None
+        if not isinstance(order, list) or not all(isinstance(a, str) for a in order):
+            raise WalletError(f"{self.index_path} has no list of addresses under 'order'",
+                              reason="keystore-index")
+        default = data.get("default")
+        return {"order": [a.lower().removeprefix("0x") for a in order],
+                "default": default.lower().removeprefix("0x") if isinstance(default, str) else None}
+
+    def _write_index(self, index: dict) -> None:
+        """Record the order (best effort: a read-only directory keeps the computed order)."""
+        tmp = self.index_path.with_name(f".{self.index_path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(index, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.index_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def _ordered(self) -> tuple[list[tuple[Path, bytes]], dict]:
+        """The keystore files in recorded order (one per address) and the record,
+        extended with (and saving) any file it did not name yet."""
+        files = self._files()
+        first: dict[bytes, Path] = {}
+        for path, address in files:
+            first.setdefault(address, path)
+        index = self._read_index()
+        changed = index is None
+        if index is None:
+            index = {"order": [], "default": None}
+        known = [bytes.fromhex(a) for a in index["order"] if len(a) == 40]
+        order = [a for a in known if a in first]
+        for address in first:
+            if address not in order:
+                order.append(address)
+                changed = True
+        if index["default"] is None and order and not index["order"]:
+            index["default"] = order[0].hex()  # a store's first key is its payout key
+            changed = True
+        if changed and first:
+            # addresses recorded but whose file is gone keep their place (a restored file
+            # gets its index back); new ones go at the end
+            recorded = index["order"] + [a.hex() for a in order if a.hex() not in index["order"]]
+            index = {"order": recorded, "default": index["default"]}
+            self._write_index(index)
+        return [(first[a], a) for a in order], index
+
+    def _entries(self) -> list[tuple[Path, bytes]]:
+        return self._ordered()[0]
+
+    def default(self) -> bytes | None:
+        """The payout key's address (see the class docstring), or None when there is none."""
+        entries, index = self._ordered()
+        if index["default"] is None:
+            return None
+        wanted = bytes.fromhex(index["default"])
+        return wanted if any(a == wanted for _, a in entries) else None
+
+    def set_default(self, address_or_index: bytes | str | int) -> bytes:
+        """Make a stored key (address or index) the payout key; returns its address."""
+        path = self._resolve(address_or_index)
+        entries, index = self._ordered()
+        address = next(a for p, a in entries if p == path)
+        self._write_index({"order": index["order"], "default": address.hex()})
+        if self.default() != address:
+            raise WalletError(f"cannot write {self.index_path}", reason="keystore-index")
+        return address
+
     def addresses(self) -> list[bytes]:
-        """The 20-byte addresses of the stored keys, oldest first."""
-        seen: list[bytes] = []
-        for _, address in self._entries():
-            if address not in seen:
-                seen.append(address)
-        return seen
+        """The 20-byte addresses of the stored keys, in recorded (creation) order."""
+        return [address for _, address in self._entries()]
 
     def __contains__(self, address: object) -> bool:
         try:
@@ -387,6 +476,7 @@ class KeyStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        self._ordered()  # record the new key at the end of the order
         try:  # make the new name durable
             dir_fd = os.open(self.directory, os.O_RDONLY)
         except OSError:
