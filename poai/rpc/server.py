@@ -125,8 +125,9 @@ async def hashrate_plot_handler(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    text = await _blocking(request, metrics.render, request.app[NODE_KEY])
-    return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
+    accept = request.headers.get("Accept", "")
+    body, content_type = await _blocking(request, metrics.exposition, request.app[NODE_KEY], accept)
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def make_app(node, guard: HttpGuard | None = None) -> web.Application:
