@@ -3,7 +3,9 @@
     POST /                       JSON-RPC 2.0 (single requests and batches)
     GET  /                       explorer home
     GET  /block/{height_or_hash} GET /tx/{hash}   GET /address/{addr}   GET /search?q=
+    GET  /blocks?before=H        GET /mempool   GET /peers
     GET  /plot/difficulty.svg    GET /plot/hashrate.svg
+    GET  /api/...                the explorer's JSON API (poai.rpc.explorer_api)
     GET  /metrics                Prometheus text format 0.0.4
 
 Every route is guarded (poai.rpc.guard): a Host outside the allowlist or a
@@ -35,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from poai.rpc import explorer, jsonrpc, metrics
+from poai.rpc import explorer, explorer_api, jsonrpc, metrics
 from poai.rpc.guard import HttpGuard, json_content_type, refuse
 from poai.rpc.guard import middleware as guard_middleware
 
@@ -103,6 +105,26 @@ async def address_handler(request: web.Request) -> web.Response:
     return await _page(request, explorer.address_page)
 
 
+async def blocks_handler(request: web.Request) -> web.Response:
+    before = request.query.get("before")
+    return _html(await _blocking(request, explorer.blocks_page, request.app[NODE_KEY], before))
+
+
+async def mempool_handler(request: web.Request) -> web.Response:
+    return _html(await _blocking(request, explorer.mempool_page, request.app[NODE_KEY]))
+
+
+async def peers_handler(request: web.Request) -> web.Response:
+    return _html(await _blocking(request, explorer.peers_page, request.app[NODE_KEY]))
+
+
+async def api_handler(request: web.Request) -> web.Response:
+    what, ident = request.match_info["what"], request.match_info.get("ident")
+    query = dict(request.query)
+    status, obj = await _blocking(request, explorer_api.dispatch, request.app[NODE_KEY], what, ident, query)
+    return _json(obj, status)
+
+
 async def search_handler(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     q = request.query.get("q", "")
@@ -147,6 +169,11 @@ def make_app(node, guard: HttpGuard | None = None) -> web.Application:
     app.router.add_get("/tx/{ident}", tx_handler)
     app.router.add_get("/address/{ident}", address_handler)
     app.router.add_get("/search", search_handler)
+    app.router.add_get("/blocks", blocks_handler)
+    app.router.add_get("/mempool", mempool_handler)
+    app.router.add_get("/peers", peers_handler)
+    app.router.add_get("/api/{what}", api_handler)
+    app.router.add_get("/api/{what}/{ident}", api_handler)
     app.router.add_get("/plot/difficulty.svg", difficulty_plot_handler)
     app.router.add_get("/plot/hashrate.svg", hashrate_plot_handler)
     app.router.add_get("/metrics", metrics_handler)
