@@ -72,12 +72,13 @@ th{background:#eef1f5;font-weight:600;white-space:nowrap}
 td{overflow-wrap:anywhere}
 table.list td{white-space:nowrap}
 table.kv th{width:190px}
-code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;word-break:break-all}
+code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
+code{overflow-wrap:anywhere}.mono{word-break:break-all}
 table.list .mono{word-break:normal}
 a{color:#1460aa}
-.plots{display:flex;gap:16px;flex-wrap:wrap}
-.plot{background:#fff;box-shadow:0 1px 2px #0001;padding:6px;max-width:100%}
-.plot svg{display:block;max-width:100%;height:auto}
+.plots{display:grid;gap:16px;grid-template-columns:repeat(auto-fit,minmax(min(100%,480px),1fr))}
+.plot{background:#fff;box-shadow:0 1px 2px #0001;padding:6px;min-width:0}
+.plot svg{display:block;width:100%;height:auto}
 .note{color:#5b6572;font-size:13px}
 .bad{color:#b3261e;font-weight:600}
 .pager{display:flex;gap:16px;margin:10px 0}
