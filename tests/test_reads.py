@@ -13,7 +13,7 @@ from poai.chain.params import COIN
 from poai.net import protocol as wire
 from poai.net import serve
 from poai.node.metrics import NodeMetrics
-from poai.node.reads import MAX_LIST
+from poai.node.reads import MAX_LIST, ChainReads
 
 
 def test_blocks_listing_paging_and_confirmations(svc):  # noqa: F811
@@ -90,6 +90,8 @@ def test_serving_peers_through_the_read_model(svc):  # noqa: F811
     assert stored == {blocks[0].id} and known == set()
     assert serve.verified_blocks(reads, [blocks[1].id, bytes(32)]) == {blocks[1].id: blocks[1].encode()}
     assert serve.pooled_txs(reads, []) == {}
+    bare = ChainReads(svc.store, params=svc.params)  # no chain state: what the CLI and the mirror use
+    assert serve.locator(bare) == loc and bare.block(blocks[3].id) == blocks[3]
 
 
 def test_node_metrics_count_outcomes_on_their_own_registry():

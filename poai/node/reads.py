@@ -1,5 +1,5 @@
-"""The read model: every store query the RPC views, the explorer, the metrics,
-the CLI and the peer layer's serving make, in one place.
+"""The read model: the store queries of the RPC views, the explorer, the
+metrics and the peer layer's serving (and those the CLI should use), in one place.
 
 ``ChainReads(store, chain, mempool)`` answers in chain terms (records,
 blocks, transactions with their stored senders, accounts, summaries) and
@@ -9,10 +9,12 @@ mempool recovered on admission.  Every method reads a bounded amount: one
 row or block, a range capped by its caller's ``limit`` (clamped here to
 MAX_LIST), or a scan bounded by a constant (MINED_SCAN, coinbase maturity).
 
-``chain`` and ``mempool`` are optional for readers that only serve peers
-(locators, headers, verified block bytes): those methods need the store
-alone.  Synchronous (SQLite); the peer layer calls it on its executor, the
-RPC server on its worker threads.
+``chain`` and ``mempool`` are optional: the peer layer's and the CLI's
+reads (locators, headers, verified block bytes, blocks, accounts, immature
+coinbases) need the store and the network's params alone; ``header`` needs
+the chain state (its cache), the pending reads the mempool.  Synchronous
+(SQLite): the peer layer calls it on its executor, the RPC server on its
+worker threads.
 """
 
 from __future__ import annotations
@@ -98,14 +100,13 @@ def _clamp(limit: int) -> int:
 
 
 class ChainReads:
-    def __init__(self, store, chain=None, mempool=None) -> None:
+    def __init__(self, store, chain=None, mempool=None, *, params=None) -> None:
+        """params: the network's (default chain.params; a reader without a chain
+        state, e.g. the CLI on a read-only store, passes it)."""
         self.store = store
         self.chain = chain
         self.mempool = mempool
-
-    @property
-    def params(self):
-        return self.chain.params
+        self.params = params if params is not None else chain.params
 
     # --- blocks ------------------------------------------------------------------
     def tip(self) -> BlockRecord:

@@ -49,7 +49,7 @@ class Mirror:
         from poai.net import serve
         from poai.node.reads import ChainReads
 
-        return serve.locator(ChainReads(self.store, self.chain))
+        return serve.locator(ChainReads(self.store, params=self.params))
 
     def sync(self, peer, timeout: float = 30.0) -> int:
         """Fetch and accept the victim's main chain beyond ours through ``peer``
