@@ -106,7 +106,6 @@ class NodeService:
         t0 = time.perf_counter()
         if not proof_checked:
             self.verifying.set()  # the local miner yields the cores meanwhile
-        if not proof_checked:
             self.metrics.blocks_received.inc()
         try:
             result = self.chain.accept_block(data, proof_checked=proof_checked, gate=gate)
