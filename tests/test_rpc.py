@@ -499,7 +499,7 @@ def test_http_server_caps_batches_and_metrics(svc):
         with urllib.request.urlopen(url + "metrics", timeout=30) as r:
             assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
             text = r.read().decode()
-        assert "poai_height 0\n" in text
+        assert "poai_height 0.0\n" in text
     finally:
         server.stop()
 
@@ -511,51 +511,60 @@ VERIFY_METRICS = {  # present when the service has verify_stats() (tests/test_rp
 
 
 def parse_metrics(text: str) -> dict[str, tuple[str, str, float]]:
-    """name -> (type, help, value); checks the 0.0.4 layout line by line.  A
-    labelled sample is keyed 'name{labels}'."""
+    """sample -> (family type, help, value), parsed by prometheus_client's own
+    parser; a labelled sample is keyed 'name{k="v",...}' (labels sorted, values
+    escaped as the text format writes them)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     assert text.endswith("\n")
-    out, help_, type_ = {}, {}, {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, h = line[7:].split(" ", 1)
-            help_[name] = h
-        elif line.startswith("# TYPE "):
-            name, t = line[7:].split(" ")
-            assert name in help_ and t in ("gauge", "counter")
-            type_[name] = t
-        else:
-            key, value = line.rsplit(" ", 1)
-            name = key.split("{", 1)[0]
-            assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name) and name in type_
-            assert key == name or re.fullmatch(r'\{[a-z_]+="(?:[^"\\]|\\.)*"\}', key[len(name):])
-            v = float(value)
-            assert not math.isnan(v)
-            out[key] = (type_[name], help_[name], v)
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            assert not math.isnan(s.value), s
+            key = s.name
+            if s.labels:
+                esc = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in s.labels.items()}
+                key += "{" + ",".join(f'{k}="{esc[k]}"' for k in sorted(esc)) + "}"
+            out[key] = (fam.type, fam.documentation, s.value)
     return out
 
 
 def test_metrics_text_format(svc):
     m = parse_metrics(metrics.render(svc))
-    assert {k for k in m if not k.startswith(tuple(VERIFY_METRICS))} == {
-        "poai_height", "poai_peers", "poai_mining_attempts_per_second", "poai_verify_milliseconds",
-        "poai_mempool_transactions", "poai_bans_total", "poai_chain_work",
-    }
-    assert m["poai_height"][2] == 0 and m["poai_verify_milliseconds"][2] == 0.0
+    assert VERIFY_METRICS <= set(m) | {"poai_verify_rejected_total"}
+    assert {"poai_height", "poai_chain_work", "poai_syncing", "poai_sync_target_height",
+            "poai_tip_age_seconds", 'poai_peers{direction="inbound"}', 'poai_peers{direction="outbound"}',
+            "poai_mempool_transactions",
+            "poai_mempool_bytes", "poai_mining_attempts_total", "poai_bans_total", "poai_blocks_mined_total",
+            "poai_blocks_received_total", "poai_reorgs_total", "poai_mempool_txs_accepted_total",
+            "poai_block_verify_seconds_count", "poai_reorg_depth_blocks_count",
+            "process_cpu_seconds_total"} <= set(m)
+    assert m["poai_height"][2] == 0 and m["poai_block_verify_seconds_count"][2] == 0
     assert m["poai_bans_total"][0] == "counter" and m["poai_chain_work"][0] == "gauge"
+    assert m["poai_block_verify_seconds_count"][0] == "histogram"
     assert m["poai_chain_work"][2] == float(work_for_bits(PARAMS.genesis_bits))
+    build = next(k for k in m if k.startswith("poai_build_info{"))
+    assert 'chain_protocol="3"' in build and m[build][2] == 1
     connect_unproven(svc)
-    svc.verify_seconds.extend([0.004, 0.008])
-    svc.mining.attempts_per_s = 1.25
+    svc.metrics.verify_seconds.observe(0.004)
+    svc.mining.attempts = 7
     svc.ban_count = 2
-    svc.peer_up(PeerInfo("10.0.0.3:1", inbound=True, height=0))
+    svc.peer_up(PeerInfo("10.0.0.3:1", inbound=True, height=5))
     rpc(svc, "eth_sendRawTransaction", "0x" + sign(0, 1).hex())
+    with pytest.raises(jsonrpc.RpcError):
+        rpc(svc, "eth_sendRawTransaction", "0x" + sign(0, 1).hex())  # the same again: refused
     m = parse_metrics(metrics.render(svc))
-    assert m["poai_height"][2] == 1 and m["poai_peers"][2] == 1
-    assert m["poai_verify_milliseconds"][2] == 6.0
-    assert m["poai_mining_attempts_per_second"][2] == 1.25
+    assert m["poai_height"][2] == 1 and m['poai_peers{direction="inbound"}'][2] == 1
+    assert m['poai_peers{direction="outbound"}'][2] == 0
+    assert m["poai_syncing"][2] == 1 and m["poai_sync_target_height"][2] == 5
+    assert m["poai_block_verify_seconds_count"][2] == 1
+    assert m['poai_block_verify_seconds_bucket{le="0.01"}'][2] == 1
+    assert m["poai_mining_attempts_total"][2] == 7
     assert m["poai_mempool_transactions"][2] == 1 and m["poai_bans_total"][2] == 2
+    assert m["poai_mempool_bytes"][2] == len(sign(0, 1))
+    assert m["poai_mempool_txs_accepted_total"][2] == 1
+    assert sum(v for k, (_, _, v) in m.items() if k.startswith("poai_mempool_txs_rejected_total")) == 1
     assert m["poai_chain_work"][2] == float(svc.chain.tip().work)
-    assert metrics._num(float("nan")) == "0"
 
 
 # --- with the model ---------------------------------------------------------------------

@@ -439,7 +439,7 @@ class P2PNode:
     async def _on_inv(self, peer, items) -> None:
         blocks = [h for kind, h in items if kind == INV_BLOCK]
         txs = [h for kind, h in items if kind == INV_TX]
-        stored, known_tx = await self._blocking(serve.inv_lookup, self.service.store, blocks, txs)
+        stored, known_tx = await self._blocking(serve.inv_lookup, self.service.reads, blocks, txs)
         busy = self._in_flight_all()
         queued = self._wanted_all()
         ask = []
@@ -486,7 +486,7 @@ class P2PNode:
         wanted_blocks = [h for kind, h in items if kind == INV_BLOCK][:MAX_IN_FLIGHT]
         found = {}
         if wanted_blocks:
-            found = await self._blocking(serve.verified_blocks, self.service.store, wanted_blocks)
+            found = await self._blocking(serve.verified_blocks, self.service.reads, wanted_blocks)
         pool = None
         missing = []
         for kind, h in items:
@@ -498,8 +498,8 @@ class P2PNode:
                     await peer.send("block", data)
             else:
                 if pool is None:
-                    rows = await self._blocking(self.service.store.pool.rows)
-                    pool = {row.hash: row.raw for row in rows}
+                    asked = [x for k, x in items if k != INV_BLOCK]
+                    pool = await self._blocking(serve.pooled_txs, self.service.reads, asked)
                 raw = pool.get(h)
                 if raw is None:
                     missing.append([kind, h])
@@ -524,7 +524,7 @@ class P2PNode:
             return
         peer.headers_asked = time.monotonic()
         if locator is None:
-            locator = await self._blocking(serve.locator, self.service.store)
+            locator = await self._blocking(serve.locator, self.service.reads)
         await peer.send("getheaders", locator, bytes(32))
 
     async def _on_getheaders(self, peer, locator, stop) -> None:
@@ -534,7 +534,7 @@ class P2PNode:
                 log.info("ignoring getheaders from %s: over its rate (%d ignored)", peer.name,
                          peer.getheaders_ignored)
             return
-        headers = await self._blocking(serve.headers_after, self.service.store, locator, stop)
+        headers = await self._blocking(serve.headers_after, self.service.reads, locator, stop)
         await peer.send("headers", headers)
 
     def _note_header_ids(self, ids: list[bytes]) -> None:
@@ -662,7 +662,7 @@ class P2PNode:
 
         peer.tx_in_flight.pop(tx_hash(raw), None)
         try:
-            tx = await self._blocking(self.service.mempool.add, raw)
+            tx = await self._blocking(self.service.add_tx, raw)
         except DecodeError as exc:
             self.ban(peer, exc.reason, "undecodable transaction")
             return

@@ -17,6 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from poai.chain.params import NetworkParams
+from poai.errors import PoaiError, ValidationError
+from poai.node.metrics import NodeMetrics
+from poai.node.reads import ChainReads
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ class NodeService:
         self.store = store
         self.chain = chain
         self.mempool = mempool
+        self.reads = ChainReads(store, chain, mempool)  # every store read of the layers above
+        self.metrics = NodeMetrics()  # event counters on a per-node registry (poai.rpc.metrics)
         self.clock = clock
         self.started = clock()
         self.mining = MiningStatus()
@@ -85,9 +90,19 @@ class NodeService:
             return list(self._peers.values())
 
     # --- writes from the RPC ----------------------------------------------------
+    def add_tx(self, raw: bytes):
+        """Add a signed transaction to the mempool (counted), without announcing it."""
+        try:
+            tx = self.mempool.add(raw)
+        except PoaiError as exc:
+            self.metrics.txs_rejected.labels(exc.reason).inc()
+            raise
+        self.metrics.txs_accepted.inc()
+        return tx
+
     def submit_tx(self, raw: bytes):
         """Add a signed transaction to the mempool and announce it to peers."""
-        tx = self.mempool.add(raw)
+        tx = self.add_tx(raw)
         if self.relay_tx is not None:
             self.relay_tx(tx.raw)
         return tx
@@ -100,13 +115,19 @@ class NodeService:
         t0 = time.perf_counter()
         if not proof_checked:
             self.verifying.set()  # the local miner yields the cores meanwhile
+            self.metrics.blocks_received.inc()
         try:
             result = self.chain.accept_block(data, proof_checked=proof_checked, gate=gate)
+        except ValidationError as exc:
+            self.metrics.blocks_rejected.labels(exc.reason).inc()
+            raise
         finally:
             if not proof_checked:
                 self.verifying.clear()
+        self.metrics.block_outcome(result, mined=proof_checked)
         if result.inferences:
             self.verify_seconds.append(time.perf_counter() - t0)
+            self.metrics.verify_seconds.observe(self.verify_seconds[-1])
         if result.connected or result.disconnected:
             self.mempool.reconcile(result.connected, result.disconnected)
             self.chain_changed(result.connected, result.disconnected)

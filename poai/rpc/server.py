@@ -4,7 +4,9 @@
     GET  / or /ws  + Upgrade: websocket   JSON-RPC over WebSocket, with eth_subscribe (poai.rpc.ws)
     GET  /                       explorer home
     GET  /block/{height_or_hash} GET /tx/{hash}   GET /address/{addr}   GET /search?q=
+    GET  /blocks?before=H        GET /mempool   GET /peers
     GET  /plot/difficulty.svg    GET /plot/hashrate.svg
+    GET  /api/...                the explorer's JSON API (poai.rpc.explorer_api)
     GET  /metrics                Prometheus text format 0.0.4
 
 Every route is guarded (poai.rpc.guard): a Host outside the allowlist or a
@@ -36,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from poai.rpc import dispatch, explorer, metrics, ws
+from poai.rpc import dispatch, explorer, explorer_api, metrics, ws
 from poai.rpc.encoding import INVALID_REQUEST, RpcError
 from poai.rpc.guard import HttpGuard, json_content_type, refuse
 from poai.rpc.guard import middleware as guard_middleware
@@ -111,6 +113,26 @@ async def address_handler(request: web.Request) -> web.Response:
     return await _page(request, explorer.address_page)
 
 
+async def blocks_handler(request: web.Request) -> web.Response:
+    before = request.query.get("before")
+    return _html(await _blocking(request, explorer.blocks_page, request.app[NODE_KEY], before))
+
+
+async def mempool_handler(request: web.Request) -> web.Response:
+    return _html(await _blocking(request, explorer.mempool_page, request.app[NODE_KEY]))
+
+
+async def peers_handler(request: web.Request) -> web.Response:
+    return _html(await _blocking(request, explorer.peers_page, request.app[NODE_KEY]))
+
+
+async def api_handler(request: web.Request) -> web.Response:
+    what, ident = request.match_info["what"], request.match_info.get("ident")
+    query = dict(request.query)
+    status, obj = await _blocking(request, explorer_api.dispatch, request.app[NODE_KEY], what, ident, query)
+    return _json(obj, status)
+
+
 async def search_handler(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     q = request.query.get("q", "")
@@ -133,8 +155,9 @@ async def hashrate_plot_handler(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    text = await _blocking(request, metrics.render, request.app[NODE_KEY])
-    return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
+    accept = request.headers.get("Accept", "")
+    body, content_type = await _blocking(request, metrics.exposition, request.app[NODE_KEY], accept)
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def make_app(node, guard: HttpGuard | None = None) -> web.Application:
@@ -156,6 +179,11 @@ def make_app(node, guard: HttpGuard | None = None) -> web.Application:
     app.router.add_get("/tx/{ident}", tx_handler)
     app.router.add_get("/address/{ident}", address_handler)
     app.router.add_get("/search", search_handler)
+    app.router.add_get("/blocks", blocks_handler)
+    app.router.add_get("/mempool", mempool_handler)
+    app.router.add_get("/peers", peers_handler)
+    app.router.add_get("/api/{what}", api_handler)
+    app.router.add_get("/api/{what}/{ident}", api_handler)
     app.router.add_get("/plot/difficulty.svg", difficulty_plot_handler)
     app.router.add_get("/plot/hashrate.svg", hashrate_plot_handler)
     app.router.add_get("/metrics", metrics_handler)

@@ -61,17 +61,15 @@ class StoredTx:
 def main_record(node, height: int) -> BlockRecord | None:
     if not 0 <= height <= MAX_HEIGHT:
         return None
-    block_id = node.store.main_id(height)
-    return node.store.record(block_id) if block_id is not None else None
+    return node.reads.main_record(height)
 
 
 def is_main(node, rec: BlockRecord) -> bool:
-    return node.store.main_id(rec.height) == rec.id
+    return node.reads.is_main(rec)
 
 
 def load_block(node, rec: BlockRecord) -> tuple[Block, int]:
-    raw = node.store.block_bytes(rec.id)
-    return Block.decode(raw, node.params.max_block_bytes), len(raw)
+    return node.reads.block_and_size(rec)
 
 
 def block_work(node, header) -> int:
@@ -90,7 +88,7 @@ def mined_gas_price(node, tx, loc: TxLocation | None) -> int:
     (base fee + tip), else its fee cap (gasPrice, or maxFeePerGas, as geth)."""
     if loc is None:
         return tx.max_fee_per_gas
-    header = node.chain.header(loc.block_id)
+    header = node.reads.header(loc.block_id)
     return effective_gas_price(tx, header.base_fee) if header is not None else tx.max_fee_per_gas
 
 
@@ -100,7 +98,7 @@ def decode_stored(node, raw: bytes, sender: bytes | None) -> StoredTx:
 
 def block_txs(node, rec: BlockRecord, block: Block) -> list[StoredTx]:
     """A stored block's transactions with the senders the store keeps (one query)."""
-    senders = node.store.block_senders(rec.id)
+    senders = node.reads.block_senders(rec.id)
     if senders is None or len(senders) != len(block.txs):
         senders = [None] * len(block.txs)
     return [decode_stored(node, raw, s) for raw, s in zip(block.txs, senders, strict=True)]
@@ -108,10 +106,10 @@ def block_txs(node, rec: BlockRecord, block: Block) -> list[StoredTx]:
 
 def resolve_height(node, tag) -> int | None:
     """The main-chain height a block parameter names (None: beyond the tip / unknown hash)."""
-    tip = node.chain.tip().height
+    tip = node.reads.tip().height
     if isinstance(tag, dict):
         if "blockHash" in tag:
-            rec = node.store.record(parse_data(tag["blockHash"], "blockHash", 32))
+            rec = node.reads.record(parse_data(tag["blockHash"], "blockHash", 32))
             if rec is None or not is_main(node, rec):
                 if tag.get("requireCanonical") or rec is None:
                     raise server_error("block not found on the main chain", "unknown-block")
@@ -137,31 +135,25 @@ def state_height_check(node, tag) -> None:
     h = resolve_height(node, tag)
     if h is None:
         raise server_error("header not found", "unknown-block")
-    if h != node.chain.tip().height:
+    if h != node.reads.tip().height:
         raise server_error("state at older heights is not kept", "state-not-kept")
 
 
 def locate_tx(node, tx_hash: bytes) -> tuple[StoredTx, TxLocation | None] | None:
     """A mined transaction with its place, a pending one with None, or None."""
-    row = node.store.tx_row(tx_hash)
+    row = node.reads.tx_row(tx_hash)
     if row is not None:
-        block = node.chain.block(row.block_id)
+        block = node.reads.block(row.block_id)
         if block is not None and row.idx < len(block.txs):
             stx = decode_stored(node, block.txs[row.idx], row.sender)
             return stx, TxLocation(row.block_id, row.height, row.idx)
-    for tx, _ in node.mempool.pending():  # decoded (and recovered) once by the mempool
-        if tx.hash == tx_hash:
-            return StoredTx(tx, tx.sender), None
-    return None
+    tx = node.reads.pending_tx(tx_hash)  # decoded (and recovered) once by the mempool
+    return (StoredTx(tx, tx.sender), None) if tx is not None else None
 
 
 def pending_nonce(node, address: bytes) -> int:
     """The account nonce plus the sender's pending transactions with consecutive nonces."""
-    nonce = node.store.account(address).nonce
-    mine = {tx.nonce for tx, _ in node.mempool.pending() if tx.sender == address}
-    while nonce in mine:
-        nonce += 1
-    return nonce
+    return node.reads.pending_nonce(address)
 
 
 # --- JSON objects -------------------------------------------------------------------
@@ -274,7 +266,7 @@ def find_block(node, ident) -> BlockRecord | None:
     body = text[2:] if text[:2] in ("0x", "0X") else text
     if len(body) == 64:
         try:
-            return node.store.record(bytes.fromhex(body))
+            return node.reads.record(bytes.fromhex(body))
         except ValueError:
             raise bad_params(f"block: {short_value(ident)} is not hex") from None
     if text[:2] in ("0x", "0X"):

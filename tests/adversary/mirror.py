@@ -47,8 +47,9 @@ class Mirror:
     # --- following the victim -----------------------------------------------------------
     def locator(self) -> list[bytes]:
         from poai.net import serve
+        from poai.node.reads import ChainReads
 
-        return serve.locator(self.store)
+        return serve.locator(ChainReads(self.store, params=self.params))
 
     def sync(self, peer, timeout: float = 30.0) -> int:
         """Fetch and accept the victim's main chain beyond ours through ``peer``
