@@ -488,3 +488,6 @@ def handle_body(node, body: bytes):
     except RpcError as err:
         return _error(None, err)
     return handle(node, payload)
+
+
+import poai.rpc.mining  # noqa: E402,F401  (registers the work methods: poai_getWork, poai_submit*)
