@@ -245,6 +245,57 @@ def test_remote_miner_refuses_a_template_for_another_model_or_payee(svc):
     assert template.block == draft_of(work) and template.target == int(work["target"], 16)
 
 
+class ScriptedClient:
+    """Answers poai_getWork with ``work``; the submit methods from ``answers`` (a
+    value, or an exception to raise), recording every call."""
+
+    def __init__(self, work: dict, answers: dict) -> None:
+        self.work, self.answers, self.calls = work, answers, []
+
+    def call(self, name, *params, timeout=None):
+        self.calls.append(name)
+        if name == "poai_getWork":
+            return self.work
+        answer = self.answers[name]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def found_by_fake_search(monkeypatch):
+    """poai.node.remote.search replaced: every template 'wins' at nonce 5 (no model)."""
+    import poai.node.remote as remote
+
+    def fake_search(model, template, *, stats, **kw):
+        stats.height = template.block.height
+        header = template.block.header.with_(nonce=5, proof=bytes(32), seal=1)
+        return replace(template.block, header=header)
+
+    monkeypatch.setattr(remote, "search", fake_search)
+
+
+def test_remote_miner_submits_and_falls_back_to_the_whole_block(svc, monkeypatch):
+    from poai.errors import PoaiError
+
+    found_by_fake_search(monkeypatch)
+    work = rpc(svc, "poai_getWork", PAY_HEX)
+    smol = SimpleNamespace(entry=SimpleNamespace(sha256=PARAMS.models[0], name="smollm2-135m"))
+    client = ScriptedClient(work, {
+        "poai_submitWork": PoaiError("template unknown", reason="unknown-template"),
+        "poai_submitBlock": {"hash": "0x00", "height": 1, "status": "connected"},
+    })
+    stats = RemoteMiner(client, smol, PAY).mine(blocks=1)
+    assert len(stats.blocks) == 1 and stats.blocks[0].header.nonce == 5
+    assert client.calls == ["poai_getWork", "poai_submitWork", "poai_submitBlock"]
+
+    events: list[str] = []
+    client = ScriptedClient(work, {"poai_submitWork": PoaiError("the proof is wrong", reason="bad-proof")})
+    tries = iter([False] * 3 + [True] * 10)
+    stats = RemoteMiner(client, smol, PAY, on_event=events.append).mine(should_stop=lambda: next(tries))
+    assert stats.blocks == [] and stats.rejected[0] == "bad-proof"
+    assert any("rejected: bad-proof" in e for e in events), events
+
+
 # --- end to end: a node, a `poai mine --node` process and an in-process remote miner -------------
 
 

@@ -167,7 +167,7 @@ class RemoteMiner:
                         fresh = self.client.call("poai_getWork", "0x" + self.address.hex(),
                                                  "0x" + self.model_sha.hex(), timeout=10.0)
                         latest["id"], latest["prev"] = fresh["templateId"], fresh["prevHash"]
-                    except NodeUnreachableError as exc:  # keep mining; the submission will retry
+                    except PoaiError as exc:  # keep mining: the next poll or the submission retries
                         self.on_event(f"{exc}; mining on the last template")
                 return latest
 
