@@ -87,6 +87,23 @@ def test_get_work_is_the_next_block_paying_the_address(svc):
     assert h.state_root != bytes(32) and work["stateRoot"] == "0x" + h.state_root.hex()
 
 
+def test_a_template_passes_every_check_but_the_proof(svc):
+    """build_template (shared by the local miner and poai_getWork): with a pending
+    transfer its block passes the context, body and state checks (tx root,
+    state root, coinbase value) on the node's tip."""
+    from poai.chain import validate
+    from poai.node.miner import build_template
+
+    svc.submit_tx(sign(0, COIN))
+    svc.chain.clock = svc.clock = lambda: PARAMS.genesis_time + 100
+    template = build_template(svc.chain, PAY, bytes.fromhex(PARAMS.models[0]), mempool=svc.mempool,
+                              clock=svc.clock)
+    assert len(template.block.txs) == 1
+    ctx = svc.chain.context(svc.chain.tip())
+    delta = validate.check_block(template.block, ctx, PARAMS, header_checked=True, proof=None)
+    assert delta.state_root == template.block.header.state_root
+
+
 def test_the_same_template_until_the_tip_or_the_mempool_changes(svc):
     first = rpc(svc, "poai_getWork", PAY_HEX)
     assert rpc(svc, "poai_getWork", PAY_HEX)["templateId"] == first["templateId"]
@@ -194,6 +211,20 @@ def test_node_client_against_a_served_node_and_a_closed_port(svc):
     with pytest.raises(Exception) as err:
         NodeClient("127.0.0.1:8545")
     assert err.value.reason == "bad-node-url"
+
+
+def test_mine_node_refuses_another_network(svc, tmp_path):
+    from typer.testing import CliRunner
+
+    import poai.cli as cli
+
+    if not any(c.name == "mine" for c in cli.app.registered_commands):  # once per session
+        cli._register()
+    with BackgroundServer(svc) as server:
+        result = CliRunner().invoke(cli.app, ["mine", "--node", server.url, "--network", "test",
+                                              "--address", PAY_HEX, "-d", str(tmp_path / "m")])
+    assert result.exit_code != 0
+    assert getattr(result.exception, "reason", None) == "wrong-network", result.output
 
 
 def test_retrying_backs_off_and_reports_each_failure():

@@ -122,6 +122,9 @@ def mine(
         client = NodeClient(node)
         info = retrying("the first call", lambda: client.call("poai_nodeInfo"), on_event=console.print)
         params = network_params(info["network"])
+        if network is not None and network != params.name:
+            raise PoaiError(f"the node at {node} follows the {params.name} network, not {network}",
+                            reason="wrong-network")
     else:
         params = dd.init(network)
     entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
