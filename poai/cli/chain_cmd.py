@@ -92,11 +92,15 @@ def mine(
     batch: int = typer.Option(None, "--batch", min=1, max=64, help="attempts per forward pass (default 4)"),
     network: str = typer.Option(None, "--network", "-n", help="network of a fresh data directory (dev)"),
     kernel: str = typer.Option(None, "--kernel", "-k", help="inference kernel (default auto)"),
+    node: str = typer.Option(
+        None, "--node", help="mine for the node at this JSON-RPC URL (http://HOST:PORT/), not the local chain"
+    ),
     password_file: Path = MINER_PASSWORD_FILE,
     allow_empty_password: bool = ALLOW_EMPTY_PASSWORD,
     data_dir: Path = DATA_DIR,
 ) -> None:
-    """Mine blocks on the local chain (a fresh data directory is initialised).
+    """Mine blocks on the local chain (a fresh data directory is initialised), or
+    with --node for a node on another machine (its templates, this machine's model).
     Every option can also be set in the mine table of <data dir>/poai.toml."""
     from poai.app import apply_threads, mine_config
 
@@ -108,14 +112,23 @@ def mine(
         c.allow_empty_password)
     from poai import engine
     from poai.models.registry import load_registry
-    from poai.node.chainstate import ModelCache
-    from poai.node.mempool import Mempool
-    from poai.node.miner import Miner
+    from poai.node.chainstate import ModelCache, check_model_weight
 
     dd = datadir(data_dir)
-    dd.lock()
-    params = dd.init(network)
     reg = load_registry()
+    if node is not None:
+        from poai.node.datadir import network_params
+        from poai.node.remote import NodeClient, RemoteMiner, retrying
+
+        client = NodeClient(node)
+        info = retrying("the first call", lambda: client.call("poai_nodeInfo"), on_event=console.print)
+        params = network_params(info["network"])
+        if network is not None and network != params.name:
+            raise PoaiError(f"the node at {node} follows the {params.name} network, not {network}",
+                            reason="wrong-network")
+    else:
+        dd.lock()
+        params = dd.init(network)
     entry = reg.get(model) if model is not None else reg.by_sha256(params.models[0])
     if entry.sha256 not in params.models:
         raise PoaiError(f"{entry.name} is not vetted for the {params.name} network", reason="unvetted-model")
@@ -123,13 +136,23 @@ def mine(
     addr = _miner_address(dd, address, password_file=password_file, allow_empty_password=allow_empty_password)
     m = engine.load(entry.name, kernel=kernel)
     apply_threads(m, threads)
-    models = ModelCache(kernel)
-    models.put(entry.sha256, m)
-    params, store, chain = dd.open_chain(models=models)
-    miner = Miner(chain, m, addr, mempool=Mempool(store, params, base_fee=chain.next_base_fee), batch=batch)
+    if node is not None:
+        check_model_weight(m, params)
+        miner = RemoteMiner(client, m, addr, batch=batch)
+        where, chain = f"for the node at {node} ([bold]{params.name}[/])", None
+    else:
+        from poai.node.mempool import Mempool
+        from poai.node.miner import Miner
+
+        models = ModelCache(kernel)
+        models.put(entry.sha256, m)
+        params, store, chain = dd.open_chain(models=models)
+        mempool = Mempool(store, params, base_fee=chain.next_base_fee)
+        miner = Miner(chain, m, addr, mempool=mempool, batch=batch)
+        where = f"on [bold]{params.name}[/]"
     console.print(
-        f"mining on [bold]{params.name}[/] with {entry.name} ({m.kernel} kernel, batch {batch}) "
-        f"to {_checksum(addr)}; Ctrl-C stops"
+        f"mining {where} with {entry.name} ({m.kernel} kernel, batch {batch}) to {_checksum(addr)}; "
+        "Ctrl-C stops"
     )
 
     def view(stats) -> Table:
@@ -163,14 +186,17 @@ def mine(
                     f"block {b.height} {b.id.hex()[:16]}… {len(b.txs)} tx, seal {stats.last_seal_s:.2f} s"
                 )
 
+        if node is not None:
+            miner.on_event = live.console.print
         try:
             stats = miner.mine(blocks=blocks, on_progress=progress)
         except KeyboardInterrupt:
             console.print("stopped")
             return
+    tip = f"tip {chain.tip().height}" if chain is not None else f"{len(stats.rejected)} rejected"
     console.print(
         f"found {len(stats.blocks)} block(s) in {stats.seconds:.1f} s, {stats.attempts} attempts, "
-        f"{stats.rate:.2f} attempts/s; tip {chain.tip().height}"
+        f"{stats.rate:.2f} attempts/s; {tip}"
     )
 
 
