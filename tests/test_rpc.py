@@ -551,7 +551,7 @@ def test_metrics_text_format(svc):
     svc.ban_count = 2
     svc.peer_up(PeerInfo("10.0.0.3:1", inbound=True, height=5))
     rpc(svc, "eth_sendRawTransaction", "0x" + sign(0, 1).hex())
-    with pytest.raises(jsonrpc.RpcError):
+    with pytest.raises(encoding.RpcError):
         rpc(svc, "eth_sendRawTransaction", "0x" + sign(0, 1).hex())  # the same again: refused
     m = parse_metrics(metrics.render(svc))
     assert m["poai_height"][2] == 1 and m['poai_peers{direction="inbound"}'][2] == 1

@@ -41,7 +41,9 @@ MAX_BATCH = 100
 MAX_DEPTH = 32  # JSON nesting; deeper input is refused before the recursive parser sees it
 
 #: The modules whose @method functions make up the RPC (imported on first use).
-METHOD_MODULES = ("poai.rpc.eth", "poai.rpc.filters", "poai.rpc.ws", "poai.rpc.poai_methods", "poai.rpc.mining")
+METHOD_MODULES = (
+    "poai.rpc.eth", "poai.rpc.filters", "poai.rpc.ws", "poai.rpc.poai_methods", "poai.rpc.mining",
+)
 
 METHODS: dict[str, tuple] = {}
 _loaded = False
