@@ -31,7 +31,7 @@ from poai.node.mempool import Mempool
 from poai.node.remote import NodeClient, NodeUnreachableError, RemoteMiner, retrying
 from poai.node.scheduler import VerifyScheduler
 from poai.node.service import NodeService
-from poai.rpc import jsonrpc, mining
+from poai.rpc import encoding, mining
 from poai.rpc.server import BackgroundServer, serve_in_thread
 from poai.store import Store
 from test_rpc import ADDR_A, connect_unproven, fund, rpc, rpc_error, sign
@@ -57,7 +57,7 @@ def draft_of(work: dict) -> Block:
 
 def reason(node, method: str, *params) -> str:
     err = rpc_error(node, method, *params)
-    assert err.code == jsonrpc.SERVER_ERROR, err.message
+    assert err.code == encoding.SERVER_ERROR, err.message
     return err.data["reason"]
 
 
@@ -145,8 +145,8 @@ def test_templates_are_bounded_and_evicted_oldest_first(svc):
 def test_get_work_parameters(svc):
     assert reason(svc, "poai_getWork", PAY_HEX, "0x" + "ab" * 32) == "unvetted-model"
     assert rpc(svc, "poai_getWork", PAY_HEX, "0x" + SMOLLM2_SHA256)["model"] == "0x" + SMOLLM2_SHA256
-    assert rpc_error(svc, "poai_getWork", "0x1234").code == jsonrpc.INVALID_PARAMS
-    assert rpc_error(svc, "poai_getWork").code == jsonrpc.INVALID_PARAMS
+    assert rpc_error(svc, "poai_getWork", "0x1234").code == encoding.INVALID_PARAMS
+    assert rpc_error(svc, "poai_getWork").code == encoding.INVALID_PARAMS
 
 
 # --- submissions (refused before any inference) ----------------------------------------------
@@ -164,7 +164,7 @@ def test_submit_work_refusals(svc):
     assert reason(svc, "poai_submitWork", tid, 1, "0x" + proof.hex(), seal) == "bad-seal"
     for bad in ((tid, -1, "0x" + "00" * 32, 0), (tid, 1, "0x00", 0), (tid, 1, "0x" + "00" * 32, 2**64),
                 (7, 1, "0x" + "00" * 32, 0), (tid, True, "0x" + "00" * 32, 0)):
-        assert rpc_error(svc, "poai_submitWork", *bad).code == jsonrpc.INVALID_PARAMS, bad
+        assert rpc_error(svc, "poai_submitWork", *bad).code == encoding.INVALID_PARAMS, bad
     assert svc.chain.tip().height == 0
     assert svc.chain.stats["inferences"] == 0
 
