@@ -14,14 +14,13 @@ capped range.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from eth_hash.auto import keccak
 
 from poai.chain.block import Block
 from poai.chain.work import header_work
 from poai.chain.fees import block_gas_limit, effective_gas_price
-from poai.chain.tx import INTRINSIC_GAS, TX_TYPE_LEGACY, Transaction, decode_tx
+from poai.chain.tx import INTRINSIC_GAS, TX_TYPE_LEGACY
 from poai.rpc.encoding import (
     bad_params,
     checksum,
@@ -32,32 +31,13 @@ from poai.rpc.encoding import (
     server_error,
     short_value,
 )
+from poai.node.reads import StoredTx, TxLocation
 from poai.store.db import BlockRecord
 
 ZERO_BLOOM = "0x" + "00" * 256
 EMPTY_UNCLES_HASH = "0x" + keccak(b"\xc0").hex()  # keccak(rlp([]))
 STATE_TAGS = ("latest", "pending", "safe", "finalized")
 MAX_HEIGHT = (1 << 63) - 1  # SQLite's integer range; a larger height names no block
-# decode_tx checks everything but the signature for a given sender; a transaction
-# whose sender is not stored is decoded with this stand-in and shown with from: None.
-_NO_SENDER = bytes(20)
-
-
-@dataclass(frozen=True)
-class TxLocation:
-    block_id: bytes
-    height: int
-    index: int
-
-
-@dataclass(frozen=True)
-class StoredTx:
-    """A transaction as stored: decoded without recovery; sender None when unknown."""
-
-    tx: Transaction
-    sender: bytes | None
-
-
 def main_record(node, height: int) -> BlockRecord | None:
     if not 0 <= height <= MAX_HEIGHT:
         return None
@@ -93,15 +73,12 @@ def mined_gas_price(node, tx, loc: TxLocation | None) -> int:
 
 
 def decode_stored(node, raw: bytes, sender: bytes | None) -> StoredTx:
-    return StoredTx(decode_tx(raw, node.params.chain_id, sender=sender or _NO_SENDER), sender)
+    return node.reads.decode_stored(raw, sender)
 
 
 def block_txs(node, rec: BlockRecord, block: Block) -> list[StoredTx]:
     """A stored block's transactions with the senders the store keeps (one query)."""
-    senders = node.reads.block_senders(rec.id)
-    if senders is None or len(senders) != len(block.txs):
-        senders = [None] * len(block.txs)
-    return [decode_stored(node, raw, s) for raw, s in zip(block.txs, senders, strict=True)]
+    return node.reads.block_txs(rec, block)
 
 
 def resolve_height(node, tag) -> int | None:
@@ -141,14 +118,7 @@ def state_height_check(node, tag) -> None:
 
 def locate_tx(node, tx_hash: bytes) -> tuple[StoredTx, TxLocation | None] | None:
     """A mined transaction with its place, a pending one with None, or None."""
-    row = node.reads.tx_row(tx_hash)
-    if row is not None:
-        block = node.reads.block(row.block_id)
-        if block is not None and row.idx < len(block.txs):
-            stx = decode_stored(node, block.txs[row.idx], row.sender)
-            return stx, TxLocation(row.block_id, row.height, row.idx)
-    tx = node.reads.pending_tx(tx_hash)  # decoded (and recovered) once by the mempool
-    return (StoredTx(tx, tx.sender), None) if tx is not None else None
+    return node.reads.locate_tx(tx_hash)
 
 
 def pending_nonce(node, address: bytes) -> int:
