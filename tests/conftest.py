@@ -61,8 +61,7 @@ def cache_model_loads(mp: pytest.MonkeyPatch) -> None:
     the models are the real ones, loaded once per module instead of per command."""
     from poai import cli, engine
 
-    if not any(c.name == "mine" for c in cli.app.registered_commands):  # once per session
-        cli._register()
+    cli._register()
     real_load, cache = engine.load, {}
 
     def load(name_or_path=None, *, kernel=None, vetted_only=True):

@@ -52,12 +52,7 @@ def flat(text: str) -> str:
 
 
 def poai(*args, ok: bool = True):
-    from poai.node.datadir import release_locks
-
-    try:
-        result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
-    finally:
-        release_locks()  # each command's data-directory lock ends with it, as in its own process
+    result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
     if ok:
         assert result.exit_code == 0, (args, result.output, result.exception)
     return result

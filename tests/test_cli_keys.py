@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import poai.cli as cli
 from poai.app import payout_address
 from poai.errors import PoaiError
-from poai.node.datadir import DataDir, release_locks
+from poai.node.datadir import DataDir
 from poai.wallet.keys import private_key_to_address, to_checksum_address
 from poai.wallet.keystore import KeyStore, encrypt_key
 
@@ -27,8 +27,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module", autouse=True)
 def _commands():
     """Register the commands; keys made here use a cheap scrypt (n = 2**10) for speed."""
-    if not any(c.name == "mine" for c in cli.app.registered_commands):
-        cli._register()
+    cli._register()
     mp = pytest.MonkeyPatch()
     mp.setattr(DataDir, "keystore", lambda self: KeyStore(self.keystore_path, n=2**10))
     yield
@@ -36,10 +35,7 @@ def _commands():
 
 
 def poai(*args, ok: bool = True):
-    try:
-        result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
-    finally:
-        release_locks()
+    result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
     if ok:
         assert result.exit_code == 0, (args, result.output, result.exception)
     return result

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import poai.cli as cli
 from poai.chain.params import get_network
 from poai.chain.tx import decode_tx
-from poai.node.datadir import DataDir, release_locks
+from poai.node.datadir import DataDir
 from poai.node.testnet import start_node, stop_nodes
 from poai.wallet.keys import private_key_to_address, to_checksum_address
 from poai.wallet.keystore import KeyStore
@@ -34,10 +34,7 @@ runner = CliRunner()
 
 
 def poai(*args, ok: bool = True):
-    try:
-        result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
-    finally:
-        release_locks()
+    result = runner.invoke(cli.app, [str(a) for a in args], env=ENV)
     if ok:
         assert result.exit_code == 0, (args, result.output, result.exception)
     return result
@@ -52,8 +49,7 @@ def rpc_call(url: str, method: str, *params):
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, smollm2_path):
-    if not any(c.name == "mine" for c in cli.app.registered_commands):
-        cli._register()
+    cli._register()
     d = tmp_path_factory.mktemp("remote") / "node"
     KeyStore(DataDir(d).keystore_path, n=2**10).import_private_key(KEY, PW)  # the default payout key
     proc = start_node(0, d, mine=True, threads=1, batch=2, env={"POAI_PASSWORD": PW})

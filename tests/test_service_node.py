@@ -112,6 +112,24 @@ def test_lock_is_idempotent_in_one_process(tmp_path):
     assert dd.locked_by() is None
 
 
+
+def test_a_commands_lock_ends_with_the_command_in_one_process(tmp_path):
+    """A caller that runs several commands in one process (CliRunner, as the CLI tests
+    do) gets each command's lock released when it ends, as a process exit would, so a
+    node it starts next on the same directory is not refused by the caller's own lock."""
+    from typer.testing import CliRunner
+
+    import poai.cli as cli
+
+    cli._register()
+    result = CliRunner().invoke(cli.app, ["init", "-d", str(tmp_path / "d")], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert DataDir(tmp_path / "d").locked_by() is None
+    failed = CliRunner().invoke(cli.app, ["init", "-d", str(tmp_path / "d"), "--network", "nonesuch"],
+                                env=ENV)
+    assert failed.exit_code != 0
+    assert DataDir(tmp_path / "d").locked_by() is None  # released on an error too
+
 # --- listen, rpc and peer addresses ------------------------------------------------------
 
 

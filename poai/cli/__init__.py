@@ -55,15 +55,24 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="print the version and the protocol numbers, then exit"),
 ) -> None:
     """poai: a blockchain whose proof of work is exact LLM inference."""
+    from poai.node.datadir import release_locks
+
+    # A command's data-directory lock ends with the command: in its own process that is
+    # the exit; a caller that runs several commands in one process (the tests' CliRunner)
+    # gets the same behaviour instead of a lock held by itself.
+    ctx.call_on_close(release_locks)
 
 
 def _register() -> None:
     # Imported here so that `poai --help` stays fast and each module owns its
-    # commands.
+    # commands.  Idempotent: a process that calls it again (the tests) keeps one copy.
+    if any(c.name == "mine" for c in app.registered_commands):
+        return
     from poai.cli import chain_cmd, engine_cmd, models_cmd, node_cmd, wallet_cmd
 
     app.add_typer(models_cmd.app, name="models")
