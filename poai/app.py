@@ -237,6 +237,18 @@ def open_local(data_dir: Path | None, *, write: bool, network: str | None = None
     return dd, params, store, chain
 
 
+def open_reads(data_dir: Path | None, *, write: bool = False, models=None):
+    """(DataDir, ChainReads) of a local data directory: the read model over its
+    store, chain state and mempool (the CLI's reads go through it, as the RPC's and
+    the explorer's do); with ``write`` under the directory's lock, for a command that
+    then adds to the mempool (``reads.mempool``)."""
+    from poai.node.mempool import Mempool
+    from poai.node.reads import ChainReads
+
+    dd, params, store, chain = open_local(data_dir, write=write, models=models)
+    return dd, ChainReads(store, chain, Mempool(store, params, base_fee=chain.next_base_fee))
+
+
 def new_key_password(password_file: Path | None, allow_empty: bool, environ=os.environ) -> str:
     """The password for a key created without a prompt (the miner's payout key):
     --password-file, else $POAI_PASSWORD.  An empty password only with

@@ -26,6 +26,7 @@ import pytest
 
 from poai.chain.block import Block, grind_seal, meets_seal
 from poai.chain.params import COIN, SMOLLM2_SHA256, get_network
+from poai.errors import PoaiError
 from poai.node.chainstate import ChainState
 from poai.node.mempool import Mempool
 from poai.node.remote import NodeClient, NodeUnreachableError, RemoteMiner, retrying
@@ -175,6 +176,24 @@ def test_work_on_an_old_tip_is_stale(svc):
     assert reason(svc, "poai_submitWork", work["templateId"], 1, "0x" + "00" * 32, 0) == "stale-work"
 
 
+def test_no_work_while_the_node_catches_up(svc):
+    """A peer ahead and a tip over a day old: getWork refuses (work on it would be
+    stale); a peer ahead of a recent tip, or an old tip no peer extends (a young chain
+    whose genesis is old), still gets work."""
+    from poai.node.service import MAX_TIP_AGE_S, PeerInfo
+
+    tip_time = svc.chain.tip().time
+    svc.clock = lambda: tip_time + MAX_TIP_AGE_S + 1
+    assert rpc(svc, "poai_getWork", PAY_HEX)["height"] == 1  # no peer: mine the young chain
+    svc.peer_up(PeerInfo(address="127.0.0.1:1", inbound=False, height=0))
+    svc.peer_height("127.0.0.1:1", 5)  # its headers showed height 5
+    assert svc.syncing()["highestBlock"] == 5
+    err = rpc_error(svc, "poai_getWork", PAY_HEX)
+    assert err.data["reason"] == "syncing" and "height 0 of 5" in err.message
+    svc.clock = lambda: tip_time + 60
+    assert rpc(svc, "poai_getWork", PAY_HEX)["height"] == 1
+
+
 def test_submit_block_judges_whole_blocks(svc):
     assert reason(svc, "poai_submitBlock", "0x00ff") == "malformed-block"
     draft = draft_of(rpc(svc, "poai_getWork", PAY_HEX))
@@ -218,8 +237,7 @@ def test_mine_node_refuses_another_network(svc, tmp_path):
 
     import poai.cli as cli
 
-    if not any(c.name == "mine" for c in cli.app.registered_commands):  # once per session
-        cli._register()
+    cli._register()
     with BackgroundServer(svc) as server:
         result = CliRunner().invoke(cli.app, ["mine", "--node", server.url, "--network", "test",
                                               "--address", PAY_HEX, "-d", str(tmp_path / "m")])
@@ -252,6 +270,19 @@ def test_retrying_backs_off_and_reports_each_failure():
     assert retrying("the block", flaky, on_event=events.append, tries=2, clock=lambda: now[0],
                     sleep=sleep) is None
     assert events[-1].endswith("gave up the block after 2 tries")
+    # a node that is catching up is waited for too; any other refusal propagates
+    answers = iter([PoaiError("poai_getWork: the node is catching up", reason="syncing"), "ok"])
+
+    def catching_up():
+        got = next(answers)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    assert retrying("poai_getWork", catching_up, clock=lambda: now[0], sleep=sleep) == "ok"
+    with pytest.raises(PoaiError, match="nope"):
+        retrying("x", lambda: (_ for _ in ()).throw(PoaiError("nope", reason="bad-proof")),
+                  clock=lambda: now[0], sleep=sleep)
 
 
 class FakeClient:

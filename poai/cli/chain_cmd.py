@@ -25,7 +25,7 @@ from poai.cli.common import (
     print_fields,
     print_json,
 )
-from poai.app import open_local
+from poai.app import open_local, open_reads
 from poai.errors import PoaiError
 
 console = Console()
@@ -213,16 +213,14 @@ def info(data_dir: Path = DATA_DIR, rpc: str = RPC_OPTION, as_json: bool = JSON_
                "mempool": node["mempoolSize"], "peers": node["peers"]}
     else:
         from poai.chain.difficulty import compact_to_target
-        from poai.node.mempool import Mempool
 
-        _, params, store, chain = open_local(data_dir, write=False)
-        tip = chain.tip()
-        nxt = chain.next_bits(tip)
+        _, reads = open_reads(data_dir)
+        params, tip = reads.params, reads.tip()
+        nxt = reads.chain.next_bits(tip)
         out = {"network": params.name, "chainId": params.chain_id, "height": tip.height,
                "tip": _hex(tip.id), "time": tip.time, "chainWork": str(tip.work),
                "nextBits": f"{nxt:#010x}", "nextOdds": str((1 << 256) // (compact_to_target(nxt) + 1)),
-               "blocksStored": store.block_count(),
-               "mempool": len(Mempool(store, params, base_fee=chain.next_base_fee))}
+               "blocksStored": reads.block_count(), "mempool": len(reads.mempool)}
     if as_json:
         print_json(out)
         return
@@ -242,9 +240,10 @@ def info(data_dir: Path = DATA_DIR, rpc: str = RPC_OPTION, as_json: bool = JSON_
     print_fields(rows, console)
 
 
-def _find_block(chain, ref: str):
+def _find_block(reads, ref: str):
+    """(record, block) of a height or block id."""
     if ref.isdigit():
-        bid = chain.store.main_id(int(ref))
+        bid = reads.main_id(int(ref))
         if bid is None:
             raise PoaiError(f"no block at height {ref}", reason="not-found")
     else:
@@ -252,10 +251,11 @@ def _find_block(chain, ref: str):
             bid = bytes.fromhex(ref.removeprefix("0x"))
         except ValueError:
             raise PoaiError(f"{ref!r} is neither a height nor a block id", reason="bad-block-ref") from None
-    block = chain.block(bid)
+    rec = reads.record(bid)
+    block = reads.block(bid) if rec is not None else None
     if block is None:
         raise PoaiError(f"no block {ref}", reason="not-found")
-    return block
+    return rec, block
 
 
 @chain_app.command("block")
@@ -263,20 +263,19 @@ def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_di
               as_json: bool = JSON_OPTION) -> None:
     """Show a block: header fields, coinbase and transactions."""
     from poai.chain.fees import INTRINSIC_GAS, fee_split
-    from poai.chain.tx import decode_tx
 
-    _, params, store, chain = open_local(data_dir, write=False)
-    b = _find_block(chain, ref)
+    _, reads = open_reads(data_dir)
+    rec, b = _find_block(reads, ref)
     h = b.header
+    txs = reads.block_txs(rec, b)  # with the senders stored when the block connected
     if as_json:
-        txs = [decode_tx(raw, params.chain_id) for raw in b.txs]
         print_json({
             "id": _hex(h.id), "height": h.height, "prev": _hex(h.prev_hash), "time": h.time,
             "bits": f"{h.bits:#010x}", "baseFee": str(h.base_fee), "model": h.model.hex(),
             "miner": _checksum(h.miner), "nonce": h.nonce, "seal": h.seal, "proof": _hex(h.proof),
             "txRoot": _hex(h.tx_root), "stateRoot": _hex(h.state_root),
             "coinbase": {"to": _checksum(b.coinbase.miner), "value": str(b.coinbase.value)},
-            "transactions": [_hex(tx.hash) for tx in txs],
+            "transactions": [_hex(stx.tx.hash) for stx in txs],
         })
         return
     t = Table.grid(padding=(0, 2))
@@ -299,11 +298,11 @@ def block_cmd(ref: str = typer.Argument(..., help="height or block id"), data_di
     ):
         t.add_row(k, v)
     console.print(t)
-    for raw in b.txs:
-        tx = decode_tx(raw, params.chain_id)
+    for stx in txs:
+        tx = stx.tx
         burned, tip = fee_split(tx, h.base_fee)
         console.print(
-            f"  tx {_hex(tx.hash)} {_checksum(tx.sender)} -> {_checksum(tx.to)} "
+            f"  tx {_hex(tx.hash)} {_sender_text(stx.sender)} -> {_checksum(tx.to)} "
             f"{format_amount(tx.value)} (fee {format_amount(burned + tip)}: tip {format_amount(tip)})"
         )
 
@@ -369,23 +368,10 @@ def balance(
         nonce = hex_int(client.call("eth_getTransactionCount", _hex(addr), "latest"))
         height = hex_int(client.call("eth_blockNumber"))
     else:
-        from poai.chain.block import Block
-        from poai.store import Store
-
-        dd = datadir(data_dir)
-        params = dd.params()
-        store = Store(dd.db_path, readonly=True)
-        try:
-            acc = store.account(addr)
-            tip = store.tip()
-            immature = 0
-            for h in range(max(1, tip.height - params.coinbase_maturity + 1), tip.height + 1):
-                b = Block.decode(store.block_bytes(store.main_id(h)), params.max_block_bytes)
-                if b.coinbase.miner == addr:
-                    immature += b.coinbase.value
-        finally:
-            store.close()
-        bal, nonce, height = acc.balance, acc.nonce, tip.height
+        _, reads = open_reads(data_dir)
+        acc, height = reads.account(addr), reads.tip().height
+        immature = sum(m.coinbase_value for m in reads.immature_coinbase(addr))
+        bal, nonce = acc.balance, acc.nonce
     if as_json:
         out = {"address": _checksum(addr), "balance": format_amount(bal), "balanceWei": str(bal),
                "nonce": nonce, "height": height}
@@ -437,7 +423,7 @@ def send(
     value = parse_amount(amount)
     recipient = parse_address(to)
     tip = _parse_gwei(priority_fee, "--priority-fee")
-    client = pool = store = None
+    client = reads = None
     if rpc is not None:
         from poai.cli.remote import RpcClient, hex_int
 
@@ -445,15 +431,9 @@ def send(
         chain_id = hex_int(client.call("eth_chainId"))
         latest = client.call("eth_getBlockByNumber", "latest", False)
         base_fee = hex_int(latest["baseFeePerGas"])
-    elif not sign_only:
-        from poai.node.mempool import Mempool
-
-        _, params, store, chain = open_local(data_dir, write=True)
-        chain_id, base_fee = params.chain_id, chain.next_base_fee()
-        pool = Mempool(store, params, base_fee=chain.next_base_fee)
-    else:
-        _, params, store, chain = open_local(data_dir, write=False)
-        chain_id, base_fee = params.chain_id, chain.next_base_fee()
+    else:  # the local mempool, under the directory's lock unless only signing
+        _, reads = open_reads(data_dir, write=not sign_only)
+        chain_id, base_fee = reads.params.chain_id, reads.chain.next_base_fee()
     cap = 2 * base_fee + tip if max_fee is None else _parse_gwei(max_fee, "--max-fee")
     if cap < tip:
         raise PoaiError(
@@ -467,12 +447,7 @@ def send(
         balance = hex_int(client.call("eth_getBalance", _hex(sender), "latest"))
         next_nonce = hex_int(client.call("eth_getTransactionCount", _hex(sender), "pending"))
     else:
-        acc = store.account(sender)
-        balance, next_nonce = acc.balance, acc.nonce
-        if pool is not None:
-            pending = sorted(tx.nonce for tx, _ in pool.pending() if tx.sender == sender)
-            while next_nonce in pending:
-                next_nonce += 1
+        balance, next_nonce = reads.account(sender).balance, reads.pending_nonce(sender)
     if nonce is None:
         nonce = next_nonce
     fee_max = INTRINSIC_GAS * cap
@@ -505,7 +480,7 @@ def send(
     if client is not None:
         client.call("eth_sendRawTransaction", _hex(tx.raw))
     else:
-        pool.add(tx.raw)
+        reads.mempool.add(tx.raw)
     out["status"] = "pending"
     if wait:
         receipt = _wait_receipt(client, tx.hash, timeout)
@@ -577,10 +552,8 @@ def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_
         else:
             console.print(f"accepted {tx_hash}", soft_wrap=True)
         return
-    from poai.node.mempool import Mempool
-
-    _, params, store, chain = open_local(data_dir, write=True)
-    tx = Mempool(store, params, base_fee=chain.next_base_fee).add(data)
+    _, reads = open_reads(data_dir, write=True)
+    tx = reads.mempool.add(data)
     if as_json:
         print_json({"hash": _hex(tx.hash), "status": "pending", "from": _checksum(tx.sender),
                     "to": _checksum(tx.to), "value": format_amount(tx.value)})
@@ -591,8 +564,14 @@ def submit(raw: str = typer.Argument(..., help="signed transaction, hex"), data_
     )
 
 
-def _tx_fields(tx) -> dict:
-    out = {"from": _checksum(tx.sender), "to": _checksum(tx.to), "value": format_amount(tx.value),
+def _sender_text(sender: bytes | None) -> str:
+    return _checksum(sender) if sender is not None else "(sender not stored)"
+
+
+def _tx_fields(tx, sender: bytes | None) -> dict:
+    """A transaction's fields; ``sender`` the one stored (or recovered on admission)."""
+    out = {"from": _checksum(sender) if sender is not None else None, "to": _checksum(tx.to),
+           "value": format_amount(tx.value),
            "valueWei": str(tx.value), "nonce": tx.nonce, "type": tx.tx_type, "gas": tx.gas,
            "chainId": tx.chain_id}
     if tx.tx_type == 2:
@@ -604,23 +583,19 @@ def _tx_fields(tx) -> dict:
 
 
 def _tx_local(data_dir: Path | None, h: bytes) -> dict:
-    from poai.chain.tx import decode_tx
-    from poai.node.mempool import Mempool
-
-    _, params, store, chain = open_local(data_dir, write=False)
-    loc = store.tx_location(h)
+    _, reads = open_reads(data_dir)
+    found = reads.locate_tx(h)  # a mined transaction with its place, a pending one with None
     out: dict = {"hash": _hex(h)}
-    if loc is not None:
-        block = chain.block(loc.block_id)
-        tx = decode_tx(block.txs[loc.idx], params.chain_id)
-        out.update(status="mined", block=loc.height, blockHash=_hex(loc.block_id), index=loc.idx,
-                   confirmations=chain.tip().height - loc.height + 1, **_tx_fields(tx))
+    if found is None:
+        out["status"] = "unknown"
         return out
-    for tx, _ in Mempool(store, params, base_fee=chain.next_base_fee).pending():
-        if tx.hash == h:
-            out.update(status="pending", block=None, confirmations=0, **_tx_fields(tx))
-            return out
-    out["status"] = "unknown"
+    stx, loc = found
+    fields = _tx_fields(stx.tx, stx.sender)
+    if loc is not None:
+        out.update(status="mined", block=loc.height, blockHash=_hex(loc.block_id), index=loc.index,
+                   confirmations=reads.confirmations(loc.height), **fields)
+    else:
+        out.update(status="pending", block=None, confirmations=0, **fields)
     return out
 
 
@@ -703,9 +678,11 @@ def quiz(
     from poai.node.miner import Miner
     from poai.pow.proof import evaluate
 
+    from poai.node.reads import ChainReads
+
     dd, params, store, chain = open_local(data_dir, write=False, create=True)
     if height is not None:
-        block = _find_block(chain, str(height))
+        _, block = _find_block(ChainReads(store, chain), str(height))
         header = block.header
         entry = load_registry().by_sha256(header.model.hex())
         m = engine.load(entry.name)

@@ -550,11 +550,12 @@ class P2PNode:
         if not parsed:
             return
         ids = [h.id for h in parsed]
-        stored = await self._blocking(self.service.store.stored_ids, ids + [parsed[0].prev_hash])
+        stored = await self._blocking(self.service.reads.stored_ids, ids + [parsed[0].prev_hash])
         if parsed[0].prev_hash not in stored and parsed[0].prev_hash not in self.header_ids:
             return  # a fork below what we can link: our next locator finds the common point
         self._note_header_ids(ids)
         peer.height = max(peer.height, parsed[-1].height)
+        self.service.peer_height(peer.name, peer.height)
         new = [i for i in ids if i not in stored]
         for i in new:
             self.announcers.note(i, peer)
@@ -592,7 +593,7 @@ class P2PNode:
         room = MAX_IN_FLIGHT - len(peer.in_flight)
         if room > 0 and peer.wanted:
             head = peer.wanted[: room * 4]
-            stored = await self._blocking(self.service.store.stored_ids, head)
+            stored = await self._blocking(self.service.reads.stored_ids, head)
             ask = []
             busy = self._in_flight_all()
             while peer.wanted and len(peer.in_flight) < MAX_IN_FLIGHT:
@@ -650,6 +651,7 @@ class P2PNode:
         if result.status in ("connected", "side"):
             peer.valid_blocks += 1
         peer.height = max(peer.height, block.height)
+        self.service.peer_height(peer.name, peer.height)
         if result.status == "orphan":
             await self._ask_headers(peer)
         elif result.status == "connected":

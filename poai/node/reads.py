@@ -145,6 +145,10 @@ class ChainReads:
     def block_count(self) -> int:
         return self.store.block_count()
 
+    def main_tx_counts(self, start: int, stop: int) -> dict[int, int]:
+        """Transactions per main-chain height in [start, stop) (heights without any absent)."""
+        return self.store.main_tx_counts(start, stop)
+
     def block_senders(self, block_id: bytes) -> list[bytes] | None:
         return self.store.block_senders(block_id)
 
@@ -335,6 +339,11 @@ class ChainReads:
         out += [p for p in self.pending(MAX_LIST) if p.tx.to == address and p.tx.hash not in seen]
         out.sort(key=lambda p: -p.added)
         return out[: _clamp(limit)]
+
+    def pending_cost(self, sender: bytes, from_nonce: int, except_nonce: int) -> int:
+        """The most ``sender``'s pooled transactions from ``from_nonce`` on, but for
+        ``except_nonce`` (the one a replacement would take), may cost."""
+        return self.store.pool.pending_cost(sender, from_nonce, except_nonce)
 
     def pooled_raws(self, hashes) -> dict[bytes, bytes]:
         """hash -> raw bytes of those transactions in the pool."""

@@ -81,17 +81,24 @@ class NodeClient:
         return answer.get("result")
 
 
+#: Refusals that pass with time: the node gives work again once it has caught up.
+RETRY_REASONS = frozenset({"syncing"})
+
+
 def retrying(what: str, fn, *, should_stop=lambda: False, on_event=None, tries: int | None = None,
              clock=time.monotonic, sleep=time.sleep):
-    """fn() until it answers; after a NodeUnreachableError (reported to on_event)
-    wait 1 s, doubling to MAX_BACKOFF_S.  None when stopped or after ``tries``
-    failures; other errors propagate."""
+    """fn() until it answers; after a NodeUnreachableError or a node that is
+    catching up (reason ``syncing``; both reported to on_event) wait 1 s, doubling
+    to MAX_BACKOFF_S.  None when stopped or after ``tries`` failures; other errors
+    propagate."""
     report = on_event or (lambda message: None)
     wait, failures = FIRST_BACKOFF_S, 0
     while not should_stop():
         try:
             return fn()
-        except NodeUnreachableError as exc:
+        except PoaiError as exc:
+            if not isinstance(exc, NodeUnreachableError) and exc.reason not in RETRY_REASONS:
+                raise
             failures += 1
             if tries is not None and failures >= tries:
                 report(f"{exc}; gave up {what} after {failures} tries")

@@ -23,6 +23,8 @@ from poai.node.reads import ChainReads
 
 log = logging.getLogger(__name__)
 
+MAX_TIP_AGE_S = 24 * 3600  # a tip older than this, with a peer ahead, means initial download
+
 
 @dataclass
 class MiningStatus:
@@ -80,6 +82,14 @@ class NodeService:
     def peer_up(self, info: PeerInfo) -> None:
         with self._lock:
             self._peers[info.address] = info
+
+    def peer_height(self, address: str, height: int) -> None:
+        """A connected peer showed a chain at least ``height`` high (headers or a block
+        it sent): what syncing() and the peers page report, not the handshake's figure."""
+        with self._lock:
+            info = self._peers.get(address)
+            if info is not None and height > info.height:
+                info.height = height
 
     def peer_down(self, address: str) -> None:
         with self._lock:
@@ -183,6 +193,15 @@ class NodeService:
     def mean_verify_ms(self) -> float | None:
         v = list(self.verify_seconds)
         return 1000.0 * sum(v) / len(v) if v else None
+
+    def initial_download(self) -> bool:
+        """True while the node is catching up: a peer shows a higher chain and our tip
+        is older than MAX_TIP_AGE_S (Bitcoin Core's rule, which its getblocktemplate
+        follows).  Both must hold: a peer's claimed height alone costs it nothing, and
+        a young chain whose tip is old but that no peer extends must still be mined."""
+        if self.syncing() is None:
+            return False
+        return self.clock() - self.chain.tip().time > MAX_TIP_AGE_S
 
     def syncing(self) -> dict | None:
         """None when no peer reports a higher chain, else start/current/highest heights."""

@@ -124,7 +124,7 @@ def eth_hashrate(node):
 def eth_get_balance(node, address, tag="latest"):
     addr = parse_address(address)
     state_height_check(node, tag)
-    return quantity(node.store.account(addr).balance)
+    return quantity(node.reads.account(addr).balance)
 
 
 @method("eth_getTransactionCount", 1, 1)
@@ -133,7 +133,7 @@ def eth_get_transaction_count(node, address, tag="latest"):
     if tag == "pending":
         return quantity(pending_nonce(node, addr))
     state_height_check(node, tag)
-    return quantity(node.store.account(addr).nonce)
+    return quantity(node.reads.account(addr).nonce)
 
 
 @method("eth_getCode", 1, 1)
@@ -199,7 +199,7 @@ def eth_fee_history(node, block_count, newest, percentiles=None):
     if newest_h is None:
         raise server_error("header not found", "unknown-block")
     oldest = max(0, newest_h - count + 1) if count else newest_h + 1
-    counts = node.store.main_tx_counts(oldest, newest_h + 1)
+    counts = node.reads.main_tx_counts(oldest, newest_h + 1)
     ratios = [counts.get(h, 0) / node.params.max_block_txs for h in range(oldest, newest_h + 1)]
     base_fees, rewards = [], []
     for height in range(oldest, newest_h + 1):
@@ -265,7 +265,7 @@ def eth_estimate_gas(node, tx, tag="latest"):
     for key in ("data", "input"):
         if tx.get(key) is not None and parse_data(tx[key], key) != b"":
             raise server_error("non-empty data: only plain value transfers are supported", "tx-has-data")
-    balance = node.store.account(sender).balance
+    balance = node.reads.account(sender).balance
     if value > balance:
         raise _geth_call_error("insufficient funds for transfer")
     allowance = gas
@@ -288,7 +288,7 @@ def eth_call(node, tx, tag="latest", overrides=None):
     for key in ("data", "input"):
         if tx.get(key) is not None:
             parse_data(tx[key], key)
-    balance = node.store.account(sender).balance
+    balance = node.reads.account(sender).balance
     if value > balance:
         raise _geth_call_error("insufficient funds for transfer")
     return "0x"
@@ -320,7 +320,7 @@ def eth_get_transaction_receipt(node, tx_hash):
 
 
 def _block_by_hash(node, block_hash):
-    rec = node.store.record(parse_data(block_hash, "block hash", 32))
+    rec = node.reads.record(parse_data(block_hash, "block hash", 32))
     return rec if rec is not None and rec.status != INVALID else None
 
 
@@ -439,7 +439,7 @@ def _pool_by_sender(node) -> tuple[dict, dict]:
     queued: dict[bytes, list] = {}
     for sender, txs in by_sender.items():
         txs.sort(key=lambda t: t.nonce)
-        nonce = node.store.account(sender).nonce
+        nonce = node.reads.account(sender).nonce
         for tx in txs:
             if tx.nonce == nonce:
                 pending.setdefault(sender, []).append(tx)

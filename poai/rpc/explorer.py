@@ -30,7 +30,7 @@ from poai.chain.difficulty import compact_to_target
 from poai.chain.fees import fee_split
 from poai.chain.work import header_target, header_work
 from poai.errors import AddressError, PoaiError
-from poai.rpc import jsonrpc, views
+from poai.rpc import encoding, views
 from poai.rpc.explorer_plots import (  # noqa: F401  (re-exported: tests and the server use explorer.*)
     HASHRATE_WINDOW,
     PLOT_BLOCKS,
@@ -143,12 +143,12 @@ def plural(n: int, word: str) -> str:
 
 
 def addr_link(addr: bytes) -> str:
-    c = jsonrpc.checksum(addr)
+    c = encoding.checksum(addr)
     return f'<a class="mono" href="/address/{esc(c)}">{esc(c)}</a>'
 
 
 def short_addr_link(addr: bytes) -> str:
-    c = jsonrpc.checksum(addr)
+    c = encoding.checksum(addr)
     return f'<a class="mono" href="/address/{esc(c)}" title="{esc(c)}">{esc(c[:10] + "…" + c[-4:])}</a>'
 
 
@@ -352,8 +352,8 @@ def coinbase_split(node, rec, block) -> tuple[int, int, int]:
 
 def block_page(node, ident: str) -> tuple[int, str]:
     try:
-        rec = jsonrpc.find_block(node, ident)
-    except jsonrpc.RpcError:
+        rec = views.find_block(node, ident)
+    except encoding.RpcError:
         rec = None
     if rec is None:
         return not_found(node, f"no block {ident!r}: give a main-chain height or a 64-hex-digit block id")
@@ -396,7 +396,7 @@ def block_page(node, ident: str) -> tuple[int, str]:
         quiz_html = '<p class="note">The genesis block is not mined: it has no quiz.</p>'
     else:
         try:
-            q = jsonrpc.block_quiz(node, block)
+            q = views.block_quiz(node, block)
             quiz_html = kv_table(
                 [
                     ("kind", esc(q["kind"])),
@@ -497,7 +497,7 @@ def address_page(node, ident: str) -> tuple[int, str]:
     immature = reads.immature_coinbase(addr)
     tip = reads.tip().height
     fields = [
-        ("address", mono(jsonrpc.checksum(addr))),
+        ("address", mono(encoding.checksum(addr))),
         ("balance (spendable)", esc(fmt_amount(acc.balance))),
         ("immature (mined, not yet spendable)",
          esc(fmt_amount(sum(b.coinbase_value for b in immature)))
@@ -548,7 +548,7 @@ def address_page(node, ident: str) -> tuple[int, str]:
         + '<p class="note">A coinbase becomes spendable '
         f"{node.params.coinbase_maturity} blocks after its block.</p>"
     )
-    return 200, page(node, f"address {jsonrpc.checksum(addr)}", body)
+    return 200, page(node, f"address {encoding.checksum(addr)}", body)
 
 
 def mempool_page(node) -> tuple[int, str]:

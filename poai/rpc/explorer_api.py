@@ -19,7 +19,7 @@ Each function returns ``(status, object)``; the server encodes it.
 from __future__ import annotations
 
 from poai.errors import AddressError
-from poai.rpc import jsonrpc
+from poai.rpc import encoding, views
 from poai.rpc.explorer import coinbase_split, paid_fee, parse_hash, parse_height
 from poai.store.db import INVALID, VERIFIED
 
@@ -32,7 +32,7 @@ def _hex(b: bytes) -> str:
 
 
 def _addr(b: bytes | None) -> str | None:
-    return jsonrpc.checksum(b) if b is not None else None
+    return encoding.checksum(b) if b is not None else None
 
 
 def _error(status: int, message: str) -> tuple[int, dict]:
@@ -84,8 +84,8 @@ def blocks(node, query) -> tuple[int, dict]:
 
 def block(node, ident: str, query=None) -> tuple[int, dict]:
     try:
-        rec = jsonrpc.find_block(node, ident)
-    except jsonrpc.RpcError:
+        rec = views.find_block(node, ident)
+    except encoding.RpcError:
         rec = None
     if rec is None:
         return _error(404, f"no block {ident[:80]!r}: give a main-chain height or a 64-hex-digit block id")

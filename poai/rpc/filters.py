@@ -67,7 +67,7 @@ def parse_log_filter(node, obj) -> LogFilter:
         if obj.get("fromBlock") is not None or obj.get("toBlock") is not None:
             raise bad_params("cannot specify both BlockHash and FromBlock/ToBlock, choose one or the other")
         block_hash = parse_data(obj["blockHash"], "blockHash", 32)
-        if node.store.record(block_hash) is None:
+        if node.reads.record(block_hash) is None:
             raise RpcError(SERVER_ERROR, "unknown block", {"reason": "unknown-block"})
     from_tag = obj.get("fromBlock") if obj.get("fromBlock") is not None else "latest"
     to_tag = obj.get("toBlock") if obj.get("toBlock") is not None else "latest"

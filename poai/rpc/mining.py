@@ -208,7 +208,16 @@ def _judge(node, block: Block, block_bytes: bytes) -> dict:
 def poai_get_work(node, address, model=None):
     """A template paying ``address``, proven with ``model`` (sha256; default the network's first)."""
     addr = parse_address(address)
-    return template_json(node, work_book(node).get(addr, _model_sha(node, model)))
+    sha = _model_sha(node, model)
+    initial = getattr(node, "initial_download", None)
+    if initial is not None and initial():
+        sync = node.syncing() or {}
+        raise server_error(
+            f"the node is catching up (height {sync.get('currentBlock')} of {sync.get('highestBlock')} "
+            "a peer shows, and its tip is over a day old): work on it would be stale; ask again once synced",
+            "syncing",
+        )
+    return template_json(node, work_book(node).get(addr, sha))
 
 
 @method("poai_submitWork", 4)

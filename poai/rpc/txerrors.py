@@ -78,7 +78,7 @@ def _figures(node, raw: bytes, reason: str) -> str | None:
         sender = recover_sender(tx.signing_digest, tx.y_parity, tx.r, tx.s)
     except PoaiError:
         return None
-    account = node.store.account(sender)
+    account = node.reads.account(sender)
     if reason in ("tx-nonce-too-low", "already-mined"):
         return f"next nonce {account.nonce}, tx nonce {tx.nonce}"
     if reason == "tx-nonce-gap":
@@ -89,7 +89,7 @@ def _figures(node, raw: bytes, reason: str) -> str | None:
         balance, cost = account.balance, tx.max_cost
         if balance < cost:
             return f"balance {balance}, tx cost {cost}, overshot {cost - balance}"
-        queued = node.store.pool.pending_cost(sender, account.nonce, tx.nonce)
+        queued = node.reads.pending_cost(sender, account.nonce, tx.nonce)
         return f"balance {balance}, queued cost {queued}, tx cost {cost}, overshot {queued + cost - balance}"
     return None
 
