@@ -76,6 +76,7 @@ cdef extern from "poai_packed.h":
     int poai_cpu_has_avx512()
     int poai_cpu_has_neon()
     int poai_cpu_has_amx()
+    int poai_amx_min_tokens
 
 if not poai_arith_shift_ok():
     raise ImportError("poai._native: this compiler's >> on negative int64 is not arithmetic")
@@ -283,6 +284,19 @@ def cpu_supports(str variant):
     raise ValueError(f"unknown packed variant {variant!r}")
 
 
+def amx_min_tokens(n=None):
+    """The amx variant's token count below which it runs the AVX-512 kernel
+    (same bits); with n, set it (tests set 1 to check the tile path on every
+    T) and return the previous value."""
+    global poai_amx_min_tokens
+    old = poai_amx_min_tokens
+    if n is not None:
+        if n < 1:
+            raise ValueError("amx_min_tokens: n must be positive")
+        poai_amx_min_tokens = n
+    return old
+
+
 cdef const int32_t *_i32_ptr(a):
     """Data pointer of a C-contiguous int32 ndarray, or NULL for None."""
     if a is None:
@@ -409,7 +423,8 @@ def matmul_packed(str variant, x, pm, int nthreads=1):
 
 
 # Register-only dot-product probes (ext/poai_probe.h): name -> probe kind.
-DOT_PROBES = {"avx2-int16": 0, "avx2-int8": 1, "vnni-int16": 2, "vnni-int8": 3}
+DOT_PROBES = {"avx2-int16": 0, "avx2-int8": 1, "vnni-int16": 2, "vnni-int8": 3,
+              "amx-int16": 4, "amx-int8": 5}
 
 
 def dot_probe(str kind, int64_t iters):

@@ -100,6 +100,9 @@ POAI_PACKED_FN(poai_matmul_packed_avx2);
 POAI_PACKED_FN(poai_matmul_packed_avx512);
 POAI_PACKED_FN(poai_matmul_packed_neon);
 POAI_PACKED_FN(poai_matmul_packed_amx);
+/* The amx variant runs products of fewer tokens than this on the AVX-512
+ * kernel (same bits; faster there); 16 unless a test lowers it. */
+extern int poai_amx_min_tokens;
 
 /* A variant's inner kernel: one row set (its weight chunks w, ng groups)
  * against nt tokens (a[u], s[u], asum[u] for u < nt); writes the 16 int64
