@@ -31,7 +31,8 @@ extensions = [
     Extension(
         "poai._native",
         sources=["ext/_native.pyx", "ext/poai_kernels.c", "ext/poai_packed.c", "ext/poai_forward.c",
-                 "ext/poai_ops_avx2.c", "ext/poai_avx2.c", "ext/poai_avx512.c", "ext/poai_neon.c",
+                 "ext/poai_ops_avx2.c", "ext/poai_avx2.c", "ext/poai_avx512.c", "ext/poai_amx.c",
+                 "ext/poai_neon.c",
                  "ext/poai_probe.c"],
         include_dirs=["ext", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -2,8 +2,8 @@
 """poai._native: thin Cython bindings of the C kernels in ext/.
 
 poai_kernels.c holds the scalar kernels (the C reference); poai_packed.c,
-poai_avx2.c, poai_avx512.c and poai_neon.c (AArch64) the packed matrix
-product and its SIMD variants, chosen by the caller (poai/engine/kernels.py)
+poai_avx2.c, poai_avx512.c, poai_amx.c (AMX-INT8) and poai_neon.c (AArch64)
+the packed matrix product and its SIMD variants, chosen by the caller (poai/engine/kernels.py)
 from CPU detection; poai_probe.c the benchmark's register-only dot-product peak probes.
 
 Arrays are validated (dtype, contiguity, shape) here; value ranges are
@@ -75,6 +75,8 @@ cdef extern from "poai_packed.h":
     int poai_cpu_has_avx2()
     int poai_cpu_has_avx512()
     int poai_cpu_has_neon()
+    int poai_cpu_has_amx()
+    int poai_amx_min_tokens
 
 if not poai_arith_shift_ok():
     raise ImportError("poai._native: this compiler's >> on negative int64 is not arithmetic")
@@ -104,7 +106,7 @@ def _c64(a):
 
 
 cdef bint _ops_avx2(str variant) except -1:
-    if variant in ("avx2", "avx512"):
+    if variant in ("avx2", "avx512", "amx"):   # amx and avx512 run the AVX2 ops
         if not poai_cpu_has_avx2():
             raise ValueError(f"variant {variant!r} is not usable on this CPU")
         return True
@@ -277,7 +279,22 @@ def cpu_supports(str variant):
         return bool(poai_cpu_has_avx512())
     if variant == "neon":
         return bool(poai_cpu_has_neon())
+    if variant == "amx":
+        return bool(poai_cpu_has_amx())
     raise ValueError(f"unknown packed variant {variant!r}")
+
+
+def amx_min_tokens(n=None):
+    """The amx variant's token count below which it runs the AVX-512 kernel
+    (same bits); with n, set it (tests set 1 to check the tile path on every
+    T) and return the previous value."""
+    global poai_amx_min_tokens
+    old = poai_amx_min_tokens
+    if n is not None:
+        if n < 1:
+            raise ValueError("amx_min_tokens: n must be positive")
+        poai_amx_min_tokens = n
+    return old
 
 
 cdef const int32_t *_i32_ptr(a):
@@ -316,7 +333,7 @@ def quantize_packed(x, int nthreads=1, str variant="generic"):
     return qa, s, ysh, asum
 
 
-VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3}   # POAI_VARIANT_* (poai_packed.h)
+VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3, "amx": 4}   # POAI_VARIANT_*
 
 
 cdef int _variant_id(str variant) except -1:
@@ -328,6 +345,8 @@ cdef int _variant_id(str variant) except -1:
         return 2
     if variant == "neon" and poai_cpu_has_neon():
         return 3
+    if variant == "amx" and poai_cpu_has_amx():
+        return 4
     raise ValueError(f"packed variant {variant!r} is not usable on this CPU")
 
 
@@ -404,7 +423,8 @@ def matmul_packed(str variant, x, pm, int nthreads=1):
 
 
 # Register-only dot-product probes (ext/poai_probe.h): name -> probe kind.
-DOT_PROBES = {"avx2-int16": 0, "avx2-int8": 1, "vnni-int16": 2, "vnni-int8": 3}
+DOT_PROBES = {"avx2-int16": 0, "avx2-int8": 1, "vnni-int16": 2, "vnni-int8": 3,
+              "amx-int16": 4, "amx-int8": 5}
 
 
 def dot_probe(str kind, int64_t iters):
@@ -457,7 +477,7 @@ cdef extern from "poai_forward.h":
                            const int64_t *sel_head, int64_t n_sel, int64_t *probs,
                            const poai_fw_buffers *buf, int nthreads) nogil
 
-VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3}   # POAI_VARIANT_* (poai_packed.h)
+VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3, "amx": 4}   # POAI_VARIANT_*
 
 
 cdef const int64_t *_i64_ptr(a) except NULL:

@@ -36,7 +36,8 @@ int poai_forward_llama(const poai_fw_model *m, int variant, int64_t *x, int64_t 
     const int64_t N = B * T, d = m->d, ff = m->ff, H = m->H, Hkv = m->Hkv, hd = m->hd;
     int64_t *pout = probs;
     /* AVX2 norms, RoPE, SwiGLU, attention (an explicit test: NEON's id is larger) */
-    const int vec = variant == POAI_VARIANT_AVX2 || variant == POAI_VARIANT_AVX512;
+    const int vec = variant == POAI_VARIANT_AVX2 || variant == POAI_VARIANT_AVX512 ||
+                    variant == POAI_VARIANT_AMX;
     for (int64_t li = 0; li < m->n_layer; li++) {
         const poai_fw_layer *L = &m->layers[li];
 

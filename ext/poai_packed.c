@@ -248,7 +248,9 @@ void poai_matmul_pmat(int variant, const int16_t *qa, const int64_t *s, const in
                       int nthreads) {
     if (nthreads < 1) nthreads = 1;
     if (T <= 0 || w->rows <= 0) return;
-    if (variant == POAI_VARIANT_AVX512 && poai_cpu_has_avx512())
+    if (variant == POAI_VARIANT_AMX && poai_cpu_has_amx())
+        poai_matmul_packed_amx(qa, s, ysh, asum, T, w, y, nthreads);
+    else if (variant == POAI_VARIANT_AVX512 && poai_cpu_has_avx512())
         poai_matmul_packed_avx512(qa, s, ysh, asum, T, w, y, nthreads);
     else if (variant == POAI_VARIANT_AVX2 && poai_cpu_has_avx2())
         poai_matmul_packed_avx2(qa, s, ysh, asum, T, w, y, nthreads);
@@ -292,13 +294,34 @@ static int detect_avx512(void) {
     int vnni = (c >> 11) & 1;
     return f && dq && bw && vl && vnni;
 }
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+static int detect_amx(void) {
+    unsigned a, b, c, d;
+    if (!detect_avx512()) return 0;           /* the epilogue's AVX-512 */
+    if (!os_saves(0x60000)) return 0;         /* XTILECFG (17) and XTILEDATA (18) */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!((d >> 24) & 1) || !((d >> 25) & 1)) return 0; /* AMX-TILE, AMX-INT8 */
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    /* Linux hands out the 8 KiB tile state only on request (once per
+     * process; threads share it): without it a tile instruction faults. */
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#else
+    return 0; /* no known way to ask this OS for tile state */
+#endif
+}
 #else
 static int detect_avx2(void) { return 0; }
 static int detect_avx512(void) { return 0; }
+static int detect_amx(void) { return 0; }
 #endif
 
 /* CPUID can trap to the hypervisor: ask once. */
-static int cached_avx2 = -1, cached_avx512 = -1;
+static int cached_avx2 = -1, cached_avx512 = -1, cached_amx = -1;
 
 int poai_cpu_has_avx2(void) {
     if (cached_avx2 < 0) cached_avx2 = detect_avx2();
@@ -308,6 +331,11 @@ int poai_cpu_has_avx2(void) {
 int poai_cpu_has_avx512(void) {
     if (cached_avx512 < 0) cached_avx512 = detect_avx512();
     return cached_avx512;
+}
+
+int poai_cpu_has_amx(void) {
+    if (cached_amx < 0) cached_amx = detect_amx();
+    return cached_amx;
 }
 
 int poai_cpu_has_neon(void) {

@@ -11,6 +11,8 @@
  *   POAI_VARIANT_AVX2    (1)  AVX2 (vpmaddwd), target attribute
  *   POAI_VARIANT_AVX512  (2)  AVX-512 F/BW/DQ/VL + VNNI (vpdpwssd)
  *   POAI_VARIANT_NEON    (3)  AArch64 NEON (vmlal_s16), compiled on aarch64 only
+ *   POAI_VARIANT_AMX     (4)  AMX-INT8 tiles (TDPBSSD/TDPBUSD) + AVX-512 epilogue
+ *                             (ext/poai_amx.c; Linux x86-64 only)
  *
  * Packed layout ("lane-interleaved").  A SIMD accumulator has 16 int32
  * lanes; each lane accumulates the dot product of one (row, 32-block) pair,
@@ -51,6 +53,7 @@
 #define POAI_VARIANT_AVX2 1
 #define POAI_VARIANT_AVX512 2
 #define POAI_VARIANT_NEON 3
+#define POAI_VARIANT_AMX 4
 
 /* One weight matrix, the layout every native kernel reads. */
 typedef struct {
@@ -96,6 +99,10 @@ POAI_PACKED_FN(poai_matmul_packed_generic);
 POAI_PACKED_FN(poai_matmul_packed_avx2);
 POAI_PACKED_FN(poai_matmul_packed_avx512);
 POAI_PACKED_FN(poai_matmul_packed_neon);
+POAI_PACKED_FN(poai_matmul_packed_amx);
+/* The amx variant runs products of fewer tokens than this on the AVX-512
+ * kernel (same bits; faster there); 16 unless a test lowers it. */
+extern int poai_amx_min_tokens;
 
 /* A variant's inner kernel: one row set (its weight chunks w, ng groups)
  * against nt tokens (a[u], s[u], asum[u] for u < nt); writes the 16 int64
@@ -119,9 +126,14 @@ void poai_packed_finish(const int64_t *lanes, int64_t g, int64_t rs, int64_t row
                         int64_t *yrow);
 
 /* CPU support, from CPUID/XGETBV (cached): 1 if the variant can run here.
- * NEON (Advanced SIMD) is part of every AArch64 CPU: 1 on aarch64, else 0. */
+ * NEON (Advanced SIMD) is part of every AArch64 CPU: 1 on aarch64, else 0.
+ * AMX: CPUID AMX-TILE and AMX-INT8, the OS saving tile state (XCR0 bits 17
+ * and 18), the AVX-512 of poai_cpu_has_avx512 (its epilogue) and, on Linux,
+ * the process's tile-data permission (arch_prctl ARCH_REQ_XCOMP_PERM,
+ * requested on the first call); anything missing gives 0, never a fault. */
 int poai_cpu_has_avx2(void);
 int poai_cpu_has_avx512(void);
 int poai_cpu_has_neon(void);
+int poai_cpu_has_amx(void);
 
 #endif

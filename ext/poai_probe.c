@@ -114,6 +114,44 @@ T2 static int64_t probe_avx2_int8(int64_t iters) {
 VNNI_PROBE(probe_vnni_int16, _mm512_dpwssd_epi32, _mm512_set1_epi16(3), _mm512_set1_epi16(-2))
 VNNI_PROBE(probe_vnni_int8, _mm512_dpbusd_epi32, _mm512_set1_epi8(3), _mm512_set1_epi8(-2))
 
+#if defined(__linux__)
+#include <string.h>
+
+/* AMX: tmm0-3 accumulators (16 x 64 bytes), tmm4/tmm5 A (16 x K bytes),
+ * tmm6/tmm7 B (K/4 x 64); K = 32 (int16 probe) or 64 (int8 probe). */
+static void amx_probe_config(int kbytes) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 4; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    for (int t = 4; t < 6; t++) c.rows[t] = 16, c.colsb[t] = (uint16_t)kbytes;
+    for (int t = 6; t < 8; t++) c.rows[t] = (uint8_t)(kbytes / 4), c.colsb[t] = 64;
+    __asm__ volatile("ldtilecfg (%0)" ::"r"(&c) : "memory");
+}
+
+static int64_t probe_amx(int int16, int64_t iters) {
+    int32_t out[256];
+    amx_probe_config(int16 ? 32 : 64);
+    __asm__ volatile("tilezero %%tmm0\n\ttilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3\n\t"
+                     "tilezero %%tmm4\n\ttilezero %%tmm5\n\ttilezero %%tmm6\n\ttilezero %%tmm7" ::: "memory");
+    for (int64_t i = 0; i < iters; i++) {
+        if (int16) /* the kernel's pair: high bytes signed, low bytes unsigned */
+            __asm__ volatile("tdpbssd %%tmm6, %%tmm4, %%tmm0\n\ttdpbusd %%tmm6, %%tmm5, %%tmm1\n\t"
+                             "tdpbssd %%tmm7, %%tmm4, %%tmm2\n\ttdpbusd %%tmm7, %%tmm5, %%tmm3" ::: "memory");
+        else
+            __asm__ volatile("tdpbssd %%tmm6, %%tmm4, %%tmm0\n\ttdpbssd %%tmm7, %%tmm4, %%tmm1\n\t"
+                             "tdpbssd %%tmm6, %%tmm5, %%tmm2\n\ttdpbssd %%tmm7, %%tmm5, %%tmm3" ::: "memory");
+    }
+    __asm__ volatile("tilestored %%tmm0, (%0,%1,1)" ::"r"(out), "r"((long)64) : "memory");
+    __asm__ volatile("tilerelease" ::: "memory");
+    return out[0];
+}
+#endif
+
 int64_t poai_dot_probe(int kind, int64_t iters, int64_t *sink) {
     if (iters < 0) iters = 0;
     switch (kind) {
@@ -133,6 +171,16 @@ int64_t poai_dot_probe(int kind, int64_t iters, int64_t *sink) {
         if (!poai_cpu_has_avx512()) return 0;
         *sink = probe_vnni_int8(iters);
         return iters * VNNI_STEPS * 64;
+#if defined(__linux__)
+    case POAI_PROBE_AMX_INT16: /* 4 tile ops = 2 int16 x int8 products of 16 x 16 x 32 */
+        if (!poai_cpu_has_amx()) return 0;
+        *sink = probe_amx(1, iters);
+        return iters * 2 * 16 * 16 * 32;
+    case POAI_PROBE_AMX_INT8: /* 4 tile ops of 16 x 16 x 64 */
+        if (!poai_cpu_has_amx()) return 0;
+        *sink = probe_amx(0, iters);
+        return iters * 4 * 16 * 16 * 64;
+#endif
     default:
         return -1;
     }
@@ -141,6 +189,6 @@ int64_t poai_dot_probe(int kind, int64_t iters, int64_t *sink) {
 int64_t poai_dot_probe(int kind, int64_t iters, int64_t *sink) {
     (void)iters;
     *sink = 0;
-    return kind >= POAI_PROBE_AVX2_INT16 && kind <= POAI_PROBE_VNNI_INT8 ? 0 : -1;
+    return kind >= POAI_PROBE_AVX2_INT16 && kind <= POAI_PROBE_AMX_INT8 ? 0 : -1;
 }
 #endif

@@ -12,6 +12,13 @@
  *   POAI_PROBE_AVX2_INT8  vpmaddubsw ymm + vpmaddwd ymm (x1) + vpaddd  32
  *   POAI_PROBE_VNNI_INT16 vpdpwssd zmm                                32
  *   POAI_PROBE_VNNI_INT8  vpdpbusd zmm                                64
+ *   POAI_PROBE_AMX_INT16  tdpbssd + tdpbusd, 16x16 tiles, K = 32     8192
+ *                         (int16 x int8 as the amx kernel splits it:
+ *                         high and low activation bytes, one 32-block)
+ *   POAI_PROBE_AMX_INT8   tdpbssd, 16x16 tiles, K = 64 (full tiles)  16384
+ *
+ * The AMX probes (tiles only, no loads or stores in the loop) run where
+ * poai_cpu_has_amx(); 4 independent accumulator tiles.
  */
 #ifndef POAI_PROBE_H
 #define POAI_PROBE_H
@@ -22,6 +29,8 @@
 #define POAI_PROBE_AVX2_INT8 1
 #define POAI_PROBE_VNNI_INT16 2
 #define POAI_PROBE_VNNI_INT8 3
+#define POAI_PROBE_AMX_INT16 4
+#define POAI_PROBE_AMX_INT8 5
 
 /* Run `iters` loop iterations of probe `kind` (each iteration is a fixed
  * number of steps, see poai_probe.c) and return the number of MACs done;

@@ -1,4 +1,4 @@
-"""The SIMD kernels (POAI_KERNEL=avx2|avx512) equal the reference bit for bit.
+"""The SIMD kernels (POAI_KERNEL=avx2|avx512|amx|neon) equal the reference bit for bit.
 
 The packed matrix product is checked per variant — and its portable C form
 ("generic") everywhere — on every weight format, on every packing geometry
@@ -69,7 +69,10 @@ WIDTHS = {"Q8_0": [288, 384, 512, 576, 768, 800, 1536], "Q4_0": [576, 800], "Q4_
 NIBBLE_FORMATS = ("Q4_0", "Q4_1", "Q4_K", "Q2_K")   # stored as two nibbles per byte
 
 
-@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512", "neon"])
+PACKED_VARIANTS = ["generic", "avx2", "avx512", "amx", "neon"]
+
+
+@pytest.mark.parametrize("variant", PACKED_VARIANTS)
 @pytest.mark.parametrize("fmt", sorted(synth.FORMATS))
 def test_packed_matmul_equals_reference(native, variant, fmt):
     if variant != "generic":
@@ -83,6 +86,71 @@ def test_packed_matmul_equals_reference(native, variant, fmt):
                 for threads in (1, 2, 3):
                     got = _packed_matmul(native, variant, x, w, threads)
                     assert np.array_equal(want, got), (fmt, cols, rows, threads)
+
+
+def _extreme_weights(rng, kind, rows, cols):
+    """Weights at the formats' limits: int8 quants all -128 or 127 (32- and
+    16-wide blocks), nibbles all 0 or 15 with offsets (32-wide, and 16-wide
+    with two offsets like Q2_K), and Q4_0's folded -8..7."""
+    big = 1 << 11
+    if kind in ("int8", "int8-16"):
+        block = 16 if kind == "int8-16" else 32
+        q = rng.choice(np.array([-128, 127], np.int8), size=(rows, cols))
+        scale = rng.choice(np.array([-big, big, 1, -1]), size=(rows, cols // block))
+        return QuantMatrix.from_quants("x", kind, q, scale, None, block)
+    if kind in ("nib", "nib-16"):
+        block = 16 if kind == "nib-16" else 32
+        q = rng.choice(np.array([0, 15], np.int8), size=(rows, cols))
+        scale = rng.choice(np.array([-big, big, 3]), size=(rows, cols // block))
+        minv = rng.choice(np.array([-big * 15, big * 15, -7]), size=(rows, cols // block))
+        return QuantMatrix.from_quants("x", kind, q, scale, minv, block)
+    q = rng.choice(np.array([-8, 7], np.int8), size=(rows, cols))   # "q4_0"
+    scale = rng.choice(np.array([-big, big, 5]), size=(rows, cols // 32))
+    return QuantMatrix.from_quants("x", kind, q, scale, None, 32)
+
+
+def _extreme_inputs(rng, t, cols):
+    """Activations whose quants reach +-32767 (x = +-32767 << 16 gives block
+    exponent 16 and q = +-32767 exactly), mixed per element, and blocks whose
+    exponents differ by up to the spread (every shift s in 0..10)."""
+    top = 32767 << 16
+    x = rng.choice(np.array([top, -top, top - (1 << 15), 1 << 16]), size=(t, cols))
+    spread = rng.integers(0, 14, size=(t, cols // 32))   # some below the spread: clamped
+    x >>= np.repeat(spread, 32, axis=1)
+    x[0, :32] = top                                       # a whole block at +32767
+    if t > 1:
+        x[1, ::2] = -top
+    return x.astype(np.int64)
+
+
+@pytest.mark.parametrize("variant", PACKED_VARIANTS)
+@pytest.mark.parametrize("kind", ["int8", "int8-16", "nib", "nib-16", "q4_0"])
+def test_packed_matmul_extremes(native, variant, kind):
+    """Max-magnitude weights and activations, token counts and row counts on
+    both sides of the AMX tile sizes (1, 15, 16, 17, 33 tokens; 1, 15, 16,
+    17, 40 rows), every geometry g, 1 and 2 threads."""
+    if variant != "generic":
+        _variant_or_skip(variant)
+    if variant == "amx":          # the tile path on every T, not the AVX-512 one below 16
+        old = native.amx_min_tokens(1)
+        try:
+            _extremes(native, variant, kind)
+        finally:
+            native.amx_min_tokens(old)
+    _extremes(native, variant, kind)
+
+
+def _extremes(native, variant, kind):
+    rng = np.random.default_rng(abs(hash((variant, kind))) % 2**32)
+    for cols in (288, 576, 512, 768, 384):            # g = 1, 2, 16, 8, 4
+        for rows in (1, 15, 16, 17, 40):
+            w = _extreme_weights(rng, kind, rows, cols)
+            for t in (1, 15, 16, 17, 33):
+                x = _extreme_inputs(rng, t, cols)
+                want = ref.matmul(x, w)
+                for threads in (1, 2):
+                    got = _packed_matmul(native, variant, x, w, threads)
+                    assert np.array_equal(want, got), (kind, cols, rows, t, threads)
 
 
 def test_packing_geometry():
@@ -176,7 +244,7 @@ def synth_models(tmp_path_factory):
     return {name: read_model(vectors_gen.build_synth(name, directory)) for name in vectors_gen.SYNTH_MODELS}
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512", "neon"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx", "neon"])
 @pytest.mark.parametrize("name", sorted(vectors_gen.SYNTH_MODELS))
 def test_synthetic_models_match_golden(synth_models, variant, name):
     _variant_or_skip(variant)
@@ -190,7 +258,7 @@ def test_synthetic_models_match_golden(synth_models, variant, name):
         assert vectors_gen.forward_digest(res) == golden["forward_sha256"], (variant, threads)
 
 
-@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512", "neon"])
+@pytest.mark.parametrize("kernel", ["reference", "scalar", "avx2", "avx512", "amx", "neon"])
 def test_batch_equals_single_runs(synth_models, kernel):
     """B attempts in one pass give each attempt's bits, whatever B."""
     _variant_or_skip(kernel)
@@ -228,7 +296,7 @@ def test_available_names_every_kernel():
         assert reason is None or (isinstance(reason, str) and reason)
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx"])
 def test_simd_silu_equals_reference(variant):
     """SwiGLU's vector code (exp, reciprocal, products on 4 int64 lanes) is
     the reference, on every gate magnitude, the range limits and odd tails."""
@@ -246,7 +314,7 @@ def test_simd_silu_equals_reference(variant):
     assert np.array_equal(ops.silu_mul(g, u), ref.silu_mul(g, u))
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx"])
 @pytest.mark.parametrize("shape", [(1, 4, 2, 64), (3, 4, 4, 64), (37, 6, 2, 64), (70, 9, 3, 64),
                                    (5, 2, 1, 32), (9, 2, 2, 24)])
 def test_simd_attention_equals_reference(variant, shape):
@@ -269,7 +337,7 @@ def test_simd_attention_equals_reference(variant, shape):
         assert np.array_equal(rp, np_)
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx"])
 def test_simd_attention_score_range_error_is_identical(variant):
     """A score past |s16| < 2**31 raises the reference's error; a large
     score beyond the causal diagonal (not a score) does not."""
@@ -297,7 +365,7 @@ def test_simd_attention_score_range_error_is_identical(variant):
     assert np.array_equal(ro, no)
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx"])
 def test_simd_norm_and_rope_equal_reference(variant):
     """AVX2 RMSNorm (vector amax, sum of squares, products) and RoPE (pairs
     two at a time) are the reference, on tails, zero rows and the limits."""
@@ -334,7 +402,7 @@ def _op_by_op(ops):
     return plain
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx"])
 def test_fused_forward_equals_op_by_op(synth_models, variant):
     """The fused native forward gives the op-by-op path's hidden states,
     logits and attention rows (heads of several layers), for B = 1, 3 and 5
@@ -359,7 +427,7 @@ def test_fused_forward_equals_op_by_op(synth_models, variant):
                 assert np.array_equal(a.attn_probs[key], b.attn_probs[key])
 
 
-@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+@pytest.mark.parametrize("variant", ["avx2", "avx512", "amx"])
 def test_fused_forward_range_error_is_the_reference_one(synth_models, variant):
     """A model whose activations leave the proven range raises the
     reference's EngineRangeError (same message) through the fused path."""

@@ -1,6 +1,6 @@
 """Kernel backends and the run-time choice between them.
 
-``POAI_KERNEL=reference|scalar|avx2|avx512|neon|auto`` (or the ``kernel=``
+``POAI_KERNEL=reference|scalar|avx2|avx512|amx|neon|auto`` (or the ``kernel=``
 argument) selects:
 
 - ``reference``: ops_reference, the NumPy living definition;
@@ -8,6 +8,10 @@ argument) selects:
 - ``avx2``, ``avx512``: the packed SIMD matrix product (ext/poai_avx2.c,
   ext/poai_avx512.c, AVX-512 meaning F/BW/DQ/VL + VNNI), usable only where
   CPUID says the CPU and OS support it, with OpenMP threads (``POAI_THREADS``);
+- ``amx``: the packed matrix product on AMX-INT8 tiles (ext/poai_amx.c: the
+  int16 activations split into signed high and unsigned low bytes, an
+  AVX-512 epilogue per block), usable where CPUID, XCR0 and Linux's tile
+  permission allow it; the other operations are avx512's;
 - ``neon``: the packed matrix product with AArch64 NEON (ext/poai_neon.c),
   usable on AArch64 only (the other operations run the portable C);
 - ``auto``: the fastest backend that is available here.
@@ -31,8 +35,8 @@ from poai.engine.native import native_module
 from poai.errors import KernelUnavailableError
 
 # Ordered worst to best per CPU family: ``auto`` tries them from the end.
-KERNELS = ("reference", "scalar", "avx2", "avx512", "neon")
-SIMD_KERNELS = ("avx2", "avx512", "neon")
+KERNELS = ("reference", "scalar", "avx2", "avx512", "amx", "neon")
+SIMD_KERNELS = ("avx2", "avx512", "amx", "neon")
 ENV_VAR = "POAI_KERNEL"
 
 
@@ -75,7 +79,7 @@ def available() -> dict[str, str | None]:
     return {name: unusable_reason(name) for name in KERNELS}
 
 
-_FEATURES = {"avx2": "AVX2", "avx512": "AVX-512 F/BW/DQ/VL with VNNI"}
+_FEATURES = {"avx2": "AVX2", "avx512": "AVX-512 F/BW/DQ/VL with VNNI", "amx": "AMX-INT8"}
 _SIMD_OPS: dict = {}
 _SIMD_LOCK = threading.Lock()
 
@@ -131,6 +135,7 @@ _BACKENDS = {
     "scalar": lambda: _module_backend("poai.engine.ops_native"),
     "avx2": lambda: _simd_backend("avx2"),
     "avx512": lambda: _simd_backend("avx512"),
+    "amx": lambda: _simd_backend("amx"),
     "neon": lambda: _simd_backend("neon"),
 }
 assert tuple(_BACKENDS) == KERNELS

@@ -1,4 +1,4 @@
-"""SIMD kernel backends (``POAI_KERNEL=avx2|avx512|neon``): same functions, same bits.
+"""SIMD kernel backends (``POAI_KERNEL=avx2|avx512|amx|neon``): same functions, same bits.
 
 The matrix product — nearly all of the work — runs on the weights' one
 stored form, the group-interleaved layout of ``ext/poai_packed.h`` (one SIMD

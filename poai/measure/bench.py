@@ -219,6 +219,7 @@ def measure_llamacpp(path, n_vocab, n_tokens, attempts, threads, gpu_layers: int
 # The register-only probes (ext/poai_probe.c) standing for each SIMD kernel's
 # instruction family: (label, int16 probe, instruction, int8 probe, instruction).
 PEAK_FAMILIES = {
+    "amx": ("AMX-INT8", "amx-int16", "tdpbssd+tdpbusd", "amx-int8", "tdpbssd"),
     "avx512": ("AVX-512 VNNI", "vnni-int16", "vpdpwssd", "vnni-int8", "vpdpbusd"),
     "avx2": ("AVX2", "avx2-int16", "vpmaddwd", "avx2-int8", "vpmaddubsw"),
 }
