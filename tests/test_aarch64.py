@@ -1,7 +1,7 @@
 """Identical on x86 and ARM, shown: the C kernels built for AArch64 under qemu-user.
 
 ext/'s matrix product (poai_kernels.c, poai_packed.c, the NEON kernel
-poai_neon.c; poai_avx2.c and poai_avx512.c compile to forwarders there) and
+poai_neon.c; poai_avx2.c, poai_avx512.c and poai_amx.c compile to forwarders there) and
 tests/aarch64/driver.c are cross-compiled with Debian's aarch64-linux-gnu-gcc
 (-O3 -static) and run under qemu-aarch64 on tests/aarch64_cases.py's case
 set (every weight format and mode, both weight widths, g = 16..1, partial row
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 SOURCES = [ROOT / "ext" / name for name in
-           ("poai_kernels.c", "poai_packed.c", "poai_neon.c", "poai_avx2.c", "poai_avx512.c")]
+           ("poai_kernels.c", "poai_packed.c", "poai_neon.c", "poai_avx2.c", "poai_avx512.c", "poai_amx.c")]
 DRIVER = ROOT / "tests" / "aarch64" / "driver.c"
 # the extension's flags (setup.py), linked statically for qemu-user
 CFLAGS = ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall", "-fopenmp", "-static"]
