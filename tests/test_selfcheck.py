@@ -141,8 +141,10 @@ def test_broken_variant_is_refused_and_auto_falls_back(name, native_ops, fresh, 
                and FIRST_CASE in r.getMessage() for r in caplog.records)
     result = selfcheck.check(name)
     assert result.status == selfcheck.FAIL and not result.usable
-    # one flipped bit in every product: every matmul case and the forward fail
-    assert set(result.failed) == set(kat_cases.CASE_NAMES)
+    # one flipped bit in every product: every matmul case and the forward fail (amx's
+    # matmul cases twice: on avx512's code below 16 tokens, then on the tile path)
+    tiles = {c.name + "/tiles" for c in kat_cases.MATMUL_CASES} if name == "amx" else set()
+    assert set(result.failed) == set(kat_cases.CASE_NAMES) | tiles
     assert kernels.resolve_name("auto") == _best_other(name)
     with pytest.raises(KernelUnavailableError, match=r"failed its known-answer test \(matmul/"):
         kernels.resolve_name(name)
@@ -152,6 +154,33 @@ def test_broken_variant_is_refused_and_auto_falls_back(name, native_ops, fresh, 
     with pytest.raises(KernelUnavailableError) as info:
         kernels.resolve_name(None)
     assert str(info.value) == reason
+
+
+def test_amx_known_answer_test_checks_the_tile_path_too(native_ops, fresh, monkeypatch):
+    """The KAT's products are small (under 16 tokens), which amx runs on avx512's code;
+    the cases run again with the tile path forced, so a fault there alone is refused."""
+    if kernels.support_reason("amx") is not None:
+        pytest.skip(f"kernel amx skipped: {kernels.support_reason('amx')}")
+    from poai.engine.native import native_module
+
+    native = native_module()
+    ops = kernels.backend("amx")
+    many = ops.matmul_many
+
+    def faulty(x, ws):
+        ys = many(x, ws)
+        if native.amx_min_tokens() == 1:  # the tile path, forced by the KAT
+            ys = [np.array(y, copy=True) for y in ys]
+            for y in ys:
+                y.flat[0] ^= 1
+        return ys
+
+    monkeypatch.setattr(ops, "matmul_many", faulty)
+    with pytest.warns(selfcheck.KnownAnswerWarning, match=r"kernel amx is refused.*/tiles"):
+        result = selfcheck.check("amx")
+    assert result.status == selfcheck.FAIL
+    assert set(result.failed) == {c.name + "/tiles" for c in kat_cases.MATMUL_CASES}
+    assert native.amx_min_tokens() == 16  # put back
 
 
 def test_broken_fused_forward_is_refused(native_ops, fresh, monkeypatch):
