@@ -290,6 +290,19 @@ TAMX static INLINE void epilogue(const int HALF, const int MN, const int MN16, c
     }
 }
 
+/* C_hi (tile CH) and C_lo (tile CL) of one block (half): hi / lo bytes at hp / lp
+ * (stride K) into tiles AH / AL, the weights' B tile at wp into tile B. */
+#define TILE_BLOCK(CH_, CL, AH, AL, B, hp, lp, wp) \
+    do {                                           \
+        TILE_LOAD(AH, hp, K);                      \
+        TILE_LOAD(AL, lp, K);                      \
+        TILE_LOAD(B, wp, 64);                      \
+        TILE_ZERO(CH_);                            \
+        TILE_ZERO(CL);                             \
+        TILE_DPBSSD(CH_, AH, B);                   \
+        TILE_DPBUSD(CL, AL, B);                    \
+    } while (0)
+
 /* The tile ops of blocks b0 .. b0+nc-1 for one token tile; C tiles to c. */
 TAMX static INLINE void tiles(const int HALF, const int8_t *hi, const uint8_t *lo, int64_t K,
                               const int8_t *wbase, int64_t b0, int nc, int32_t *c) {
@@ -298,30 +311,12 @@ TAMX static INLINE void tiles(const int HALF, const int8_t *hi, const uint8_t *l
         const int8_t *wb = wbase + b * 512;
         int32_t *cb = c + bb * CBLK(HALF);
         if (!HALF) {
-            TILE_LOAD(2, hi + b * 32, K);
-            TILE_LOAD(3, lo + b * 32, K);
-            TILE_LOAD(4, wb, 64);
-            TILE_ZERO(0);
-            TILE_ZERO(1);
-            TILE_DPBSSD(0, 2, 4);
-            TILE_DPBUSD(1, 3, 4);
+            TILE_BLOCK(0, 1, 2, 3, 4, hi + b * 32, lo + b * 32, wb);
             TILE_STORE(0, cb, 64);
             TILE_STORE(1, cb + 256, 64);
-        } else {
-            TILE_LOAD(4, hi + b * 32, K);
-            TILE_LOAD(5, lo + b * 32, K);
-            TILE_LOAD(6, wb, 64);
-            TILE_ZERO(0);
-            TILE_ZERO(1);
-            TILE_DPBSSD(0, 4, 6);
-            TILE_DPBUSD(1, 5, 6);
-            TILE_LOAD(4, hi + b * 32 + 16, K);
-            TILE_LOAD(5, lo + b * 32 + 16, K);
-            TILE_LOAD(6, wb + 256, 64);
-            TILE_ZERO(2);
-            TILE_ZERO(3);
-            TILE_DPBSSD(2, 4, 6);
-            TILE_DPBUSD(3, 5, 6);
+        } else { /* elements 0..15 into tiles 0, 1; 16..31 into 2, 3 */
+            TILE_BLOCK(0, 1, 4, 5, 6, hi + b * 32, lo + b * 32, wb);
+            TILE_BLOCK(2, 3, 4, 5, 6, hi + b * 32 + 16, lo + b * 32 + 16, wb + 256);
             TILE_STORE(0, cb, 64);
             TILE_STORE(1, cb + 256, 64);
             TILE_STORE(2, cb + 512, 64);
