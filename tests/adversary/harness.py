@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from poai.chain.params import get_network
+from poai.node.scheduler import UNTRUSTED_PER_MINUTE
 from poai.wallet.signing import address_of_private_key
 
 from .mirror import Mirror
@@ -43,6 +44,12 @@ from .procs import NodeProc, RpcFailed, RpcMissing, free_port, node_args
 
 DEV = get_network("dev")
 ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "adversary.json"
+# the honest miner is frozen at most this long while the victim judges a block sent on
+# its tip: below VICTIM_BLOCK_TIMEOUT_S, so a block the victim asked it for is not timed out
+MINER_PAUSE_S = 5.0
+# the victim's bucket for peers without a record refills one unit per 60 / 12 s
+# (poai.node.scheduler.UNTRUSTED_PER_MINUTE): a dropped block is sent again after this
+BUDGET_WAIT_S = 60.0 / UNTRUSTED_PER_MINUTE + 1.0
 FOLLOW_BOUND_S = 20.0  # the victim must be on the honest miner's tip again within this
 # The victim's block download timeout (seconds; poai.net.download reads $POAI_P2P_BLOCK_TIMEOUT,
 # default 30): short, so that a stalling announcer (case 12) is found out within the test's bound.
@@ -123,35 +130,64 @@ class Case:
     def done_attacking(self) -> None:
         self.attack_end = time.monotonic()
 
-    def send_on_tip(self, build, *, copies: int = 1, ban_timeout: float = 20.0, tries: int = 4):
+    def send_on_tip(self, build, *, copies: int = 1, ban_timeout: float = 20.0, tries: int = 6):
         """Send ``build()`` (a block crafted on the freshly synced tip) from a new
         attacker peer once the victim is on the honest tip, ``copies`` times.
-        When the victim's tip moved before it judged the block (no ban yet, tip
-        changed: the block no longer extends the tip, and a side block that cannot
-        take the lead is parked unjudged), try again.
+        Try again (a new peer, a new block) when the victim could not judge it:
+        its tip moved first (no ban yet, tip changed: the block no longer extends
+        the tip, and a side block that cannot take the lead is parked unjudged),
+        or no ban came within ``ban_timeout`` while the victim's scheduler dropped a
+        block unjudged (its inference budget for peers without a record was spent
+        by the cases before: it refills at UNTRUSTED_PER_MINUTE, so wait for it).
         Returns (peer, block, ban reason or None)."""
         for attempt in range(tries):
             self.adv.wait_synced()
             tip0 = self.adv.victim.tip()
+            dropped0 = self._dropped()
             block = build()
             p = self.peer()
             data = block.encode()
+            # The honest miner is frozen while the victim judges the block (at most
+            # MINER_PAUSE_S): on the dev network's easiest target a fast kernel finds
+            # blocks several times a second, and an honest block that lands first makes
+            # the attacker's a side block, parked unjudged.
+            paused = self.adv.miner.pause()
             sent = time.monotonic()
-            for _ in range(copies):
-                p.send("block", data)
             got = None
-            while time.monotonic() - sent < ban_timeout:
-                got = self.adv.wait_ban(p.local_ip, 1.0)
-                if got is not None:
-                    break
-                if self.adv.victim.tip() != tip0 and time.monotonic() - sent > 3.0:
-                    break  # overtaken by an honest block: parked, never judged
+            try:
+                for _ in range(copies):
+                    p.send("block", data)
+                while time.monotonic() - sent < ban_timeout:
+                    if paused and time.monotonic() - sent > MINER_PAUSE_S:
+                        self.adv.miner.resume()
+                        paused = False
+                    got = self.adv.wait_ban(p.local_ip, 0.5 if paused else 1.0)
+                    if got is not None:
+                        break
+                    if self.adv.victim.tip() != tip0 and time.monotonic() - sent > 3.0:
+                        break  # overtaken by an honest block: parked, never judged
+            finally:
+                if paused:
+                    self.adv.miner.resume()
             self.judge_s = time.monotonic() - sent  # send -> ban seen over RPC (0.25 s polls)
-            if got is not None or self.adv.victim.tip() == tip0 or attempt == tries - 1:
+            moved = self.adv.victim.tip() != tip0
+            dropped = self._dropped() if got is None and not moved else None
+            deferred = None not in (dropped0, dropped) and dropped > dropped0
+            if got is not None or (not moved and not deferred) or attempt == tries - 1:
                 return p, block, got
-            self.note(
-                f"try {attempt + 1}: the honest tip moved before the victim judged the block; sent again"
-            )
+            if deferred:
+                self.note(f"try {attempt + 1}: the victim dropped the block unjudged (its budget for "
+                          f"peers without a record was spent); sent again in {BUDGET_WAIT_S:.0f} s")
+                time.sleep(BUDGET_WAIT_S)
+            else:
+                self.note(
+                    f"try {attempt + 1}: the honest tip moved before the victim judged the block; sent again"
+                )
+
+    def _dropped(self) -> int | None:
+        """Blocks the victim's verification scheduler dropped unjudged so far (None: unknown)."""
+        now = self._stats_now()
+        return None if now is None else now.get("dropped")
 
     # --- the victim's figures ---------------------------------------------------------------
     def _stats_now(self) -> dict | None:

@@ -75,10 +75,22 @@ class NodeProc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def pause(self) -> bool:
+        """Freeze the process (SIGSTOP) until resume(); False when it is not running."""
+        if not self.alive():
+            return False
+        self.proc.send_signal(signal.SIGSTOP)
+        return True
+
+    def resume(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a case left it paused
             self.proc.send_signal(signal.SIGINT)
         try:
             return self.proc.wait(timeout=timeout)
