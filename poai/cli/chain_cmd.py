@@ -676,9 +676,8 @@ def quiz(
     from poai import engine
     from poai.models.registry import load_registry
     from poai.node.miner import Miner
-    from poai.pow.proof import evaluate
-
     from poai.node.reads import ChainReads
+    from poai.pow.proof import evaluate
 
     dd, params, store, chain = open_local(data_dir, write=False, create=True)
     if height is not None:

@@ -209,8 +209,7 @@ def poai_get_work(node, address, model=None):
     """A template paying ``address``, proven with ``model`` (sha256; default the network's first)."""
     addr = parse_address(address)
     sha = _model_sha(node, model)
-    initial = getattr(node, "initial_download", None)
-    if initial is not None and initial():
+    if node.initial_download():
         sync = node.syncing() or {}
         raise server_error(
             f"the node is catching up (height {sync.get('currentBlock')} of {sync.get('highestBlock')} "
